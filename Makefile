@@ -1,0 +1,37 @@
+# The two set-up commands of the README: `make run` and `make test`.
+
+PYTHON ?= python3
+VENV ?= venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test test-deps lint bench clean
+
+$(STAMP): setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Orbited on the embedded default: HTTP on :8000, the built-in STOMP broker on
+# :61613, test echo servers and the demo pages at /demos/.
+run: install
+	$(BIN)/orbited --config etc/demo.cfg
+
+# Installs what the tests need (Debian packages, npm packages), then runs all of them.
+test: install test-deps lint
+	$(BIN)/pytest
+
+test-deps: install
+	.ci/test-deps
+
+lint: install
+	$(BIN)/ruff check orbited tests bench
+
+bench: install
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) tests/.work bench/.work *.egg-info

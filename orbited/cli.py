@@ -1,0 +1,198 @@
+"""argv -> Config -> a running server.  The ``orbited`` command.
+
+Exit codes: 0 after a clean stop (SIGTERM included) or a passing ``--check``;
+1 when the server cannot start (a port in use, a pid file that cannot be
+written, a failed daemonisation); 2 when the config is wrong.  Errors are
+never swallowed: ``--daemon`` reports a failed start from the parent and
+exits non-zero instead of carrying on in the foreground as 0.7 did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any
+
+from orbited import __version__, logs
+from orbited.config import Config, ConfigError, find_config, load_file, quickstart
+
+log = logging.getLogger("orbited.cli")
+
+EXIT_OK, EXIT_START_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="orbited",
+        description="Comet push server: browser TCPSockets to TCP backends, plus a STOMP broker.",
+    )
+    p.add_argument("-c", "--config", metavar="PATH",
+                   help="config file (default: ./orbited.cfg, then /etc/orbited.cfg)")
+    p.add_argument("-v", "--version", action="store_true", help="print the version and exit")
+    p.add_argument("-q", "--quickstart", action="store_true",
+                   help="no config file: HTTP on :8000, STOMP broker on :61613, '* -> localhost:61613'")
+    p.add_argument("--check", action="store_true",
+                   help="validate the config; print every problem as FILE:LINE: message; exit 0 or 2")
+    p.add_argument("-d", "--daemon", action="store_true", help="detach into the background")
+    p.add_argument("--pid-file", metavar="PATH", default="/var/run/orbited/orbited.pid",
+                   help="pid file written with --daemon (default: %(default)s)")
+    p.add_argument("-l", "--log-level", choices=["debug", "info", "warning", "error"],
+                   help="override the configured log level of the root logger and its handlers")
+    return p
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    if args.quickstart:
+        return quickstart()
+    path = args.config or find_config()
+    if path is None:
+        raise ConfigError([])
+    return load_file(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    args, extra = p.parse_known_args(argv)
+    if extra:
+        p.error('the "orbited" command does not accept positional arguments: ' + " ".join(extra))
+    if args.version:
+        print(f"Orbited version: {__version__}")
+        return EXIT_OK
+    try:
+        config = load_config(args)
+    except ConfigError as exc:
+        if not exc.problems:
+            print("orbited: no configuration file found: looked for ./orbited.cfg and "
+                  "/etc/orbited.cfg; give one with --config PATH, or use --quickstart",
+                  file=sys.stderr)
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_CONFIG
+    if args.check:
+        for problem in config.warnings:
+            print(problem, file=sys.stderr)
+        print(f"{config.path}: OK ({len(config.listeners)} listeners, {len(config.access)} access rules)")
+        return EXIT_OK
+    if os.getuid() == 0 and not config.settings["user"]:
+        print(f"orbited: refusing to run as root without [global] user in {config.path}: "
+              "add 'user = <account>' (Orbited binds its ports, then switches to that account)",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    problems = logs.configure_logging(config.sections, config.path, args.log_level)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        return EXIT_CONFIG
+    for problem in config.warnings:
+        log.warning("%s", problem)
+    install_reactor(config.settings["reactor"])
+    if args.daemon:
+        return run_daemon(config, args.pid_file)
+    return serve(config)
+
+
+def install_reactor(name: str | None) -> None:
+    """[global] reactor, installed before anything imports twisted.internet.reactor."""
+    if name in (None, "default"):
+        return
+    module = {"epoll": "epollreactor", "poll": "pollreactor", "select": "selectreactor",
+              "kqueue": "kqreactor"}[name]
+    installer = __import__(f"twisted.internet.{module}", fromlist=["install"])
+    installer.install()
+    if name == "select":
+        log.warning("the select reactor handles at most about 1,000 connections; prefer epoll")
+
+
+def serve(config: Config, ready: Any = None) -> int:
+    """Bind, drop privileges, run until stopped.  ``ready(error)`` is told how start-up went."""
+    from twisted.internet import reactor
+
+    from orbited.service import OrbitedServer, StartupError
+
+    server = OrbitedServer(config, reactor)
+    try:
+        server.listen()
+        server.drop_privileges()
+    except (StartupError, KeyError, OSError) as exc:
+        message = str(exc) if isinstance(exc, StartupError) else f"cannot start: {exc}"
+        log.error("%s", message)
+        if ready is not None:
+            ready(message)
+        return EXIT_START_FAILED
+    server.install_signal_handlers()
+    log.info("Orbited %s running (pid %d)", __version__, os.getpid())
+    if ready is not None:
+        reactor.callWhenRunning(ready, None)
+    reactor.run()
+    log.info("stopped")
+    return EXIT_OK
+
+
+def run_daemon(config: Config, pid_file: str) -> int:
+    """Detach; the parent waits for the child's word and exits 0 only on success."""
+    read_end, write_end = os.pipe()
+    if os.fork() > 0:
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            answer = pipe.read().decode("utf-8", "replace")
+        if answer == "ok":
+            return EXIT_OK
+        print(f"orbited: daemon failed to start: {answer or 'it exited without a word'}", file=sys.stderr)
+        return EXIT_START_FAILED
+    os.close(read_end)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    channel = os.fdopen(write_end, "wb", buffering=0)
+
+    def ready(error: str | None) -> None:
+        channel.write(b"ok" if error is None else error.encode())
+        channel.close()
+        if error is None:
+            _detach_stdio()
+
+    try:
+        write_pid_file(pid_file)
+    except OSError as exc:
+        ready(f"cannot write pid file {pid_file}: {exc.strerror}")
+        os._exit(EXIT_START_FAILED)
+    try:
+        code = serve(config, ready)
+    finally:
+        try:
+            os.unlink(pid_file)
+        except OSError:
+            pass
+    os._exit(code)
+
+
+def write_pid_file(path: str) -> None:
+    """Write our pid; refuse when the file names a process that is still alive."""
+    try:
+        with open(path) as handle:
+            other = int(handle.read().strip() or 0)
+    except (OSError, ValueError):
+        other = 0
+    if other and other != os.getpid():
+        try:
+            os.kill(other, 0)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            raise OSError(17, f"process {other} named in it is still running") from None
+        else:
+            raise OSError(17, f"process {other} named in it is still running")
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    with open(path, "w") as handle:
+        handle.write(f"{os.getpid()}\n")
+
+
+def _detach_stdio() -> None:
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)

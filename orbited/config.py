@@ -1,0 +1,475 @@
+"""``orbited.cfg`` -> one typed, immutable :class:`Config`, built once and handed down.
+
+Every Orbited 0.7 file loads without edits.  Unknown sections and keys are
+warnings with ``FILE:LINE``; values that cannot work are errors with
+``FILE:LINE`` and stop start-up.  Nothing here opens sockets, installs a
+reactor or configures logging: it only reads text and returns values.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from orbited import logs
+from orbited.inifile import Entry, Problem, Section, parse_ini
+
+DEFAULT_PATHS = ("./orbited.cfg", "/etc/orbited.cfg")
+
+# First path segments the server itself serves; a [static] mount may not take them.
+RESERVED_PATHS = ("static", "system", "ws", "sockjs", "tcp", "stomp")
+
+TEST_SERVER_SCHEMES = ("echo", "lineecho", "rude", "announce", "monitor")
+LISTEN_SCHEMES = ("http", "https", "stomp", *TEST_SERVER_SCHEMES)
+DEFAULT_PORTS = {"http": 80, "https": 443, "stomp": 61613}
+
+REACTORS = ("epoll", "poll", "select", "kqueue", "default")
+STATUS_MODES = ("local", "on", "off")
+
+# Sections that belong to logging.config.fileConfig, or to the pre-0.7.11
+# logging format; logs.py reads them.
+LOGGING_SECTIONS = ("logging", "loggers", "handlers", "formatters", "log")
+LOGGING_PREFIXES = ("logger_", "handler_", "formatter_")
+
+
+class ConfigError(Exception):
+    """The config cannot be used; ``problems`` holds every reason, fatal first."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+# --------------------------------------------------------------------------
+# value parsers: each takes the text and returns a value or raises ValueError
+
+
+def parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"'{text}' is not a boolean (use 1 or 0)")
+
+
+def positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"'{text}' is not a number") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise ValueError(f"'{text}' must be a positive number")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"'{text}' is not a whole number") from None
+    if value < 0:
+        raise ValueError(f"'{text}' must not be negative")
+    return value
+
+
+def word_list(text: str) -> tuple[str, ...]:
+    return tuple(word for word in text.replace(",", " ").split() if word)
+
+
+def choice(options: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in options:
+            raise ValueError(f"'{text}' is not one of: {', '.join(options)}")
+        return value
+
+    return parse
+
+
+def text_value(text: str) -> str:
+    return text
+
+
+@dataclass(frozen=True)
+class Key:
+    """One ``[global]`` key: its parser, default and the sentence docs print."""
+
+    name: str
+    parse: Callable[[str], Any]
+    default: Any
+    doc: str
+
+
+GLOBAL_KEYS: tuple[Key, ...] = (
+    Key("proxy.enabled", parse_bool, True,
+        "1 mounts the TCPSocket endpoints (/ws, /sockjs, /tcp); 0 serves only "
+        "static files, /stomp and /system."),
+    Key("proxy.connect_timeout", positive_number, 10.0,
+        "Seconds to wait for a backend TCP connect before answering 0104."),
+    Key("proxy.max_sessions", non_negative_int, 0,
+        "Most TCPSocket sessions at once; further ones are refused with HTTP 503. "
+        "0 derives the cap from the open-file limit (two descriptors a session)."),
+    Key("session.ping_interval", positive_number, 30.0,
+        "Seconds of silence after which a session is probed (WebSocket ping, "
+        "SockJS heartbeat, 0.7 ping packet)."),
+    Key("session.ping_timeout", positive_number, 30.0,
+        "Seconds a probed session may stay silent before it is closed."),
+    Key("session.max_buffer", non_negative_int, 1048576,
+        "Bytes a Comet session may hold unacknowledged for a browser before it "
+        "is closed as stalled (WebSocket sessions use TCP flow control instead)."),
+    Key("ws.max_message_size", non_negative_int, 4194304,
+        "Largest WebSocket message accepted from a browser, in bytes; larger "
+        "ones close the socket with 1009."),
+    Key("origins", word_list, (),
+        "Page origins allowed besides the page's own host: 'https://app.example.com', "
+        "'http://localhost:3000', or '*' for any. Empty: same host as the Host "
+        "header, any port."),
+    Key("http.timeout", positive_number, 60.0,
+        "Seconds an idle HTTP connection (between requests) is kept open."),
+    Key("http.max_body", non_negative_int, 1048576,
+        "Largest HTTP request body accepted by Comet upstream endpoints; larger "
+        "ones get 413."),
+    Key("shutdown.timeout", positive_number, 5.0,
+        "Seconds SIGTERM waits for sessions to close before exiting anyway."),
+    Key("status", choice(STATUS_MODES), "local",
+        "/system/status: 'local' answers loopback clients only, 'on' everyone, "
+        "'off' nobody."),
+    Key("reactor", choice(REACTORS), None,
+        "Twisted reactor to install: epoll, poll, select or default; kqueue "
+        "where the platform has it (otherwise ignored with a warning)."),
+    Key("user", text_value, None,
+        "Account to switch to once every socket is bound. Required when started "
+        "as root."),
+    Key("group", text_value, None,
+        "Group to switch to (default: the user's primary group)."),
+)
+GLOBAL_KEY_NAMES = {key.name: key for key in GLOBAL_KEYS}
+
+
+@dataclass(frozen=True)
+class GlobalSettings:
+    values: dict[str, Any]
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    @classmethod
+    def defaults(cls) -> GlobalSettings:
+        return cls({key.name: key.default for key in GLOBAL_KEYS})
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One ``[listen]`` line."""
+
+    scheme: str
+    host: str  # '' means every interface
+    port: int
+    line: int = 0
+    option: str = ""  # stomp://: the legacy morbid config path
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class AccessRule:
+    """``SOURCE -> HOST:PORT``: a browser that reached us as SOURCE may open HOST:PORT."""
+
+    source: str  # '*' or a Host header value such as 'localhost:8000'
+    host: str
+    port: int
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    key: str
+    crt: str
+    chain: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    settings: GlobalSettings
+    listeners: tuple[Listener, ...]
+    access: tuple[AccessRule, ...]
+    tls: TLSFiles | None
+    static: tuple[tuple[str, str], ...]  # (mount name, directory); '' is INDEX
+    sections: dict[str, Section] = field(repr=False)
+    warnings: tuple[Problem, ...] = ()
+
+    def section(self, name: str) -> Section:
+        return self.sections.get(name) or Section(name, 0)
+
+
+# --------------------------------------------------------------------------
+# host and port grammar shared by [listen] and [access]
+
+
+def split_host_port(text: str, default_port: int | None) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]``, ``[v6]:port`` -> (host, port)."""
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ValueError(f"'{text}' opens '[' without ']'")
+        host, rest = text[1:end], text[end + 1 :]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"'{host}' in brackets is not an IPv6 address") from None
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"unexpected '{rest}' after ']'")
+        port_text = rest[1:] if rest else ""
+    else:
+        if text.count(":") > 1:
+            raise ValueError(f"'{text}': write IPv6 addresses in brackets, as [::1]:8000")
+        host, _, port_text = text.partition(":")
+        if ":" in text and not port_text:
+            raise ValueError(f"'{text}' has ':' but no port")
+    if not port_text:
+        if default_port is None:
+            raise ValueError(f"'{text}' needs a port")
+        return host, default_port
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"port '{port_text}' is not a number from 0 to 65535")
+    return host, int(port_text)
+
+
+def parse_listen_line(text: str, line: int = 0) -> Listener:
+    url, _, option = text.partition(" ")
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep:
+        raise ValueError(f"'{text}' is not a URL like http://:8000")
+    if scheme not in LISTEN_SCHEMES:
+        raise ValueError(
+            f"unknown listen scheme '{scheme}://' (known: "
+            f"{', '.join(s + '://' for s in LISTEN_SCHEMES)})"
+        )
+    rest = rest.rstrip("/")
+    if "/" in rest:
+        raise ValueError(f"'{url}': a listen URL has no path")
+    host, port = split_host_port(rest, DEFAULT_PORTS.get(scheme))
+    if host and host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(
+                f"'{host}' is not an interface address (use an IP address, "
+                "'localhost', or nothing for every interface)"
+            ) from None
+    option = option.strip()
+    if option and scheme != "stomp":
+        raise ValueError(f"unexpected '{option}' after the {scheme}:// URL")
+    return Listener(scheme, "127.0.0.1" if host == "localhost" else host, port, line, option)
+
+
+def parse_access_entry(entry: Entry) -> AccessRule:
+    source, dest = entry.key, entry.value
+    if not source:
+        raise ValueError("the source before '->' is empty (use '*' or a Host such as localhost:8000)")
+    if not dest:
+        raise ValueError("the destination after '->' is empty")
+    if dest == "*" or dest.startswith("*:"):
+        raise ValueError("illegal [access] entry: wildcard destination")
+    host, port = split_host_port(dest, 80)
+    if not host:
+        raise ValueError(f"'{dest}' has no host")
+    if port == 0:
+        raise ValueError(f"'{dest}': port 0 cannot be connected to")
+    return AccessRule(source.lower(), host.lower(), port, entry.line)
+
+
+def relative_to(config_path: str, value: str) -> str:
+    """A relative file name in the config means relative to the config file's directory."""
+    if os.path.isabs(value) or config_path.startswith("<"):
+        return value
+    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(config_path)), value))
+
+
+# --------------------------------------------------------------------------
+
+
+KNOWN_SECTIONS = ("global", "listen", "ssl", "static", "access", "stomp", "test")
+
+
+def build_config(sections: dict[str, Section], path: str) -> tuple[Config | None, list[Problem]]:
+    """Check and type the parsed sections; returns the config or None, and every problem."""
+    problems: list[Problem] = []
+
+    def error(line: int, message: str) -> None:
+        problems.append(Problem(path, line, message))
+
+    def warn(line: int, message: str) -> None:
+        problems.append(Problem(path, line, message, fatal=False))
+
+    for name, section in sections.items():
+        if name in KNOWN_SECTIONS or name in LOGGING_SECTIONS or name.startswith(LOGGING_PREFIXES):
+            continue
+        warn(section.line, f"unknown section [{name}] is ignored")
+
+    values = dict(GlobalSettings.defaults().values)
+    for entry in sections.get("global", Section("global", 0)).entries:
+        key = GLOBAL_KEY_NAMES.get(entry.key)
+        if key is None:
+            warn(entry.line, f"unknown key '{entry.key}' in [global] is ignored")
+            continue
+        try:
+            values[key.name] = key.parse(entry.value)
+        except ValueError as exc:
+            error(entry.line, f"[global] {entry.key}: {exc}")
+    if values["reactor"] == "kqueue" and not hasattr(__import__("select"), "kqueue"):
+        entry = sections["global"].get("reactor")
+        warn(entry.line if entry else 0, "reactor 'kqueue' is not available here; using the default")
+        values["reactor"] = None
+    for name, lookup in (("user", "getpwnam"), ("group", "getgrnam")):
+        if values[name] is not None:
+            module = __import__("pwd" if name == "user" else "grp")
+            try:
+                getattr(module, lookup)(values[name])
+            except KeyError:
+                entry = sections["global"].get(name)
+                error(entry.line if entry else 0, f"[global] {name}: no such {name} '{values[name]}'")
+    if values["user"] is None and values["group"] is not None:
+        entry = sections["global"].get("group")
+        warn(entry.line if entry else 0, "group without user is ignored")
+
+    listeners: list[Listener] = []
+    seen: dict[tuple[str, int], int] = {}
+    for entry in sections.get("listen", Section("listen", 0)).entries:
+        try:
+            listener = parse_listen_line(entry.key, entry.line)
+        except ValueError as exc:
+            error(entry.line, f"[listen] {exc}")
+            continue
+        if listener.option:
+            warn(entry.line, f"morbid config '{listener.option}' is ignored; "
+                 "configure the broker in [stomp]")
+        where = (listener.host, listener.port)
+        if listener.port and where in seen:
+            error(entry.line, f"[listen] {listener} repeats the address of line {seen[where]}")
+            continue
+        seen[where] = entry.line
+        listeners.append(listener)
+
+    access: list[AccessRule] = []
+    for entry in sections.get("access", Section("access", 0)).entries:
+        try:
+            access.append(parse_access_entry(entry))
+        except ValueError as exc:
+            error(entry.line, f"[access] {exc}")
+
+    tls = None
+    ssl_section = sections.get("ssl")
+    if ssl_section is not None:
+        known = {"key", "crt", "chain"}
+        for entry in ssl_section.entries:
+            if entry.key not in known:
+                warn(entry.line, f"unknown key '{entry.key}' in [ssl] is ignored")
+        files = {k: ssl_section.get(k) for k in known}
+        files = {k: Entry(v.key, relative_to(path, v.value), v.line) if v else None for k, v in files.items()}
+        for name in known:
+            item = files[name]
+            if item is not None and not os.path.isfile(item.value):
+                error(item.line, f"[ssl] {name}: no such file '{item.value}'")
+        if files["key"] and files["crt"]:
+            chain = files["chain"]
+            tls = TLSFiles(files["key"].value, files["crt"].value, chain.value if chain else None)
+    if any(lst.scheme == "https" for lst in listeners) and tls is None:
+        first = next(lst for lst in listeners if lst.scheme == "https")
+        error(first.line, "[listen] https:// needs [ssl] key and crt")
+
+    static: list[tuple[str, str]] = []
+    for entry in sections.get("static", Section("static", 0)).entries:
+        name = "" if entry.key == "INDEX" else entry.key
+        entry = Entry(entry.key, relative_to(path, entry.value), entry.line)
+        if "/" in name or name in ("..", "."):
+            error(entry.line, f"[static] '{entry.key}' must be a single path segment")
+        elif name in RESERVED_PATHS:
+            error(entry.line, f"[static] '/{name}' is served by Orbited itself; choose another name")
+        elif not os.path.isdir(entry.value) and not os.path.isfile(entry.value):
+            error(entry.line, f"[static] {entry.key}: no such file or directory '{entry.value}'")
+        else:
+            static.append((name, entry.value))
+
+    for entry in sections.get("test", Section("test", 0)).entries:
+        if entry.key == "stompdispatcher.enabled":
+            warn(entry.line, "[test] stompdispatcher.enabled is replaced by [stomp] publish.enabled "
+                 "and is ignored")
+        else:
+            warn(entry.line, f"unknown key '{entry.key}' in [test] is ignored")
+
+    logs.check_logging_sections(sections, path, problems)
+    from importlib.util import find_spec  # TEMPORARY: until the broker has landed
+
+    if find_spec("orbited.stomp"):
+        from orbited.stomp.settings import check_stomp_section
+
+        check_stomp_section(sections, path, problems)
+
+    if any(p.fatal for p in problems):
+        return None, problems
+    config = Config(
+        path=path,
+        settings=GlobalSettings(values),
+        listeners=tuple(listeners),
+        access=tuple(access),
+        tls=tls,
+        static=tuple(static),
+        sections=sections,
+        warnings=tuple(problems),
+    )
+    return config, problems
+
+
+def load_text(text: str, path: str = "<config>") -> Config:
+    """Parse config text; raises ConfigError listing every problem."""
+    sections, problems = parse_ini(text, path)
+    config, more = build_config(sections, path)
+    problems = problems + more
+    if config is None or any(p.fatal for p in problems):
+        problems.sort(key=lambda p: (not p.fatal, p.line))
+        raise ConfigError(problems)
+    return Config(**{**config.__dict__, "warnings": tuple(problems)})
+
+
+def load_file(path: str) -> Config:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise ConfigError([Problem(path, 0, f"cannot read: {exc.strerror}")]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([Problem(path, 0, f"not UTF-8 text: {exc}")]) from None
+    return load_text(text, path)
+
+
+def find_config() -> str | None:
+    """The first of ./orbited.cfg and /etc/orbited.cfg that exists (0.7's search order)."""
+    for candidate in DEFAULT_PATHS:
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+QUICKSTART_TEXT = """\
+[global]
+proxy.enabled = 1
+[listen]
+http://:8000
+stomp://:61613
+[access]
+* -> localhost:61613
+"""
+
+
+def quickstart() -> Config:
+    """0.7's --quickstart: HTTP on 8000, the broker on 61613, '* -> localhost:61613'."""
+    return load_text(QUICKSTART_TEXT, "<quickstart>")

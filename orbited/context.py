@@ -1,0 +1,34 @@
+"""The one object handed down from the service to every resource and protocol.
+
+It carries the config (read once), the current access policy (swapped on
+SIGHUP), the counters and the session registry.  Nothing reads these from a
+module global: a test builds its own context and gets its own server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from orbited.access import AccessPolicy
+from orbited.config import Config
+from orbited.proxy import TCPSocketProxy
+from orbited.session import ISessionProtocol, ServerStats, SessionRegistry
+
+
+@dataclass
+class ServerContext:
+    config: Config
+    reactor: Any
+    policy: AccessPolicy = field(init=False)
+    stats: ServerStats = field(default_factory=ServerStats)
+    sessions: SessionRegistry = field(init=False)
+    broker: Any = None  # the built-in STOMP broker, when a stomp:// listener or /stomp runs
+
+    def __post_init__(self) -> None:
+        self.policy = AccessPolicy.from_config(self.config)
+        self.sessions = SessionRegistry(self.config.settings["proxy.max_sessions"])
+
+    def newSessionProtocol(self) -> ISessionProtocol:
+        """What runs on every TCPSocket session: the access-checked proxy."""
+        return TCPSocketProxy(self)

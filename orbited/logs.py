@@ -1,0 +1,227 @@
+"""Logging from the config file, in either of the two forms Orbited 0.7 shipped.
+
+0.7.11 handed the whole file to ``logging.config.fileConfig``; 0.7.10 and the
+Rails plugin used a ``[logging]`` section of level -> outputs.  0.7.11 crashed
+on the older form; we accept both and, with neither, log INFO to stderr.
+Checks only look at text; :func:`configure_logging` is the one place that
+touches the process-wide logging state, and it runs once, at start-up.
+"""
+
+from __future__ import annotations
+
+import configparser
+import logging
+import logging.config
+import sys
+
+from orbited.inifile import Problem, Section
+
+DEFAULT_FORMAT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
+
+LEGACY_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "access": logging.INFO,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+}
+LEVEL_NAMES = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "notset": logging.NOTSET,
+}
+# The logger whose INFO lines are 0.7's 'access' level: connects and closes.
+ACCESS_LOGGER = "orbited.proxy"
+
+
+def logging_form(sections: dict[str, Section]) -> str:
+    """'stdlib' (fileConfig sections), 'legacy' ([logging]) or 'default'."""
+    loggers = sections.get("loggers")
+    if loggers is not None and loggers.get("keys") is not None:
+        return "stdlib"
+    if "logging" in sections or loggers is not None:
+        return "legacy"
+    return "default"
+
+
+def _names(value: str) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def check_logging_sections(sections: dict[str, Section], path: str, problems: list[Problem]) -> None:
+    """Find what would make logging fail, without opening any log file."""
+    form = logging_form(sections)
+    if "log" in sections:
+        problems.append(Problem(path, sections["log"].line, "legacy [log] section is ignored", fatal=False))
+    if form == "legacy":
+        _check_legacy(sections, path, problems)
+    elif form == "stdlib":
+        _check_stdlib(sections, path, problems)
+
+
+def _check_legacy(sections: dict[str, Section], path: str, problems: list[Problem]) -> None:
+    for entry in sections.get("logging", Section("logging", 0)).entries:
+        if entry.key == "enabled.default":
+            levels = _names(entry.value)
+        elif entry.key in LEGACY_LEVELS:
+            continue
+        else:
+            problems.append(Problem(path, entry.line, f"unknown key '{entry.key}' in [logging] is ignored",
+                                    fatal=False))
+            continue
+        for level in levels:
+            if level not in LEGACY_LEVELS:
+                problems.append(Problem(path, entry.line, f"[logging] unknown level '{level}'"))
+    for entry in sections.get("loggers", Section("loggers", 0)).entries:
+        for level in _names(entry.value):
+            if level not in LEGACY_LEVELS:
+                problems.append(Problem(path, entry.line, f"[loggers] {entry.key}: unknown level '{level}'"))
+
+
+def _check_stdlib(sections: dict[str, Section], path: str, problems: list[Problem]) -> None:
+    for kind in ("loggers", "handlers", "formatters"):
+        section = sections.get(kind)
+        if section is None:
+            if kind != "formatters":
+                problems.append(Problem(path, sections["loggers"].line,
+                                        f"logging.fileConfig form needs a [{kind}] section with 'keys'"))
+            continue
+        keys = section.get("keys")
+        if keys is None:
+            problems.append(Problem(path, section.line, f"[{kind}] needs 'keys = ...'"))
+            continue
+        prefix = kind[:-1] + "_"
+        for name in _names(keys.value):
+            if prefix + name not in sections:
+                problems.append(Problem(path, keys.line, f"[{kind}] lists '{name}' but there is no "
+                                        f"[{prefix}{name}] section"))
+    for name, section in sections.items():
+        if name.startswith("logger_") or name.startswith("handler_"):
+            level = section.get("level")
+            if level is not None and level.value.lower() not in LEVEL_NAMES:
+                problems.append(Problem(path, level.line, f"[{name}] unknown level '{level.value}'"))
+        if name.startswith("handler_") and section.get("class") is None:
+            problems.append(Problem(path, section.line, f"[{name}] needs 'class = ...'"))
+
+
+def configure_logging(sections: dict[str, Section], path: str, level: str | None = None) -> list[Problem]:
+    """Install logging for this process; returns problems found while doing it.
+
+    A handler that cannot be built (an unwritable log file, an unknown
+    class) is reported with FILE:LINE instead of a traceback.
+    """
+    problems: list[Problem] = []
+    form = logging_form(sections)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    if form == "stdlib":
+        parser = configparser.RawConfigParser()
+        for name, section in sections.items():
+            parser.add_section(name)
+            for entry in section.entries:
+                parser.set(name, entry.key, entry.value)
+        try:
+            logging.config.fileConfig(parser, disable_existing_loggers=False)
+        except Exception as exc:  # fileConfig raises anything its handlers raise
+            problems.append(Problem(path, sections["loggers"].line, f"logging config failed: {exc!r}"))
+            _configure_default(root)
+    elif form == "legacy":
+        try:
+            _configure_legacy(sections, root)
+        except OSError as exc:
+            problems.append(Problem(path, sections.get("logging", sections.get("loggers")).line,
+                                    f"logging config failed: {exc}"))
+            _configure_default(root)
+    else:
+        _configure_default(root)
+    if level is not None:
+        override(level)
+    _route_twisted_logs()
+    return problems
+
+
+def override(level: str) -> None:
+    """--log-level: the root logger and every root handler show ``level`` and above."""
+    number = LEVEL_NAMES[level.lower()]
+    root = logging.getLogger()
+    root.setLevel(number)
+    logging.getLogger("orbited").setLevel(number)
+    for handler in root.handlers:
+        handler.setLevel(number)
+
+
+def _configure_default(root: logging.Logger) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(DEFAULT_FORMAT))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+class _LevelFilter(logging.Filter):
+    """Passes records of exactly the levels a legacy [logging] output was given."""
+
+    def __init__(self, levels: set[int], access_only: bool):
+        super().__init__()
+        self.levels = levels
+        self.access_only = access_only
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.access_only:
+            return record.levelno == logging.INFO and record.name.startswith(ACCESS_LOGGER)
+        return record.levelno in self.levels
+
+
+def _configure_legacy(sections: dict[str, Section], root: logging.Logger) -> None:
+    logging_section = sections.get("logging", Section("logging", 0))
+    enabled_entry = logging_section.get("enabled.default")
+    enabled = _names(enabled_entry.value) if enabled_entry else ["info", "access", "warn", "error"]
+    streams: dict[str, logging.Handler] = {}
+    formatter = logging.Formatter(DEFAULT_FORMAT)
+    for level_name in LEGACY_LEVELS:
+        entry = logging_section.get(level_name)
+        outputs = _names(entry.value) if entry else (["STDERR"] if level_name in enabled else [])
+        for output in outputs:
+            key = output.upper() if output.upper() in ("SCREEN", "STDOUT", "STDERR") else output
+            if key not in streams:
+                if key in ("SCREEN", "STDOUT"):
+                    streams[key] = logging.StreamHandler(sys.stdout)
+                elif key == "STDERR":
+                    streams[key] = logging.StreamHandler(sys.stderr)
+                else:
+                    streams[key] = logging.FileHandler(output)
+                streams[key].setFormatter(formatter)
+            handler = streams[key]
+            handler.addFilter(_LevelFilter({LEGACY_LEVELS[level_name]}, level_name == "access"))
+    # A record must pass one filter of its handler: merge filters per handler.
+    for handler in streams.values():
+        filters = list(handler.filters)
+        handler.filters = [_AnyOf(filters)]
+        root.addHandler(handler)
+    root.setLevel(min(LEGACY_LEVELS[name] for name in enabled) if enabled else logging.WARNING)
+    for entry in sections.get("loggers", Section("loggers", 0)).entries:
+        levels = [LEGACY_LEVELS[name] for name in _names(entry.value) if name in LEGACY_LEVELS]
+        if levels:
+            logging.getLogger(entry.key).setLevel(min(levels))
+
+
+class _AnyOf(logging.Filter):
+    def __init__(self, filters: list[logging.Filter]):
+        super().__init__()
+        self.filters_ = filters
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return any(f.filter(record) for f in self.filters_)
+
+
+def _route_twisted_logs() -> None:
+    """Send Twisted's own log events into stdlib logging under 'twisted'."""
+    from twisted.logger import STDLibLogObserver, globalLogBeginner
+
+    if not getattr(_route_twisted_logs, "done", False):
+        globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)
+        _route_twisted_logs.done = True  # type: ignore[attr-defined]

@@ -1,0 +1,290 @@
+"""The TCPSocket proxy: handshake, access check, backend connect, relay.
+
+The browser's first message names a backend (``host:port``).  The proxy
+checks the Origin and the ``[access]`` rules, connects with a timeout, answers
+``1`` or ``0`` + code, then relays bytes both ways with flow control.  Codes
+are Orbited 0.7's, so old pages keep their error handling.  It runs on any
+:class:`~orbited.session.ISession` and never knows the transport.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from twisted.internet import error as neterror
+from twisted.internet.defer import CancelledError
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from orbited.session import ISession, ISessionProtocol
+
+if TYPE_CHECKING:
+    from orbited.context import ServerContext
+
+log = logging.getLogger("orbited.proxy")
+
+MAX_HANDSHAKE = 512
+
+
+class ProxyError(Enum):
+    """TCPSocket error codes; the value is what the browser receives after '0'."""
+
+    INVALID_HANDSHAKE = 102
+    CONNECT_TIMEOUT = 104
+    UNAUTHORIZED = 106
+    CONNECT_FAILED = 108
+
+    @property
+    def reply(self) -> str:
+        return f"0{self.value}"
+
+
+class HandshakeError(ValueError):
+    """The first message is not ``host:port``."""
+
+
+@dataclass(frozen=True)
+class Destination:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_destination(data: bytes) -> Destination:
+    """``b'host:port'``, ``b'[v6]:port'``, optionally ending in a newline."""
+    if len(data) > MAX_HANDSHAKE:
+        raise HandshakeError("handshake longer than %d bytes" % MAX_HANDSHAKE)
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise HandshakeError("handshake is not ASCII") from None
+    if text.endswith("\r\n"):
+        text = text[:-2]
+    elif text.endswith("\n"):
+        text = text[:-1]
+    if text.startswith("["):
+        host, sep, port_text = text[1:].partition("]:")
+        if not sep:
+            raise HandshakeError("expected '[address]:port'")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise HandshakeError("bracketed host is not an IPv6 address") from None
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host:
+            raise HandshakeError("expected 'host:port'")
+        if not all(c.isalnum() or c in "-._" for c in host):
+            raise HandshakeError("host has characters a host name cannot have")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise HandshakeError("port is not a number from 1 to 65535")
+    return Destination(host.lower(), int(port_text))
+
+
+def is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class State(Enum):
+    HANDSHAKE = "handshake"
+    CONNECTING = "connecting"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+@implementer(ISessionProtocol)
+class TCPSocketProxy:
+    """One browser socket tunnelled to one backend TCP connection."""
+
+    def __init__(self, context: ServerContext):
+        self.context = context
+        self.session: ISession | None = None
+        self.phase = State.HANDSHAKE
+        self.destination: Destination | None = None
+        self.backend: BackendConnection | None = None
+        self.pending = None  # connector or Deferred while connecting
+        self.opened_at = 0.0
+        self.bytes_up = 0
+        self.bytes_down = 0
+
+    # ISessionProtocol
+
+    def sessionOpened(self, session: ISession) -> None:
+        self.session = session
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.phase is State.OPEN:
+            self.bytes_up += len(data)
+            self.backend.transport.write(data)
+        elif self.phase is State.HANDSHAKE:
+            self._handshake(data)
+        elif self.phase is State.CONNECTING:
+            self._refuse(ProxyError.INVALID_HANDSHAKE, "data sent before the answer to the handshake")
+
+    def sessionClosed(self, reason: str) -> None:
+        phase, self.phase = self.phase, State.CLOSED
+        if phase is State.CONNECTING and self.pending is not None:
+            pending, self.pending = self.pending, None
+            (pending.cancel if hasattr(pending, "cancel") else pending.stopConnecting)()
+        if self.backend is not None:
+            self.backend.transport.loseConnection()
+        if phase is State.OPEN:
+            self._log_close(f"browser side closed ({reason})")
+
+    # handshake and connect
+
+    def _describe(self) -> str:
+        s = self.session
+        origin = f", Origin {s.origin}" if s.origin else ""
+        return f"{s.transportName} {s.clientAddress} (Host {s.hostHeader}{origin})"
+
+    def _handshake(self, data: bytes) -> None:
+        context = self.context
+        try:
+            self.destination = dest = parse_destination(data)
+        except HandshakeError as exc:
+            self._refuse(ProxyError.INVALID_HANDSHAKE, f"invalid handshake {data[:64]!r}: {exc}")
+            return
+        session = self.session
+        policy = context.policy
+        if not policy.origin_allowed(session.origin, session.hostHeader):
+            self._refuse(
+                ProxyError.UNAUTHORIZED,
+                f"refused Origin {session.origin!r} for {dest}; to allow it add "
+                f"'origins = {session.origin}' to [global]",
+            )
+            return
+        if not policy.destination_allowed(session.hostHeader, dest.host, dest.port):
+            self._refuse(
+                ProxyError.UNAUTHORIZED,
+                f"unauthorized connect to {dest}; to allow it add "
+                f"'{policy.hint_for_destination(session.hostHeader, dest.host, dest.port)}' to [access]",
+            )
+            return
+        self.phase = State.CONNECTING
+        timeout = context.config.settings["proxy.connect_timeout"]
+        factory = BackendFactory(self)
+        if is_ip_literal(dest.host):
+            self.pending = context.reactor.connectTCP(dest.host, dest.port, factory, timeout=timeout)
+        else:
+            endpoint = HostnameEndpoint(context.reactor, dest.host, dest.port, timeout=timeout)
+            deferred = endpoint.connect(_ProtocolFactory(self))
+            deferred.addTimeout(timeout, context.reactor)
+            deferred.addErrback(self.connectFailed)
+            self.pending = deferred
+
+    def connectFailed(self, reason: Failure) -> None:
+        if self.phase is not State.CONNECTING:
+            return
+        self.pending = None
+        if reason.check(neterror.TimeoutError, CancelledError):
+            self._refuse(ProxyError.CONNECT_TIMEOUT, f"connect to {self.destination} timed out")
+        else:
+            self._refuse(ProxyError.CONNECT_FAILED,
+                         f"connect to {self.destination} failed: {reason.getErrorMessage()}")
+
+    def backendConnected(self, backend: BackendConnection) -> None:
+        if self.phase is not State.CONNECTING:
+            backend.transport.loseConnection()
+            return
+        self.pending = None
+        self.phase = State.OPEN
+        self.backend = backend
+        self.opened_at = time.monotonic()
+        stats = self.context.stats
+        stats.proxied_now += 1
+        stats.proxied_total += 1
+        session = self.session
+        transport = backend.transport
+        transport.setTcpNoDelay(True)
+        # Each side pauses the other when its own outgoing buffer is full.
+        session.registerProducer(transport, True)
+        transport.registerProducer(session, True)
+        log.info("%s -> %s connected", self._describe(), self.destination)
+        session.answerHandshake("1")
+
+    def backendData(self, data: bytes) -> None:
+        self.bytes_down += len(data)
+        self.session.write(data)
+
+    def backendLost(self, reason: Failure) -> None:
+        self.backend = None
+        if self.phase is not State.OPEN:
+            return
+        self.phase = State.CLOSED
+        why = "backend closed" if reason.check(neterror.ConnectionDone) else \
+            f"backend lost: {reason.getErrorMessage()}"
+        self._log_close(why)
+        self.session.close(why)
+
+    def _log_close(self, why: str) -> None:
+        stats = self.context.stats
+        stats.proxied_now -= 1
+        stats.bytes_to_backend += self.bytes_up
+        stats.bytes_from_backend += self.bytes_down
+        log.info("%s -> %s closed after %.1fs, %d bytes up, %d down: %s",
+                 self._describe(), self.destination, time.monotonic() - self.opened_at,
+                 self.bytes_up, self.bytes_down, why)
+
+    def _refuse(self, code: ProxyError, why: str) -> None:
+        self.phase = State.CLOSED
+        if code is ProxyError.UNAUTHORIZED:
+            log.warning("%s: %s", self._describe(), why)
+        else:
+            log.info("%s: %s", self._describe(), why)
+        self.session.answerHandshake(code.reply)
+        self.session.close(why, code.value)
+
+
+class BackendConnection(Protocol):
+    """The backend end of one proxied socket."""
+
+    def __init__(self, proxy: TCPSocketProxy):
+        self.proxy = proxy
+
+    def connectionMade(self) -> None:
+        self.proxy.backendConnected(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.proxy.backendData(data)
+
+    def connectionLost(self, reason: Failure = neterror.ConnectionDone) -> None:  # type: ignore[assignment]
+        self.proxy.backendLost(reason)
+
+
+class BackendFactory(ClientFactory):
+    """Factory for one connect attempt: it reports the failure to its proxy."""
+
+    noisy = False
+
+    def __init__(self, proxy: TCPSocketProxy):
+        self.proxy = proxy
+
+    def buildProtocol(self, addr: object) -> BackendConnection:
+        return BackendConnection(self.proxy)
+
+    def clientConnectionFailed(self, connector: object, reason: Failure) -> None:
+        self.proxy.connectFailed(reason)
+
+
+class _ProtocolFactory(Factory):
+    noisy = False
+
+    def __init__(self, proxy: TCPSocketProxy):
+        self.proxy = proxy
+
+    def buildProtocol(self, addr: object) -> BackendConnection:
+        return BackendConnection(self.proxy)

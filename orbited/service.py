@@ -1,0 +1,219 @@
+"""The running daemon: listeners, TLS, privilege drop, signals, graceful shutdown.
+
+Order matters and is fixed here: bind every socket, then drop privileges,
+then serve.  SIGTERM/SIGINT stop accepting, close every session with a reason
+and exit within ``shutdown.timeout``; SIGHUP reloads ``[access]``,
+``origins`` and the TLS certificate without touching live sessions.
+"""
+
+from __future__ import annotations
+
+import grp
+import logging
+import os
+import pwd
+import signal
+from typing import Any
+
+from OpenSSL import SSL
+from twisted.internet import defer
+from twisted.internet.error import CannotListenError
+from twisted.web.resource import Resource
+
+from orbited.access import AccessPolicy
+from orbited.config import Config, ConfigError, Listener, TLSFiles, load_file
+from orbited.context import ServerContext
+from orbited.testservers import test_server_factory
+from orbited.web import build_site
+
+log = logging.getLogger("orbited.service")
+
+LISTEN_BACKLOG = 4096  # Twisted's 50 drops SYNs in a burst of connects
+
+
+class StartupError(Exception):
+    """Something outside the config file stops start-up (a port in use, a bad key file)."""
+
+
+class ReloadableTLS:
+    """A pyOpenSSL context factory whose certificate can be swapped while serving.
+
+    Twisted asks ``getContext()`` for every new TLS connection, so a reload
+    reaches new connections at once and leaves established ones alone.
+    """
+
+    def __init__(self, files: TLSFiles):
+        self.context = self.build(files)
+
+    @staticmethod
+    def build(files: TLSFiles) -> SSL.Context:
+        context = SSL.Context(SSL.TLS_SERVER_METHOD)
+        context.set_min_proto_version(SSL.TLS1_2_VERSION)
+        context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE)
+        try:
+            context.use_certificate_chain_file(files.crt)
+            if files.chain:
+                context.load_verify_locations(files.chain)
+                with open(files.chain, "rb") as handle:
+                    from OpenSSL import crypto
+
+                    for pem in _pem_blocks(handle.read()):
+                        context.add_extra_chain_cert(crypto.load_certificate(crypto.FILETYPE_PEM, pem))
+            context.use_privatekey_file(files.key)
+            context.check_privatekey()
+        except (SSL.Error, OSError) as exc:
+            raise StartupError(f"cannot use TLS files key={files.key} crt={files.crt} "
+                               f"chain={files.chain}: {exc}") from None
+        return context
+
+    def reload(self, files: TLSFiles) -> None:
+        self.context = self.build(files)
+
+    def getContext(self) -> SSL.Context:  # noqa: N802
+        return self.context
+
+
+def _pem_blocks(data: bytes) -> list[bytes]:
+    marker = b"-----END CERTIFICATE-----"
+    return [block + marker for block in data.split(marker) if b"-----BEGIN CERTIFICATE-----" in block]
+
+
+class OrbitedServer:
+    """One Orbited process: build with a config, ``listen()``, then run the reactor."""
+
+    def __init__(self, config: Config, reactor: Any, extra_children: dict[bytes, Resource] | None = None):
+        self.config = config
+        self.reactor = reactor
+        self.context = ServerContext(config, reactor)
+        self.tls = ReloadableTLS(config.tls) if config.tls else None
+        self.ports: list[Any] = []
+        self.extra_children = extra_children
+        self.site = None
+        self._stomp_factory = None
+
+    # --- binding
+
+    def listen(self) -> None:
+        """Bind every [listen] line; raises StartupError naming the line that failed."""
+        self._attach_broker()
+        self.site = build_site(self.context, self.extra_children)
+        for listener in self.config.listeners:
+            factory = self._factory_for(listener)
+            try:
+                port = self._bind(listener, factory)
+            except CannotListenError as exc:
+                self.stop_listening()
+                raise StartupError(f"{self.config.path}:{listener.line}: cannot listen on "
+                                   f"{listener}: {exc.socketError}") from None
+            self.ports.append(port)
+            address = port.getHost()
+            log.info("listening on %s://%s:%d", listener.scheme,
+                     f"[{address.host}]" if ":" in address.host else address.host, address.port)
+
+    def _attach_broker(self) -> None:
+        from importlib.util import find_spec  # TEMPORARY: until the broker has landed
+
+        if find_spec("orbited.stomp"):
+            from orbited import stomp
+
+            stomp.attach(self.context)
+
+    def _factory_for(self, listener: Listener) -> Any:
+        if listener.scheme in ("http", "https"):
+            return self.site
+        if listener.scheme == "stomp":
+            from orbited import stomp
+
+            return stomp.stomp_factory(self.context)
+        return test_server_factory(listener.scheme, self.context)
+
+    def _bind(self, listener: Listener, factory: Any) -> Any:
+        interfaces = [listener.host] if listener.host else ["::", "0.0.0.0"]
+        for index, interface in enumerate(interfaces):
+            try:
+                if listener.scheme == "https":
+                    return self.reactor.listenSSL(listener.port, factory, self.tls,
+                                                  backlog=LISTEN_BACKLOG, interface=interface)
+                return self.reactor.listenTCP(listener.port, factory, backlog=LISTEN_BACKLOG,
+                                              interface=interface)
+            except CannotListenError:
+                # '::' fails where IPv6 is off; then every IPv4 interface will do.
+                if index == len(interfaces) - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def stop_listening(self) -> defer.Deferred:
+        ports, self.ports = self.ports, []
+        return defer.DeferredList([defer.maybeDeferred(port.stopListening) for port in ports])
+
+    def bound_ports(self) -> list[tuple[str, int]]:
+        return [(lst.scheme, port.getHost().port) for lst, port in zip(self.config.listeners, self.ports)]
+
+    # --- privileges
+
+    def drop_privileges(self) -> None:
+        """Switch to [global] user/group with its supplementary groups, after binding."""
+        if os.getuid() != 0:
+            return
+        user = self.config.settings["user"]
+        if not user:
+            raise StartupError("refusing to run as root: set [global] user = <account> "
+                               f"in {self.config.path} (Orbited drops to it after binding its ports)")
+        account = pwd.getpwnam(user)
+        group = self.config.settings["group"]
+        gid = grp.getgrnam(group).gr_gid if group else account.pw_gid
+        os.initgroups(account.pw_name, gid)
+        os.setgid(gid)
+        os.setuid(account.pw_uid)
+        log.info("dropped privileges to user %s (uid %d), group %d, supplementary groups %s",
+                 account.pw_name, account.pw_uid, gid, os.getgroups())
+
+    # --- signals and shutdown
+
+    def install_signal_handlers(self) -> None:
+        """SIGHUP reloads; SIGTERM/SIGINT are the reactor's (they call reactor.stop)."""
+        signal.signal(signal.SIGHUP, lambda signum, frame: self.reactor.callFromThread(self.reload))
+        self.reactor.addSystemEventTrigger("before", "shutdown", self.shutdown)
+
+    def reload(self) -> bool:
+        """Re-read the config file; apply [access], origins and TLS; keep everything else."""
+        try:
+            fresh = load_file(self.config.path)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload refused: %s", problem)
+            return False
+        try:
+            if self.tls is not None and fresh.tls is not None:
+                self.tls.reload(fresh.tls)
+        except StartupError as exc:
+            log.error("reload refused: %s", exc)
+            return False
+        self.context.policy = AccessPolicy.from_config(fresh)
+        log.info("reloaded %s: %d access rules, origins %s%s", fresh.path, len(fresh.access),
+                 " ".join(fresh.settings["origins"]) or "(same host)",
+                 ", TLS certificate" if self.tls is not None and fresh.tls is not None else "")
+        return True
+
+    def shutdown(self) -> defer.Deferred:
+        """Stop accepting, close sessions with a reason, wait for them (bounded)."""
+        sessions = self.context.sessions
+        log.info("shutting down: closing %d sessions", len(sessions.live))
+        stopped = self.stop_listening()
+        sessions.close_all()
+        if self.context.broker is not None and hasattr(self.context.broker, "shutdown"):
+            self.context.broker.shutdown()
+        timeout = self.config.settings["shutdown.timeout"]
+        done = defer.Deferred()
+        deadline = self.reactor.seconds() + timeout
+
+        def check() -> None:
+            if not sessions.live or self.reactor.seconds() >= deadline:
+                if sessions.live:
+                    log.warning("shutdown: %d sessions did not close in %.1fs", len(sessions.live), timeout)
+                done.callback(None)
+            else:
+                self.reactor.callLater(0.05, check)
+
+        check()
+        return defer.DeferredList([stopped, done])

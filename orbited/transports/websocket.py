@@ -1,0 +1,144 @@
+"""``/ws``: a TCPSocket over one RFC 6455 WebSocket (autobahn, on the shared Site).
+
+The first text message is ``host:port``; the answer is a text message ``1``
+or ``0`` + code, then binary messages carry the bytes both ways.  Backend
+bytes go straight to the browser's TCP transport and TCP flow control does
+the rest: the browser transport pauses the backend when its buffer fills, the
+backend transport pauses reading from the browser.  Nothing on the hot path
+logs or copies more than autobahn must.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from zope.interface import implementer
+
+from orbited.session import SHUTDOWN_REASON, ISession, ISessionProtocol
+
+if TYPE_CHECKING:
+    from orbited.context import ServerContext
+
+log = logging.getLogger("orbited.transports.websocket")
+
+SUBPROTOCOL = "binary"
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+ERROR_CLOSE_BASE = 4000  # + the TCPSocket error code: 4106 for Unauthorized
+
+
+def close_reason(reason: str) -> str:
+    """A close reason must fit the 123-byte limit of a close frame."""
+    data = reason.encode("utf-8")[:123]
+    return data.decode("utf-8", "ignore")
+
+
+@implementer(ISession)
+class WebSocketSession(WebSocketServerProtocol):
+    """One browser WebSocket carrying one TCPSocket.
+
+    autobahn's protocol already owns ``state``, ``connected``, ``peer`` and
+    ``transport``; the session's own attributes avoid those names.
+    """
+
+    transportName = "ws"
+    sessionProtocol: ISessionProtocol | None = None
+    clientAddress = ""
+    hostHeader: str | None = None
+    origin: str | None = None
+
+    def onConnect(self, request):  # noqa: N802 (autobahn's name)
+        context: ServerContext = self.factory.context
+        if context.sessions.full():
+            log.warning("refusing WebSocket from %s: %d sessions open (proxy.max_sessions)",
+                        request.peer, len(context.sessions.live))
+            raise ConnectionDeny(503, "too many sessions")
+        headers = request.headers
+        self.hostHeader = headers.get("host")
+        self.origin = headers.get("origin")
+        self.clientAddress = _address(self.transport.getPeer())
+        return SUBPROTOCOL if SUBPROTOCOL in request.protocols else None
+
+    def onOpen(self) -> None:  # noqa: N802
+        # The HTTP channel registered itself as the producer of this socket;
+        # the session protocol registers the backend instead.
+        transport = self.transport
+        if getattr(transport, "producer", None) is not None:
+            transport.unregisterProducer()
+        context: ServerContext = self.factory.context
+        context.sessions.add(self)
+        self.sessionProtocol = protocol = context.newSessionProtocol()
+        protocol.sessionOpened(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N802, N803
+        self.sessionProtocol.dataReceived(payload)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:  # noqa: N802, N803
+        protocol, self.sessionProtocol = self.sessionProtocol, None
+        if protocol is None:
+            return
+        self.factory.context.sessions.remove(self)
+        if code is None or code == 1006:
+            why = "browser connection lost"
+        else:
+            why = f"browser closed with {code}" + (f" {reason}" if reason else "")
+        protocol.sessionClosed(why)
+
+    # ISession
+
+    def write(self, data: bytes) -> None:
+        self.sendMessage(data, True)
+
+    def answerHandshake(self, reply: str) -> None:
+        self.sendMessage(reply.encode("ascii"), False)
+
+    def close(self, reason: str, code: int | None = None) -> None:
+        if code is not None:
+            wscode = ERROR_CLOSE_BASE + code
+        elif reason == SHUTDOWN_REASON:
+            wscode = CLOSE_GOING_AWAY
+        else:
+            wscode = CLOSE_NORMAL
+        self.sendClose(wscode, close_reason(reason))
+
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        """The session protocol closes us with a reason; nothing to do here."""
+
+
+def _address(peer: object) -> str:
+    host = getattr(peer, "host", "?")
+    port = getattr(peer, "port", 0)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def websocket_factory(context: ServerContext, protocol: type = WebSocketSession) -> WebSocketServerFactory:
+    """An autobahn factory with Orbited's limits, shared by /ws and the conformance echo."""
+    settings = context.config.settings
+    factory = WebSocketServerFactory()
+    factory.protocol = protocol
+    factory.context = context
+    max_message = settings["ws.max_message_size"]
+    factory.setProtocolOptions(
+        maxMessagePayloadSize=max_message,
+        maxFramePayloadSize=max_message,
+        autoPingInterval=settings["session.ping_interval"],
+        autoPingTimeout=settings["session.ping_timeout"],
+        openHandshakeTimeout=settings["http.timeout"],
+        closeHandshakeTimeout=5,
+        tcpNoDelay=True,
+    )
+    return factory
+
+
+def websocket_resource(context: ServerContext) -> WebSocketResource:
+    return WebSocketResource(websocket_factory(context))

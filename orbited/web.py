@@ -1,0 +1,211 @@
+"""The resource tree every http:// and https:// listener serves.
+
+``/static`` (bundled files), ``[static]`` mounts, ``/system``, and the
+transports.  Static serving never lists directories, never leaves its
+directory, and never answers with a ``Location`` that a browser could read
+as another host (``//evil.example``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import time
+from importlib import resources
+from typing import TYPE_CHECKING
+
+from twisted.web import static
+from twisted.web.resource import NoResource, Resource
+from twisted.web.server import Request, Site
+
+from orbited import __version__
+
+if TYPE_CHECKING:
+    from orbited.context import ServerContext
+
+
+def bundled_static_dir() -> str:
+    return str(resources.files("orbited") / "static")
+
+
+class StaticFiles(static.File):
+    """twisted.web.static.File without directory listings or open redirects."""
+
+    def directoryListing(self) -> Resource:  # noqa: N802
+        return NoResource("No directory listing here.")
+
+    def redirect(self, request: Request) -> bytes:
+        # Twisted rebuilds the Location from the raw request URI, so a request
+        # for '//evil.example/%2F..' would redirect off-site.  Ours is the
+        # decoded path with a single leading slash.
+        path = b"/" + request.path.lstrip(b"/") + b"/"
+        query = request.uri.partition(b"?")[2]
+        location = path + (b"?" + query if query else b"")
+        request.setResponseCode(301)
+        request.setHeader(b"location", location)
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        return b""
+
+    def createSimilarFile(self, path: str) -> StaticFiles:  # noqa: N802
+        similar = StaticFiles(path, self.defaultType, self.ignoredExts, self.registry)
+        similar.processors = self.processors
+        similar.indexNames = self.indexNames[:]
+        similar.childNotFound = self.childNotFound
+        return similar
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+class StatusResource(Resource):
+    """/system/status: what an operator or a monitoring probe wants at a glance."""
+
+    isLeaf = True
+
+    def __init__(self, context: ServerContext):
+        super().__init__()
+        self.context = context
+
+    def render_GET(self, request: Request) -> bytes:  # noqa: N802
+        mode = self.context.config.settings["status"]
+        client = request.getClientAddress()
+        if mode == "off" or (mode == "local" and not is_loopback(getattr(client, "host", ""))):
+            request.setResponseCode(403)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"/system/status is not available to this client ([global] status)\n"
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        return json.dumps(status_report(self.context), indent=1).encode() + b"\n"
+
+
+def status_report(context: ServerContext) -> dict:
+    stats = context.stats
+    sessions = context.sessions
+    report = {
+        "version": __version__,
+        "pid": os.getpid(),
+        "uptime": round(time.time() - stats.started, 3),
+        "sessions": {
+            "total": len(sessions.live),
+            "limit": sessions.cap,
+            "by_transport": dict(sessions.by_transport),
+        },
+        "proxy": {
+            "connections": stats.proxied_now,
+            "connections_total": stats.proxied_total,
+            "bytes_to_backend": stats.bytes_to_backend,
+            "bytes_from_backend": stats.bytes_from_backend,
+        },
+    }
+    if context.broker is not None and hasattr(context.broker, "status"):
+        report["broker"] = context.broker.status()
+    return report
+
+
+SYSTEM_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>Orbited {version}</title></head>
+<body><h1>Orbited {version}</h1>
+<ul><li><a href="/system/status">/system/status</a> (JSON)</li>
+<li><a href="/static/">/static/</a>: Orbited.js and the protocol clients</li>
+<li><a href="/demos/">/demos/</a> (when this server was started with the demos)</li></ul>
+</body></html>
+"""
+
+
+class SystemResource(Resource):
+    def __init__(self, context: ServerContext):
+        super().__init__()
+        self.putChild(b"status", StatusResource(context))
+
+    def render_GET(self, request: Request) -> bytes:  # noqa: N802
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        return SYSTEM_PAGE.format(version=__version__).encode()
+
+    def getChild(self, path: bytes, request: Request) -> Resource:  # noqa: N802
+        if path == b"":
+            return self
+        return NoResource()
+
+
+class RootResource(Resource):
+    """'/' shows the INDEX mount if there is one, else a small page about this server."""
+
+    def __init__(self, index: Resource | None):
+        super().__init__()
+        self.index = index
+
+    def getChild(self, path: bytes, request: Request) -> Resource:  # noqa: N802
+        if self.index is not None:
+            return self.index.getChildWithDefault(path, request) if path else self.index
+        if path == b"":
+            return self
+        return NoResource()
+
+    def render_GET(self, request: Request) -> bytes:  # noqa: N802
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        return SYSTEM_PAGE.format(version=__version__).encode()
+
+
+class OrbitedSite(Site):
+    """The Site shared by every HTTP listener; access lines go to stdlib logging."""
+
+    def log(self, request: Request) -> None:
+        import logging
+
+        logger = logging.getLogger("orbited.http")
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s", self._logFormatter(self._logDateTime, request))
+
+
+def build_root(context: ServerContext, extra_children: dict[bytes, Resource] | None = None) -> Resource:
+    """The whole tree; ``extra_children`` lets a caller (the demos) add mounts."""
+    config = context.config
+    mounts: dict[str, Resource] = {name: StaticFiles(directory) for name, directory in config.static}
+    root = RootResource(mounts.pop("", None))
+    root.putChild(b"static", StaticFiles(bundled_static_dir()))
+    root.putChild(b"system", SystemResource(context))
+    for name, child in transport_children(context).items():
+        root.putChild(name, child)
+    for name, child in (extra_children or {}).items():
+        root.putChild(name, child)
+    for name, resource in mounts.items():
+        root.putChild(name.encode(), resource)
+    return root
+
+
+def transport_children(context: ServerContext) -> dict[bytes, Resource]:
+    """The TCPSocket endpoints (when proxy.enabled) and STOMP over WebSocket."""
+    from importlib.util import find_spec  # TEMPORARY: until every transport has landed
+
+    children: dict[bytes, Resource] = {}
+    if context.config.settings["proxy.enabled"]:
+        from orbited.transports.websocket import websocket_resource
+
+        children[b"ws"] = websocket_resource(context)
+        if find_spec("orbited.transports.sockjs"):
+            from orbited.transports.sockjs import sockjs_resource
+
+            children[b"sockjs"] = sockjs_resource(context)
+        if find_spec("orbited.transports.legacy"):
+            from orbited.transports.legacy import legacy_resource
+
+            children[b"tcp"] = legacy_resource(context)
+    if find_spec("orbited.stomp"):
+        from orbited.stomp import stomp_children
+
+        children.update(stomp_children(context))
+    return children
+
+
+def build_site(context: ServerContext, extra_children: dict[bytes, Resource] | None = None) -> OrbitedSite:
+    site = OrbitedSite(build_root(context, extra_children), timeout=context.config.settings["http.timeout"])
+    site.displayTracebacks = False
+    return site

@@ -1,0 +1,1 @@
+"""Shared test machinery: free ports, real processes, real peers, a real browser."""

@@ -1,0 +1,125 @@
+"""Start real processes on random loopback ports and always clean them up."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+WORK = REPO / "tests" / ".work"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {host}:{port} opened")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{host}:{port} did not open within {timeout}s")
+
+
+def scratch_dir(prefix: str) -> Path:
+    WORK.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=WORK))
+    path.chmod(0o755)
+    return path
+
+
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, sig) if _own_group(proc) else proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL) if _own_group(proc) else proc.kill()
+            proc.wait(5)
+    return proc.returncode
+
+
+def _own_group(proc: subprocess.Popen) -> bool:
+    try:
+        return os.getpgid(proc.pid) == proc.pid
+    except ProcessLookupError:
+        return False
+
+
+class OrbitedProcess:
+    """The real ``orbited`` command on a config the test writes.
+
+    A root test run gets ``user = <current user>`` unless the config names
+    one, because Orbited refuses to keep root.
+    """
+
+    def __init__(self, config: str, args: tuple[str, ...] = (), wait_for: int | None = None,
+                 env: dict[str, str] | None = None):
+        self.dir = scratch_dir("orbited-")
+        if os.getuid() == 0 and "\nuser" not in "\n" + config and "[global]" in config:
+            config = config.replace("[global]", f"[global]\nuser = {pwd.getpwuid(0).pw_name}", 1)
+        elif os.getuid() == 0 and "[global]" not in config:
+            config = f"[global]\nuser = {pwd.getpwuid(0).pw_name}\n" + config
+        self.path = self.dir / "orbited.cfg"
+        self.path.write_text(config)
+        self.log_path = self.dir / "orbited.log"
+        self.args = args
+        self.wait_for = wait_for
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> OrbitedProcess:
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "orbited", "--config", str(self.path), *self.args],
+            stdout=self._log, stderr=subprocess.STDOUT, cwd=self.dir, start_new_session=True,
+            env={**os.environ, **(self.env or {})},
+        )
+        if self.wait_for is not None:
+            try:
+                wait_port(self.wait_for, proc=self.proc)
+            except Exception:
+                self.stop()
+                raise RuntimeError(f"orbited did not start:\n{self.log()}") from None
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        code = stop_process(self.proc, sig) if self.proc else 0
+        if self.proc:
+            self._log.close()
+        return code
+
+    def status(self, port: int | None = None) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port or self.wait_for}/system/status", timeout=5) as r:
+            return json.load(r)
+
+    def __enter__(self) -> OrbitedProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
