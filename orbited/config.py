@@ -464,7 +464,7 @@ QUICKSTART_TEXT = """\
 proxy.enabled = 1
 [listen]
 http://:8000
-stomp://:61613
+stomp://127.0.0.1:61613
 [access]
 * -> localhost:61613
 """

@@ -26,3 +26,11 @@ def rabbitmq():
     peer = peers.start_rabbitmq()
     yield peer
     peers.stop_rabbitmq(peer)
+
+
+@pytest.fixture
+def browser():
+    from tests.support.browser import Browser
+
+    with Browser() as chromium:
+        yield chromium
