@@ -1,0 +1,176 @@
+"""What every HTTP (Comet) transport's session shares: identity, flow control, lifetime.
+
+A Comet session outlives the HTTP requests that carry it: downstream
+responses come and go, upstream POSTs arrive one by one.  This base class
+holds the parts that do not depend on the wire format (SockJS frames or
+Orbited 0.7 packets):
+
+- the ISession identity (transport name, client address, Host, Origin);
+- the bound on bytes queued for the browser: above ``high`` the backend is
+  paused, below ``low`` it is resumed, above ``limit`` (``session.max_buffer``)
+  the session is closed as stalled, with a logged reason;
+- upstream backpressure: while the backend is slow the session is paused and
+  upstream handlers wait on :meth:`whenWritable` before answering, so a client
+  that sends one POST at a time cannot outrun the backend;
+- opening and closing exactly once, the registry, the session protocol.
+
+Subclasses own the framing and call ``queued``/``drained`` as bytes enter and
+leave their queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IPushProducer
+
+from orbited.session import ISessionProtocol
+
+if TYPE_CHECKING:
+    from twisted.web.server import Request
+
+    from orbited.context import ServerContext
+
+log = logging.getLogger("orbited.comet")
+
+
+def request_identity(request: Request) -> tuple[str, str | None, str | None]:
+    """(client 'ip:port', Host header, Origin header) of the request that creates a session."""
+    peer = request.getClientAddress()
+    host = getattr(peer, "host", "?")
+    address = f"[{host}]:{peer.port}" if ":" in host else f"{host}:{getattr(peer, 'port', 0)}"
+    header = request.getHeader
+    return address, header(b"host"), header(b"origin")
+
+
+def new_session_key() -> str:
+    """32 lowercase hex characters, the shape 0.7 clients expect."""
+    return secrets.token_hex(16)
+
+
+class CometSession:
+    """Base of the SockJS and Orbited 0.7 sessions; implements the ISession bookkeeping."""
+
+    transportName = "comet"
+
+    def __init__(self, context: ServerContext, key: str, client_address: str,
+                 host_header: str | None, origin: str | None):
+        self.context = context
+        self.key = key
+        self.clientAddress = client_address
+        self.hostHeader = host_header
+        self.origin = origin
+        limit = context.config.settings["session.max_buffer"]
+        self.limit = limit
+        self.high = max(1, limit // 4)
+        self.low = self.high // 2
+        self.queued_bytes = 0
+        self.producer: IPushProducer | None = None
+        self.producer_paused = False
+        self.upstream_paused = False
+        self._writable: list[defer.Deferred] = []
+        self.protocol: ISessionProtocol | None = None
+        self.closed = False
+        self.close_reason: str | None = None
+
+    # lifetime
+
+    def open(self) -> None:
+        """Register and start the session protocol (the proxy)."""
+        self.context.sessions.add(self)
+        self.protocol = self.context.newSessionProtocol()
+        self.protocol.sessionOpened(self)
+
+    def deliver(self, data: bytes) -> None:
+        """One message from the browser, in order."""
+        if self.protocol is not None and not self.closed:
+            self.protocol.dataReceived(data)
+
+    def finish(self, reason: str) -> None:
+        """The session is over on the browser side (closed, expired, timed out); release all."""
+        if self.protocol is None:
+            self.closed = True
+            return
+        protocol, self.protocol = self.protocol, None
+        self.closed = True
+        self.close_reason = self.close_reason or reason
+        self.context.sessions.remove(self)
+        self._release_waiters()
+        if self.producer is not None and self.producer_paused:
+            self.producer_paused = False
+        protocol.sessionClosed(reason)
+
+    # downstream accounting (subclasses call these)
+
+    def queued(self, nbytes: int) -> bool:
+        """Count bytes entering the browser queue; False when the session had to be closed."""
+        self.queued_bytes += nbytes
+        if self.queued_bytes > self.limit:
+            reason = (f"browser stopped reading: {self.queued_bytes} bytes queued, "
+                      f"over session.max_buffer {self.limit}")
+            log.warning("%s %s %s: %s", self.transportName, self.key, self.clientAddress, reason)
+            self.close(reason)
+            return False
+        if self.queued_bytes > self.high and self.producer is not None and not self.producer_paused:
+            self.producer_paused = True
+            self.producer.pauseProducing()
+        return True
+
+    def drained(self, nbytes: int) -> None:
+        """Count bytes leaving the queue (sent, or acknowledged where the transport has acks)."""
+        self.queued_bytes = max(0, self.queued_bytes - nbytes)
+        if self.producer_paused and self.queued_bytes <= self.low and self.producer is not None:
+            self.producer_paused = False
+            self.producer.resumeProducing()
+
+    # IConsumer
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:  # noqa: N802
+        self.producer = producer
+        self.producer_paused = False
+        if self.queued_bytes > self.high:
+            self.producer_paused = True
+            producer.pauseProducing()
+
+    def unregisterProducer(self) -> None:  # noqa: N802
+        self.producer = None
+        self.producer_paused = False
+
+    # IPushProducer: the backend is slow, hold upstream
+
+    def pauseProducing(self) -> None:  # noqa: N802
+        self.upstream_paused = True
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        self.upstream_paused = False
+        self._release_waiters()
+
+    def stopProducing(self) -> None:  # noqa: N802
+        """The session protocol closes us with a reason; nothing to do here."""
+
+    def whenWritable(self) -> defer.Deferred:  # noqa: N802
+        """Fires when upstream may continue (at once unless the backend is slow)."""
+        if not self.upstream_paused or self.closed:
+            return defer.succeed(None)
+        waiter: defer.Deferred = defer.Deferred()
+        self._writable.append(waiter)
+        return waiter
+
+    def _release_waiters(self) -> None:
+        waiters, self._writable = self._writable, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    # ISession methods subclasses must provide: write, answerHandshake, close
+
+    def write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def answerHandshake(self, reply: str) -> None:  # noqa: N802
+        raise NotImplementedError
+
+    def close(self, reason: str, code: int | None = None) -> None:
+        raise NotImplementedError
