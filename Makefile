@@ -5,7 +5,7 @@ VENV ?= venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-deps lint bench clean
+.PHONY: install run test test-deps lint bench clean docs
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -35,3 +35,7 @@ bench: install
 
 clean:
 	rm -rf $(VENV) tests/.work bench/.work *.egg-info
+
+# Regenerate the [global] table of docs/configuration.md from the code.
+docs: install
+	$(BIN)/python -m orbited.docs

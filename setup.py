@@ -38,7 +38,7 @@ setup(
             "selenium>=4.20",
             "cryptography",
             "kosoku",
-            "ruff",
+            "ruff==0.17.6",
         ],
     },
     entry_points={"console_scripts": ["orbited = orbited.cli:main"]},

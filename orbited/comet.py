@@ -128,30 +128,30 @@ class CometSession:
 
     # IConsumer
 
-    def registerProducer(self, producer: Any, streaming: bool) -> None:  # noqa: N802
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
         self.producer = producer
         self.producer_paused = False
         if self.queued_bytes > self.high:
             self.producer_paused = True
             producer.pauseProducing()
 
-    def unregisterProducer(self) -> None:  # noqa: N802
+    def unregisterProducer(self) -> None:
         self.producer = None
         self.producer_paused = False
 
     # IPushProducer: the backend is slow, hold upstream
 
-    def pauseProducing(self) -> None:  # noqa: N802
+    def pauseProducing(self) -> None:
         self.upstream_paused = True
 
-    def resumeProducing(self) -> None:  # noqa: N802
+    def resumeProducing(self) -> None:
         self.upstream_paused = False
         self._release_waiters()
 
-    def stopProducing(self) -> None:  # noqa: N802
+    def stopProducing(self) -> None:
         """The session protocol closes us with a reason; nothing to do here."""
 
-    def whenWritable(self) -> defer.Deferred:  # noqa: N802
+    def whenWritable(self) -> defer.Deferred:
         """Fires when upstream may continue (at once unless the backend is slow)."""
         if not self.upstream_paused or self.closed:
             return defer.succeed(None)
@@ -169,7 +169,7 @@ class CometSession:
     def write(self, data: bytes) -> None:
         raise NotImplementedError
 
-    def answerHandshake(self, reply: str) -> None:  # noqa: N802
+    def answerHandshake(self, reply: str) -> None:
         raise NotImplementedError
 
     def close(self, reason: str, code: int | None = None) -> None:

@@ -61,7 +61,7 @@ def positive_number(text: str) -> float:
         value = float(text)
     except ValueError:
         raise ValueError(f"'{text}' is not a number") from None
-    if not value > 0 or value != value or value == float("inf"):
+    if not 0 < value < float("inf"):
         raise ValueError(f"'{text}' must be a positive number")
     return value
 
@@ -124,6 +124,17 @@ GLOBAL_KEYS: tuple[Key, ...] = (
     Key("ws.max_message_size", non_negative_int, 4194304,
         "Largest WebSocket message accepted from a browser, in bytes; larger "
         "ones close the socket with 1009."),
+    Key("sockjs.response_limit", non_negative_int, 131072,
+        "Bytes a SockJS streaming response (xhr_streaming, eventsource, htmlfile) "
+        "carries before it is ended and the browser opens the next one, so that "
+        "the browser can free what it received."),
+    Key("sockjs.cookie_needed", parse_bool, False,
+        "1 sets a JSESSIONID cookie on /sockjs session requests, for load "
+        "balancers that route sticky sessions by that cookie."),
+    Key("sockjs.client_url", text_value,
+        "https://cdn.jsdelivr.net/npm/sockjs-client@1/dist/sockjs.min.js",
+        "The sockjs-client script the /sockjs iframe page loads (iframe "
+        "transports only); point it at a copy you serve to avoid the CDN."),
     Key("origins", word_list, (),
         "Page origins allowed besides the page's own host: 'https://app.example.com', "
         "'http://localhost:3000', or '*' for any. Empty: same host as the Host "
@@ -407,11 +418,11 @@ def build_config(sections: dict[str, Section], path: str) -> tuple[Config | None
             warn(entry.line, f"unknown key '{entry.key}' in [test] is ignored")
 
     logs.check_logging_sections(sections, path, problems)
-    from importlib.util import find_spec  # TEMPORARY: until the broker has landed
-
-    if find_spec("orbited.stomp"):
+    try:  # TEMPORARY: until the broker has landed
         from orbited.stomp.settings import check_stomp_section
-
+    except ImportError:
+        check_stomp_section = None
+    if check_stomp_section is not None:
         check_stomp_section(sections, path, problems)
 
     if any(p.fatal for p in problems):
@@ -473,3 +484,26 @@ stomp://127.0.0.1:61613
 def quickstart() -> Config:
     """0.7's --quickstart: HTTP on 8000, the broker on 61613, '* -> localhost:61613'."""
     return load_text(QUICKSTART_TEXT, "<quickstart>")
+
+
+def global_keys_markdown() -> str:
+    """The [global] table of docs/configuration.md, made from GLOBAL_KEYS so the two cannot drift."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for key in GLOBAL_KEYS:
+        default = key.default
+        if default is None:
+            shown = "(unset)"
+        elif isinstance(default, bool):
+            shown = "1" if default else "0"
+        elif isinstance(default, tuple):
+            shown = " ".join(default) or "(empty)"
+        elif isinstance(default, float) and default.is_integer():
+            shown = str(int(default))
+        else:
+            shown = str(default)
+        rows.append(f"| `{key.name}` | `{shown}` | {key.doc} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(global_keys_markdown(), end="")

@@ -100,7 +100,7 @@ def _check_stdlib(sections: dict[str, Section], path: str, problems: list[Proble
                 problems.append(Problem(path, keys.line, f"[{kind}] lists '{name}' but there is no "
                                         f"[{prefix}{name}] section"))
     for name, section in sections.items():
-        if name.startswith("logger_") or name.startswith("handler_"):
+        if name.startswith(("logger_", "handler_")):
             level = section.get("level")
             if level is not None and level.value.lower() not in LEVEL_NAMES:
                 problems.append(Problem(path, level.line, f"[{name}] unknown level '{level.value}'"))
@@ -127,7 +127,7 @@ def configure_logging(sections: dict[str, Section], path: str, level: str | None
                 parser.set(name, entry.key, entry.value)
         try:
             logging.config.fileConfig(parser, disable_existing_loggers=False)
-        except Exception as exc:  # fileConfig raises anything its handlers raise
+        except Exception as exc:  # noqa: BLE001 (fileConfig raises whatever a handler raises)
             problems.append(Problem(path, sections["loggers"].line, f"logging config failed: {exc!r}"))
             _configure_default(root)
     elif form == "legacy":
@@ -182,7 +182,7 @@ def _configure_legacy(sections: dict[str, Section], root: logging.Logger) -> Non
     enabled = _names(enabled_entry.value) if enabled_entry else ["info", "access", "warn", "error"]
     streams: dict[str, logging.Handler] = {}
     formatter = logging.Formatter(DEFAULT_FORMAT)
-    for level_name in LEGACY_LEVELS:
+    for level_name, level in LEGACY_LEVELS.items():
         entry = logging_section.get(level_name)
         outputs = _names(entry.value) if entry else (["STDERR"] if level_name in enabled else [])
         for output in outputs:
@@ -196,7 +196,7 @@ def _configure_legacy(sections: dict[str, Section], root: logging.Logger) -> Non
                     streams[key] = logging.FileHandler(output)
                 streams[key].setFormatter(formatter)
             handler = streams[key]
-            handler.addFilter(_LevelFilter({LEGACY_LEVELS[level_name]}, level_name == "access"))
+            handler.addFilter(_LevelFilter({level}, level_name == "access"))
     # A record must pass one filter of its handler: merge filters per handler.
     for handler in streams.values():
         filters = list(handler.filters)

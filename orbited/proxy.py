@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("orbited.proxy")
 
 MAX_HANDSHAKE = 512
+MAX_EARLY_DATA = 65536  # bytes a client may send behind the handshake before the answer
 
 
 class ProxyError(Enum):
@@ -62,7 +63,7 @@ class Destination:
 def parse_destination(data: bytes) -> Destination:
     """``b'host:port'``, ``b'[v6]:port'``, optionally ending in a newline."""
     if len(data) > MAX_HANDSHAKE:
-        raise HandshakeError("handshake longer than %d bytes" % MAX_HANDSHAKE)
+        raise HandshakeError(f"handshake longer than {MAX_HANDSHAKE} bytes")
     try:
         text = data.decode("ascii")
     except UnicodeDecodeError:
@@ -119,6 +120,8 @@ class TCPSocketProxy:
         self.opened_at = 0.0
         self.bytes_up = 0
         self.bytes_down = 0
+        self.early: list[bytes] = []
+        self.early_size = 0
 
     # ISessionProtocol
 
@@ -132,7 +135,12 @@ class TCPSocketProxy:
         elif self.phase is State.HANDSHAKE:
             self._handshake(data)
         elif self.phase is State.CONNECTING:
-            self._refuse(ProxyError.INVALID_HANDSHAKE, "data sent before the answer to the handshake")
+            # A client may pipeline data behind the handshake; hold a little of it.
+            self.early.append(data)
+            self.early_size += len(data)
+            if self.early_size > MAX_EARLY_DATA:
+                self._refuse(ProxyError.INVALID_HANDSHAKE,
+                             f"more than {MAX_EARLY_DATA} bytes sent before the answer to the handshake")
 
     def sessionClosed(self, reason: str) -> None:
         phase, self.phase = self.phase, State.CLOSED
@@ -207,6 +215,7 @@ class TCPSocketProxy:
         stats = self.context.stats
         stats.proxied_now += 1
         stats.proxied_total += 1
+        stats.live.add(self)
         session = self.session
         transport = backend.transport
         transport.setTcpNoDelay(True)
@@ -215,6 +224,10 @@ class TCPSocketProxy:
         transport.registerProducer(session, True)
         log.info("%s -> %s connected", self._describe(), self.destination)
         session.answerHandshake("1")
+        if self.early:
+            early, self.early = self.early, []
+            self.bytes_up += self.early_size
+            transport.writeSequence(early)
 
     def backendData(self, data: bytes) -> None:
         self.bytes_down += len(data)
@@ -233,6 +246,7 @@ class TCPSocketProxy:
     def _log_close(self, why: str) -> None:
         stats = self.context.stats
         stats.proxied_now -= 1
+        stats.live.discard(self)
         stats.bytes_to_backend += self.bytes_up
         stats.bytes_from_backend += self.bytes_down
         log.info("%s -> %s closed after %.1fs, %d bytes up, %d down: %s",

@@ -69,7 +69,7 @@ class ReloadableTLS:
     def reload(self, files: TLSFiles) -> None:
         self.context = self.build(files)
 
-    def getContext(self) -> SSL.Context:  # noqa: N802
+    def getContext(self) -> SSL.Context:
         return self.context
 
 
@@ -111,12 +111,11 @@ class OrbitedServer:
                      f"[{address.host}]" if ":" in address.host else address.host, address.port)
 
     def _attach_broker(self) -> None:
-        from importlib.util import find_spec  # TEMPORARY: until the broker has landed
+        from orbited.web import _landed
 
-        if find_spec("orbited.stomp"):
-            from orbited import stomp
-
-            stomp.attach(self.context)
+        attach = _landed("orbited.stomp", "attach")
+        if attach is not None:
+            attach(self.context)
 
     def _factory_for(self, listener: Listener) -> Any:
         if listener.scheme in ("http", "https"):

@@ -107,7 +107,12 @@ class SessionRegistry:
 
 
 class ServerStats:
-    """Counters shown at /system/status; plain integers, cheap on the hot path."""
+    """Counters shown at /system/status.
+
+    Byte counts live on each proxied connection (one integer add per
+    message) and are folded in here when it closes; ``live`` lets the
+    status page add the open ones without touching the hot path.
+    """
 
     def __init__(self, clock: float | None = None):
         self.started = time.time() if clock is None else clock
@@ -115,3 +120,9 @@ class ServerStats:
         self.proxied_total = 0
         self.bytes_to_backend = 0
         self.bytes_from_backend = 0
+        self.live: set = set()
+
+    def bytes_each_way(self) -> tuple[int, int]:
+        up = self.bytes_to_backend + sum(proxy.bytes_up for proxy in self.live)
+        down = self.bytes_from_backend + sum(proxy.bytes_down for proxy in self.live)
+        return up, down

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 class Echo(Protocol):
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+    def dataReceived(self, data: bytes) -> None:
         self.transport.write(data)
 
 
@@ -29,24 +29,24 @@ class LineEcho(LineOnlyReceiver):
     delimiter = b"\n"
     MAX_LENGTH = 65536
 
-    def lineReceived(self, line: bytes) -> None:  # noqa: N802
+    def lineReceived(self, line: bytes) -> None:
         self.sendLine(line)
 
-    def lineLengthExceeded(self, line: bytes) -> None:  # noqa: N802
+    def lineLengthExceeded(self, line: bytes) -> None:
         self.transport.loseConnection()
 
 
 class Rude(Protocol):
     """Hangs up at once: how a page sees a backend that closes immediately."""
 
-    def connectionMade(self) -> None:  # noqa: N802
+    def connectionMade(self) -> None:
         self.factory.reactor.callLater(0.0001, self.transport.loseConnection)
 
 
 class Announce(Protocol):
     """Sends 'message N' every second: a backend that pushes without being asked."""
 
-    def connectionMade(self) -> None:  # noqa: N802
+    def connectionMade(self) -> None:
         self.count = 0
         self.call = self.factory.reactor.callLater(1, self.tick)
 
@@ -55,7 +55,7 @@ class Announce(Protocol):
         self.transport.write(b"message %d\n" % self.count)
         self.call = self.factory.reactor.callLater(1, self.tick)
 
-    def connectionLost(self, reason: object = None) -> None:  # noqa: N802
+    def connectionLost(self, reason: object = None) -> None:
         if self.call.active():
             self.call.cancel()
 
@@ -88,7 +88,7 @@ def process_sample(stats_connections: int) -> dict:
 class Monitor(Protocol):
     """'~'-terminated JSON frames: ["INIT", fields], then ["UPDATE", changes] each second."""
 
-    def connectionMade(self) -> None:  # noqa: N802
+    def connectionMade(self) -> None:
         self.last: dict = {}
         self.send(["INIT", list(MONITOR_FIELDS)])
         self.tick()
@@ -104,7 +104,7 @@ class Monitor(Protocol):
             self.send(["UPDATE", changed])
         self.call = self.factory.reactor.callLater(1, self.tick)
 
-    def connectionLost(self, reason: object = None) -> None:  # noqa: N802
+    def connectionLost(self, reason: object = None) -> None:
         call = getattr(self, "call", None)
         if call is not None and call.active():
             call.cancel()

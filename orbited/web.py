@@ -32,7 +32,7 @@ def bundled_static_dir() -> str:
 class StaticFiles(static.File):
     """twisted.web.static.File without directory listings or open redirects."""
 
-    def directoryListing(self) -> Resource:  # noqa: N802
+    def directoryListing(self) -> Resource:
         return NoResource("No directory listing here.")
 
     def redirect(self, request: Request) -> bytes:
@@ -47,7 +47,7 @@ class StaticFiles(static.File):
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         return b""
 
-    def createSimilarFile(self, path: str) -> StaticFiles:  # noqa: N802
+    def createSimilarFile(self, path: str) -> StaticFiles:
         similar = StaticFiles(path, self.defaultType, self.ignoredExts, self.registry)
         similar.processors = self.processors
         similar.indexNames = self.indexNames[:]
@@ -74,7 +74,7 @@ class StatusResource(Resource):
         super().__init__()
         self.context = context
 
-    def render_GET(self, request: Request) -> bytes:  # noqa: N802
+    def render_GET(self, request: Request) -> bytes:
         mode = self.context.config.settings["status"]
         client = request.getClientAddress()
         if mode == "off" or (mode == "local" and not is_loopback(getattr(client, "host", ""))):
@@ -89,10 +89,12 @@ class StatusResource(Resource):
 def status_report(context: ServerContext) -> dict:
     stats = context.stats
     sessions = context.sessions
+    up, down = stats.bytes_each_way()
     report = {
         "version": __version__,
         "pid": os.getpid(),
         "uptime": round(time.time() - stats.started, 3),
+        "reactor": type(context.reactor).__name__,
         "sessions": {
             "total": len(sessions.live),
             "limit": sessions.cap,
@@ -101,8 +103,8 @@ def status_report(context: ServerContext) -> dict:
         "proxy": {
             "connections": stats.proxied_now,
             "connections_total": stats.proxied_total,
-            "bytes_to_backend": stats.bytes_to_backend,
-            "bytes_from_backend": stats.bytes_from_backend,
+            "bytes_to_backend": up,
+            "bytes_from_backend": down,
         },
     }
     if context.broker is not None and hasattr(context.broker, "status"):
@@ -125,11 +127,11 @@ class SystemResource(Resource):
         super().__init__()
         self.putChild(b"status", StatusResource(context))
 
-    def render_GET(self, request: Request) -> bytes:  # noqa: N802
+    def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         return SYSTEM_PAGE.format(version=__version__).encode()
 
-    def getChild(self, path: bytes, request: Request) -> Resource:  # noqa: N802
+    def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"":
             return self
         return NoResource()
@@ -142,14 +144,14 @@ class RootResource(Resource):
         super().__init__()
         self.index = index
 
-    def getChild(self, path: bytes, request: Request) -> Resource:  # noqa: N802
+    def getChild(self, path: bytes, request: Request) -> Resource:
         if self.index is not None:
-            return self.index.getChildWithDefault(path, request) if path else self.index
+            return self.index.getChildWithDefault(path, request)
         if path == b"":
             return self
         return NoResource()
 
-    def render_GET(self, request: Request) -> bytes:  # noqa: N802
+    def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         return SYSTEM_PAGE.format(version=__version__).encode()
 
@@ -183,26 +185,31 @@ def build_root(context: ServerContext, extra_children: dict[bytes, Resource] | N
 
 def transport_children(context: ServerContext) -> dict[bytes, Resource]:
     """The TCPSocket endpoints (when proxy.enabled) and STOMP over WebSocket."""
-    from importlib.util import find_spec  # TEMPORARY: until every transport has landed
-
     children: dict[bytes, Resource] = {}
     if context.config.settings["proxy.enabled"]:
         from orbited.transports.websocket import websocket_resource
 
         children[b"ws"] = websocket_resource(context)
-        if find_spec("orbited.transports.sockjs"):
-            from orbited.transports.sockjs import sockjs_resource
-
+        sockjs_resource = _landed("orbited.transports.sockjs", "sockjs_resource")
+        if sockjs_resource is not None:
             children[b"sockjs"] = sockjs_resource(context)
-        if find_spec("orbited.transports.legacy"):
-            from orbited.transports.legacy import legacy_resource
-
+        legacy_resource = _landed("orbited.transports.legacy", "legacy_resource")
+        if legacy_resource is not None:
             children[b"tcp"] = legacy_resource(context)
-    if find_spec("orbited.stomp"):
-        from orbited.stomp import stomp_children
-
+    stomp_children = _landed("orbited.stomp", "stomp_children")
+    if stomp_children is not None:
         children.update(stomp_children(context))
     return children
+
+
+def _landed(module: str, name: str):
+    """TEMPORARY while transports are being built side by side: the entry point, if present."""
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), name, None)
+    except ImportError:
+        return None
 
 
 def build_site(context: ServerContext, extra_children: dict[bytes, Resource] | None = None) -> OrbitedSite:

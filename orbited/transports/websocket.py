@@ -31,10 +31,9 @@ CLOSE_GOING_AWAY = 1001
 ERROR_CLOSE_BASE = 4000  # + the TCPSocket error code: 4106 for Unauthorized
 
 
-def close_reason(reason: str) -> str:
-    """A close reason must fit the 123-byte limit of a close frame."""
-    data = reason.encode("utf-8")[:123]
-    return data.decode("utf-8", "ignore")
+def close_reason(reason: str) -> bytes:
+    """A close reason must fit the 123-byte limit of a close frame, as whole UTF-8 characters."""
+    return reason.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
 
 
 @implementer(ISession)
@@ -51,7 +50,7 @@ class WebSocketSession(WebSocketServerProtocol):
     hostHeader: str | None = None
     origin: str | None = None
 
-    def onConnect(self, request):  # noqa: N802 (autobahn's name)
+    def onConnect(self, request):
         context: ServerContext = self.factory.context
         if context.sessions.full():
             log.warning("refusing WebSocket from %s: %d sessions open (proxy.max_sessions)",
@@ -63,7 +62,7 @@ class WebSocketSession(WebSocketServerProtocol):
         self.clientAddress = _address(self.transport.getPeer())
         return SUBPROTOCOL if SUBPROTOCOL in request.protocols else None
 
-    def onOpen(self) -> None:  # noqa: N802
+    def onOpen(self) -> None:
         # The HTTP channel registered itself as the producer of this socket;
         # the session protocol registers the backend instead.
         transport = self.transport
@@ -74,10 +73,10 @@ class WebSocketSession(WebSocketServerProtocol):
         self.sessionProtocol = protocol = context.newSessionProtocol()
         protocol.sessionOpened(self)
 
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N802, N803
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.sessionProtocol.dataReceived(payload)
 
-    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:  # noqa: N802, N803
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         protocol, self.sessionProtocol = self.sessionProtocol, None
         if protocol is None:
             return
@@ -103,7 +102,8 @@ class WebSocketSession(WebSocketServerProtocol):
             wscode = CLOSE_GOING_AWAY
         else:
             wscode = CLOSE_NORMAL
-        self.sendClose(wscode, close_reason(reason))
+        # sendCloseFrame, not sendClose: autobahn's sendClose refuses 1001 (going away).
+        self.sendCloseFrame(wscode, close_reason(reason))
 
     def pauseProducing(self) -> None:
         self.transport.pauseProducing()
@@ -136,6 +136,7 @@ def websocket_factory(context: ServerContext, protocol: type = WebSocketSession)
         openHandshakeTimeout=settings["http.timeout"],
         closeHandshakeTimeout=5,
         tcpNoDelay=True,
+        failByDrop=False,  # say why (1002, 1007, 1009) before closing, instead of just dropping
     )
     return factory
 

@@ -66,7 +66,7 @@ class Browser:
     def console(self) -> list[str]:
         try:
             return [entry["message"] for entry in self.driver.get_log("browser")]
-        except Exception:
+        except Exception:  # noqa: BLE001 (a dead browser has no log to give)
             return []
 
     def screenshot(self, path: str) -> None:

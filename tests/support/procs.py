@@ -100,7 +100,7 @@ class OrbitedProcess:
         if self.wait_for is not None:
             try:
                 wait_port(self.wait_for, proc=self.proc)
-            except Exception:
+            except Exception:  # noqa: BLE001 (re-raised with the log below)
                 self.stop()
                 raise RuntimeError(f"orbited did not start:\n{self.log()}") from None
         return self

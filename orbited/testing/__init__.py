@@ -1,0 +1,1 @@
+"""Servers and tools for conformance suites and tests; not used by the daemon itself."""

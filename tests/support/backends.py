@@ -1,0 +1,93 @@
+"""Small TCP backends run as their own processes, for flow-control and failure tests.
+
+    python -m tests.support.backends source PORT NBYTES   # sends NBYTES of a known pattern, then closes
+    python -m tests.support.backends sink PORT DELAY      # reads nothing for DELAY s, then counts all it gets
+    python -m tests.support.backends blackhole PORT       # listens but never accepts (connects hang once full)
+
+Each prints 'ready' once listening; 'sink' prints the byte count and a SHA-256 when the peer closes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import sys
+import time
+
+CHUNK = 65536
+
+
+def pattern(nbytes: int):
+    """A deterministic byte stream: every 256-byte block is 0..255 rotated by its index."""
+    block = bytes(range(256))
+    sent = 0
+    index = 0
+    while sent < nbytes:
+        piece = (block[index % 256:] + block[: index % 256]) * (CHUNK // 256)
+        piece = piece[: nbytes - sent]
+        yield piece
+        sent += len(piece)
+        index += 1
+
+
+def pattern_digest(nbytes: int) -> str:
+    digest = hashlib.sha256()
+    for piece in pattern(nbytes):
+        digest.update(piece)
+    return digest.hexdigest()
+
+
+def listen(port: int, backlog: int = 16) -> socket.socket:
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", port))
+    server.listen(backlog)
+    print("ready", flush=True)
+    return server
+
+
+def source(port: int, nbytes: int) -> None:
+    with listen(port) as server:
+        conn, _ = server.accept()
+        with conn:
+            for piece in pattern(nbytes):
+                conn.sendall(piece)
+
+
+def sink(port: int, delay: float) -> None:
+    with listen(port) as server:
+        conn, _ = server.accept()
+        time.sleep(delay)
+        digest, total = hashlib.sha256(), 0
+        with conn:
+            while data := conn.recv(CHUNK):
+                digest.update(data)
+                total += len(data)
+        print(total, digest.hexdigest(), flush=True)
+
+
+def blackhole(port: int) -> None:
+    """Fill the accept queue ourselves so that further connects get no answer."""
+    with listen(port, backlog=0) as server:
+        fillers = []
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            try:
+                filler.connect(("127.0.0.1", port))
+            except BlockingIOError:
+                pass
+            fillers.append(filler)
+        print("full", flush=True)
+        time.sleep(3600)
+        del server, fillers
+
+
+if __name__ == "__main__":
+    mode, port = sys.argv[1], int(sys.argv[2])
+    if mode == "source":
+        source(port, int(sys.argv[3]))
+    elif mode == "sink":
+        sink(port, float(sys.argv[3]))
+    elif mode == "blackhole":
+        blackhole(port)

@@ -1,0 +1,97 @@
+"""The access policy and the handshake parser, as pure functions."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from orbited.access import AccessPolicy, host_of, normalise_origin
+from orbited.config import AccessRule, load_text
+from orbited.proxy import Destination, HandshakeError, parse_destination
+
+
+def policy(text: str = "", origins: str = "") -> AccessPolicy:
+    return AccessPolicy.from_config(load_text(f"[global]\norigins = {origins}\n[access]\n{text}", "t.cfg"))
+
+
+def test_deny_by_default():
+    assert not policy().destination_allowed("localhost:8000", "localhost", 61613)
+
+
+def test_wildcard_source_and_exact_destination():
+    p = policy("* -> localhost:61613")
+    assert p.destination_allowed("anything", "localhost", 61613)
+    assert p.destination_allowed(None, "LOCALHOST", 61613)
+    assert not p.destination_allowed("anything", "localhost", 61614)
+    assert not p.destination_allowed("anything", "127.0.0.1", 61613)  # literal, as in 0.7
+
+
+def test_source_is_the_host_header():
+    p = policy("www.example.com:8000 -> irc.example.com:6667")
+    assert p.destination_allowed("WWW.example.com:8000", "irc.example.com", 6667)
+    assert not p.destination_allowed("www.example.com", "irc.example.com", 6667)
+    assert not p.destination_allowed("evil.example", "irc.example.com", 6667)
+
+
+def test_default_port_is_80_and_ipv6_rules():
+    p = policy("* -> web.example\n* -> [::1]:6667")
+    assert p.destination_allowed("h", "web.example", 80)
+    assert p.destination_allowed("h", "::1", 6667)
+    assert p.rules[1] == AccessRule("*", "::1", 6667, 5)
+
+
+@pytest.mark.parametrize("origin, host, allowed", [
+    (None, "localhost:8000", True),
+    ("http://localhost:3000", "localhost:8000", True),
+    ("https://LOCALHOST", "localhost:8000", True),
+    ("http://evil.example", "localhost:8000", False),
+    ("http://localhost.evil.example", "localhost:8000", False),
+    ("null", "localhost:8000", False),
+    ("garbage", "localhost:8000", False),
+    ("http://[::1]:3000", "[::1]:8000", True),
+])
+def test_same_host_origin_rule(origin, host, allowed):
+    assert policy().origin_allowed(origin, host) is allowed
+
+
+def test_listed_and_any_origins():
+    listed = policy(origins="https://app.example:8443 http://other.example")
+    assert listed.origin_allowed("https://app.example:8443", "orbited.example")
+    assert listed.origin_allowed("http://other.example:80", "orbited.example")
+    assert not listed.origin_allowed("http://app.example:8443", "orbited.example")
+    assert listed.restricts_origins and not listed.any_origin
+    anyone = policy(origins="*")
+    assert anyone.origin_allowed("http://evil.example", "x") and not anyone.restricts_origins
+
+
+def test_origin_helpers():
+    assert normalise_origin("HTTPS://Example.com:443") == "https://example.com"
+    assert normalise_origin("http://example.com:8080/") == "http://example.com:8080"
+    assert normalise_origin("null") is None
+    assert host_of("Example.com:8000") == "example.com" and host_of("[::1]:80") == "::1"
+
+
+@pytest.mark.parametrize("raw, expected", [
+    (b"localhost:61613", Destination("localhost", 61613)),
+    (b"localhost:61613\n", Destination("localhost", 61613)),
+    (b"LocalHost:1\r\n", Destination("localhost", 1)),
+    (b"[::1]:6667", Destination("::1", 6667)),
+    (b"10.0.0.1:65535", Destination("10.0.0.1", 65535)),
+])
+def test_handshake_parses(raw, expected):
+    assert parse_destination(raw) == expected
+
+
+@given(st.binary(max_size=700))
+def test_handshake_parser_only_raises_its_own_error(data):
+    try:
+        dest = parse_destination(data)
+    except HandshakeError:
+        return
+    assert 0 < dest.port < 65536 and dest.host
+
+
+@given(st.from_regex(r"[a-z0-9][a-z0-9.-]{0,60}", fullmatch=True), st.integers(1, 65535))
+def test_handshake_round_trip(host, port):
+    assert parse_destination(f"{host}:{port}\n".encode()) == Destination(host, port)

@@ -1,0 +1,231 @@
+"""The config parser: 0.7 files load unchanged; every problem names FILE:LINE."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from orbited import logs
+from orbited.config import (
+    GLOBAL_KEYS,
+    ConfigError,
+    Listener,
+    load_file,
+    load_text,
+    parse_listen_line,
+    quickstart,
+    split_host_port,
+)
+from orbited.inifile import parse_ini
+
+DATA = Path(__file__).parent / "data"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def problems_of(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_text(text, "x.cfg")
+    return [str(p) for p in caught.value.problems]
+
+
+def test_orbited_07_example_loads_unchanged():
+    config = load_file(str(DATA / "orbited-0.7.cfg"))
+    assert config.settings["reactor"] == "select"
+    assert config.settings["proxy.enabled"] is True
+    assert config.settings["session.ping_interval"] == 40
+    assert config.settings["session.ping_timeout"] == 30
+    assert config.listeners == (Listener("http", "", 8000, config.listeners[0].line),)
+    rules = {(r.source, r.host, r.port) for r in config.access}
+    assert rules == {("localhost:8000", "irc.freenode.net", 6667), ("*", "localhost", 4747)}
+    assert logs.logging_form(config.sections) == "stdlib"
+    assert not [w for w in config.warnings if w.fatal]
+
+
+def test_rails_plugin_config_loads():
+    config = load_file(str(DATA / "rails-plugin.cfg"))
+    assert [(lst.scheme, lst.port) for lst in config.listeners] == [("http", 8000), ("stomp", 61613)]
+    assert config.access[0].source == "localhost:8000"
+    assert logs.logging_form(config.sections) == "default"
+
+
+def test_legacy_logging_form_loads_and_configures(tmp_path, monkeypatch):
+    config = load_file(str(DATA / "legacy-logging.cfg"))
+    assert logs.logging_form(config.sections) == "legacy"
+    monkeypatch.chdir(tmp_path)
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        assert logs.configure_logging(config.sections, config.path) == []
+        logging.getLogger("orbited.test").warning("legacy warn line")
+        logging.getLogger("orbited.test").error("legacy error line")
+        for handler in root.handlers:
+            handler.flush()
+        assert "legacy warn line" in (tmp_path / "debug.log").read_text()
+        assert "legacy error line" in (tmp_path / "error.log").read_text()
+        assert "legacy warn line" not in (tmp_path / "error.log").read_text()
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.handlers[:], root.level = saved
+
+
+def test_stdlib_logging_form_configures(tmp_path, monkeypatch):
+    config = load_file(str(DATA / "orbited-0.7.cfg"))
+    monkeypatch.chdir(tmp_path)
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        assert logs.configure_logging(config.sections, config.path) == []
+        logging.getLogger("orbited.x").warning("to the errors file")
+        for handler in logging.getLogger("orbited").handlers:
+            handler.flush()
+        assert "to the errors file" in (tmp_path / "error.log").read_text()
+    finally:
+        for name in ("", "orbited", "orbited.cometsession.TCPConnectionResource"):
+            for handler in logging.getLogger(name).handlers[:]:
+                handler.close()
+                logging.getLogger(name).removeHandler(handler)
+        root.handlers[:], root.level = saved
+
+
+def test_unwritable_log_file_is_a_problem_not_a_crash(tmp_path):
+    text = (DATA / "orbited-0.7.cfg").read_text().replace("'error.log'", f"'{tmp_path}/no/such/dir/e.log'")
+    config = load_text(text, "x.cfg")
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        problems = logs.configure_logging(config.sections, config.path)
+    finally:
+        root.handlers[:], root.level = saved
+    assert len(problems) == 1 and str(problems[0]).startswith("x.cfg:")
+    assert "logging config failed" in problems[0].message
+
+
+def test_shipped_configs_are_valid_and_safe():
+    for name in ("orbited.cfg", "demo.cfg"):
+        config = load_file(str(REPO / "etc" / name))
+        assert not [w for w in config.warnings if w.fatal]
+        for rule in config.access:
+            # nothing but this machine is reachable through the shipped files
+            assert rule.host in ("localhost", "127.0.0.1"), rule
+    shipped = load_file(str(REPO / "etc" / "orbited.cfg"))
+    assert {(r.host, r.port) for r in shipped.access} <= {("localhost", 61613), ("127.0.0.1", 61613)}
+
+
+def test_quickstart_matches_07():
+    config = quickstart()
+    assert [(lst.scheme, lst.port) for lst in config.listeners] == [("http", 8000), ("stomp", 61613)]
+    assert [(r.source, r.host, r.port) for r in config.access] == [("*", "localhost", 61613)]
+
+
+def test_defaults_without_sections():
+    config = load_text("", "empty.cfg")
+    for key in GLOBAL_KEYS:
+        assert config.settings[key.name] == key.default
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("[global]\nsession.ping_interval = soon\n", "x.cfg:2: [global] session.ping_interval: 'soon' is not a number"),
+        ("[global]\nproxy.enabled = maybe\n", "x.cfg:2: [global] proxy.enabled: 'maybe' is not a boolean"),
+        ("[global]\nproxy.connect_timeout = -1\n", "x.cfg:2: [global] proxy.connect_timeout: '-1' must be a positive"),
+        ("[global]\nreactor = turbo\n", "x.cfg:2: [global] reactor: 'turbo' is not one of"),
+        ("[global]\nuser = no-such-user-here\n", "x.cfg:2: [global] user: no such user 'no-such-user-here'"),
+        ("[listen]\nftp://:21\n", "x.cfg:2: [listen] unknown listen scheme 'ftp://'"),
+        ("[listen]\nhttp://:99999\n", "x.cfg:2: [listen] port '99999' is not a number"),
+        ("[listen]\nhttp://::1:80\n", "x.cfg:2: [listen] '::1:80': write IPv6 addresses in brackets"),
+        ("[listen]\nhttp://example.com:80\n", "x.cfg:2: [listen] 'example.com' is not an interface address"),
+        ("[listen]\nhttp://:8000\nhttp://:8000\n", "x.cfg:3: [listen] http://:8000 repeats the address of line 2"),
+        ("[listen]\nhttps://:8443\n", "x.cfg:2: [listen] https:// needs [ssl] key and crt"),
+        ("[access]\n* -> *\n", "x.cfg:2: [access] illegal [access] entry: wildcard destination"),
+        ("[access]\n* -> host:port\n", "x.cfg:2: [access] port 'port' is not a number"),
+        ("[access]\nlocalhost:8000 localhost:61613\n", "x.cfg:2: [access] lines look like 'SOURCE -> HOST:PORT'"),
+        ("[ssl]\nkey = /nonexistent.key\ncrt = /nonexistent.crt\n", "x.cfg:2: [ssl] key: no such file"),
+        ("[static]\nfiles = /nonexistent/dir\n", "x.cfg:2: [static] files: no such file or directory"),
+        ("[static]\nws = /tmp\n", "x.cfg:2: [static] '/ws' is served by Orbited itself"),
+        ("[global]\njust some words\n", "x.cfg:2: expected 'key = value' in [global]"),
+        ("proxy.enabled = 1\n", "x.cfg:1: 'proxy.enabled = 1' is outside any [section]"),
+        ("[loggers]\nkeys = root\n", "x.cfg:1: logging.fileConfig form needs a [handlers] section"),
+        ("[logging]\nenabled.default = info,loud\n", "x.cfg:2: [logging] unknown level 'loud'"),
+    ],
+)
+def test_each_kind_of_error_names_file_and_line(text, expected):
+    found = problems_of(text)
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_every_error_is_reported_not_just_the_first():
+    found = problems_of("[global]\nsession.ping_timeout = x\n[listen]\nftp://:1\n[access]\n* -> *\n")
+    assert [p.split(":")[1] for p in found] == ["2", "4", "6"]
+
+
+def test_unknown_keys_and_sections_are_warnings_with_lines():
+    config = load_text("[global]\nproxy.enabled = 1\nfancy = 3\n[extras]\na = b\n", "x.cfg")
+    warnings = [str(w) for w in config.warnings]
+    assert "x.cfg:3: warning: unknown key 'fancy' in [global] is ignored" in warnings
+    assert "x.cfg:4: warning: unknown section [extras] is ignored" in warnings
+
+
+def test_comments_and_hash_in_values():
+    config = load_text("[global]\n# a comment\nsession.ping_interval = 12 # trailing\n; semicolon\n", "x.cfg")
+    assert config.settings["session.ping_interval"] == 12
+    sections, problems = parse_ini("[a]\nurl = http://x/#frag\n", "x.cfg")
+    assert sections["a"].get("url").value == "http://x/#frag" and not problems
+
+
+def test_listen_forms():
+    assert parse_listen_line("http://:8000") == Listener("http", "", 8000)
+    assert parse_listen_line("http://127.0.0.1:8000") == Listener("http", "127.0.0.1", 8000)
+    assert parse_listen_line("http://[::1]:8000") == Listener("http", "::1", 8000)
+    assert parse_listen_line("http://localhost") == Listener("http", "127.0.0.1", 80)
+    assert parse_listen_line("stomp://:61613 /etc/morbid.cfg").option == "/etc/morbid.cfg"
+    assert parse_listen_line("echo://127.0.0.1:7000").scheme == "echo"
+    with pytest.raises(ValueError):
+        parse_listen_line("echo://127.0.0.1")  # a test server needs a port
+
+
+def test_legacy_morbid_path_is_a_warning():
+    config = load_text("[listen]\nstomp://:61613 /etc/morbid.cfg\n", "x.cfg")
+    assert any("morbid config '/etc/morbid.cfg' is ignored" in str(w) for w in config.warnings)
+
+
+def test_relative_paths_resolve_against_the_config_file(tmp_path):
+    (tmp_path / "site").mkdir()
+    cfg = tmp_path / "o.cfg"
+    cfg.write_text("[static]\nINDEX = site\n")
+    assert load_file(str(cfg)).static == (("", str(tmp_path / "site")),)
+
+
+def test_missing_file_is_a_problem():
+    with pytest.raises(ConfigError) as caught:
+        load_file("/nonexistent/orbited.cfg")
+    assert str(caught.value.problems[0]).startswith("/nonexistent/orbited.cfg:0: cannot read")
+
+
+@given(st.text(max_size=400))
+def test_parser_never_raises_on_any_text(text):
+    try:
+        load_text(text, "fuzz.cfg")
+    except ConfigError as exc:
+        assert all(str(p).startswith("fuzz.cfg:") for p in exc.problems)
+
+
+@given(st.sampled_from(["", "localhost", "10.0.0.1", "[::1]", "[fe80::1]"]), st.integers(0, 65535))
+def test_split_host_port_round_trip(host, port):
+    text = f"{host}:{port}"
+    parsed_host, parsed_port = split_host_port(text, None)
+    assert parsed_port == port and parsed_host == host.strip("[]")
+
+
+def test_docs_describe_every_global_key():
+    from orbited.docs import render
+
+    reference = (REPO / "docs" / "configuration.md").read_text()
+    assert render(reference) == reference, "docs/configuration.md is stale: run `make docs`"
+    for key in GLOBAL_KEYS:
+        assert f"`{key.name}`" in reference, key.name

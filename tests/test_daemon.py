@@ -1,0 +1,526 @@
+"""The real ``orbited`` command as a process: CLI, listeners, static files, TLS, signals, privileges."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect as ws_connect
+
+from orbited import __version__
+from tests.support.procs import REPO, OrbitedProcess, free_port, scratch_dir, wait_port
+from tests.support.tlsfiles import make_cert
+
+ORBITED = [sys.executable, "-m", "orbited"]
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run([*ORBITED, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+
+
+def get(port: int, path: str, host: str = "127.0.0.1") -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    conn.request("GET", path)
+    response = conn.getresponse()
+    body = response.read()
+    conn.close()
+    return response.status, {k.lower(): v for k, v in response.getheaders()}, body
+
+
+# --- the command line
+
+
+def test_version():
+    for command in (["orbited", "--version"], [*ORBITED, "-v"]):
+        if command[0] == "orbited":
+            command[0] = str(Path(sys.executable).parent / "orbited")
+        out = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0
+        assert out.stdout.strip() == f"Orbited version: {__version__}"
+
+
+def test_no_config_found_says_where_it_looked(tmp_path):
+    if os.path.exists("/etc/orbited.cfg"):
+        pytest.fail("/etc/orbited.cfg exists on this machine; this test needs it absent")
+    out = run_cli(cwd=tmp_path)
+    assert out.returncode == 2
+    assert "no configuration file found" in out.stderr
+    assert "./orbited.cfg" in out.stderr and "/etc/orbited.cfg" in out.stderr
+
+
+def test_finds_orbited_cfg_in_the_working_directory(tmp_path):
+    (tmp_path / "orbited.cfg").write_text("[listen]\nhttp://127.0.0.1:1\n")
+    out = run_cli("--check", cwd=tmp_path)
+    assert out.returncode == 0 and "./orbited.cfg: OK" in out.stdout
+
+
+def test_positional_arguments_are_rejected():
+    out = run_cli("extra")
+    assert out.returncode == 2 and "does not accept positional arguments" in out.stderr
+
+
+def test_check_passes_on_the_shipped_config():
+    out = run_cli("--check", "--config", str(REPO / "etc" / "orbited.cfg"))
+    assert out.returncode == 0, out.stderr
+    assert "OK" in out.stdout
+
+
+def test_check_reports_every_problem_with_file_and_line(tmp_path):
+    cfg = tmp_path / "bad.cfg"
+    cfg.write_text(
+        "[global]\n"
+        "session.ping_interval = often\n"  # 2: bad value
+        "colour = blue\n"  # 3: unknown key (warning)
+        "[listen]\n"
+        "gopher://:70\n"  # 5: bad scheme
+        "[access]\n"
+        "* -> *\n"  # 7: wildcard destination
+        "[ssl]\n"
+        "key = missing.key\n"  # 9: missing file
+        "[mystery]\n"  # 10: unknown section (warning)
+    )
+    out = run_cli("--check", "-c", str(cfg))
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    for number in (2, 5, 7, 9):
+        assert any(line.startswith(f"{cfg}:{number}: ") for line in lines), (number, lines)
+    assert any(line.startswith(f"{cfg}:3: warning: ") for line in lines), lines
+    assert any(line.startswith(f"{cfg}:10: warning: ") for line in lines), lines
+
+
+def test_bad_config_stops_startup_with_exit_2(tmp_path):
+    cfg = tmp_path / "bad.cfg"
+    cfg.write_text("[global]\nuser = root\nproxy.enabled = perhaps\n")
+    out = run_cli("-c", str(cfg))
+    assert out.returncode == 2 and f"{cfg}:3: " in out.stderr
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="only meaningful when started as root")
+def test_root_without_user_is_refused(tmp_path):
+    cfg = tmp_path / "o.cfg"
+    cfg.write_text(f"[listen]\nhttp://127.0.0.1:{free_port()}\n")
+    out = run_cli("-c", str(cfg))
+    assert out.returncode == 2
+    assert "refusing to run as root" in out.stderr and "user" in out.stderr
+
+
+def test_port_in_use_fails_with_the_line(tmp_path):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    try:
+        with OrbitedProcess(f"[global]\n[listen]\nhttp://127.0.0.1:{port}\n") as orbited:
+            code = orbited.proc.wait(20)
+            assert code == 1
+            line = orbited.path.read_text().splitlines().index(f"http://127.0.0.1:{port}") + 1
+            assert f"{orbited.path}:{line}: cannot listen on http://127.0.0.1:{port}" in orbited.log()
+    finally:
+        busy.close()
+
+
+# --- serving
+
+
+def test_serves_bundled_static_and_a_static_mount(tmp_path):
+    site = scratch_dir("site-")
+    (site / "hello.txt").write_text("hello from a mount")
+    (site / "sub").mkdir()
+    (site / "sub" / "index.html").write_text("<p>sub index</p>")
+    port = free_port()
+    bundled = sorted(p for p in (REPO / "orbited" / "static").rglob("*") if p.is_file())
+    assert bundled, "orbited/static has no files to serve"
+    sample = bundled[0]
+    with OrbitedProcess(f"[global]\n[listen]\nhttp://127.0.0.1:{port}\n[static]\nfiles = {site}\n",
+                        wait_for=port):
+        relative = sample.relative_to(REPO / "orbited" / "static").as_posix()
+        status, _, body = get(port, f"/static/{relative}")
+        assert status == 200 and body == sample.read_bytes()
+        assert get(port, "/files/hello.txt")[2] == b"hello from a mount"
+        assert get(port, "/files/sub/")[2] == b"<p>sub index</p>"
+        # no directory listing
+        status, _, body = get(port, "/files/")
+        assert status == 404 and b"hello.txt" not in body
+
+
+def test_index_mount_serves_the_root(tmp_path):
+    site = scratch_dir("site-")
+    (site / "index.html").write_text("<h1>front page</h1>")
+    port = free_port()
+    with OrbitedProcess(f"[global]\n[listen]\nhttp://127.0.0.1:{port}\n[static]\nINDEX = {site}\n",
+                        wait_for=port):
+        assert get(port, "/")[2] == b"<h1>front page</h1>"
+        assert get(port, "/index.html")[2] == b"<h1>front page</h1>"
+        assert get(port, "/system/status")[0] == 200  # built-in paths still win
+
+
+def raw_get(port: int, target: str) -> tuple[int, bytes]:
+    """A request with the target exactly as given (http.client would normalise nothing, but be sure)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET {target} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    status = int(data.split(b" ", 2)[1])
+    return status, data
+
+
+def test_no_path_traversal_and_no_offsite_redirects():
+    site = scratch_dir("site-")
+    (site / "public.txt").write_text("public")
+    (site / "dir").mkdir()
+    (site / "dir" / "x.txt").write_text("x")
+    secret = site.parent / f"{site.name}-secret.txt"
+    secret.write_text("TOP SECRET")
+    port = free_port()
+    with OrbitedProcess(f"[global]\n[listen]\nhttp://127.0.0.1:{port}\n[static]\nINDEX = {site}\n"
+                        f"files = {site}\n", wait_for=port):
+        name = secret.name
+        for target in (f"/files/../{name}", f"/files/%2e%2e/{name}", f"/files/..%2f{name}",
+                       f"/files/%2e%2e%2f{name}", f"/../{name}", f"/%2e%2e/{name}",
+                       f"/files/dir/..%5c..%5c{name}", "/static/../../setup.py", "/static/%2e%2e/__init__.py"):
+            status, data = raw_get(port, target)
+            assert b"TOP SECRET" not in data and b"__version__" not in data, target
+            assert status in (400, 404), (target, status)
+        for target in ("/files/dir", "/dir", "//dir", "///dir", "//evil.example/%2F..", "/%2F%2Fevil.example",
+                       "//files/dir", "/files//dir", "/dir?next=//evil"):
+            status, data = raw_get(port, target)
+            for line in data.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
+                if line.lower().startswith(b"location:"):
+                    location = line.split(b":", 1)[1].strip()
+                    assert location.startswith(b"/") and not location.startswith(b"//"), (target, location)
+        status, data = raw_get(port, "/files/dir")
+        assert status == 301 and b"\r\nLocation: /files/dir/\r\n" in data
+
+
+def test_every_http_listener_serves_the_same_tree():
+    ports = [free_port(), free_port()]
+    with OrbitedProcess(f"[global]\n[listen]\nhttp://127.0.0.1:{ports[0]}\nhttp://127.0.0.1:{ports[1]}\n",
+                        wait_for=ports[0]):
+        wait_port(ports[1])
+        for port in ports:
+            assert json.loads(get(port, "/system/status")[2])["version"] == __version__
+
+
+def test_ipv6_listener():
+    if not socket.has_ipv6:
+        pytest.fail("this machine has no IPv6; the test needs ::1")
+    port = free_port("::1")
+    with OrbitedProcess(f"[global]\n[listen]\nhttp://[::1]:{port}\n") as orbited:
+        wait_port(port, host="::1", proc=orbited.proc)
+        status, _, body = get(port, "/system/status", host="::1")
+        assert status == 200 and json.loads(body)["version"] == __version__
+
+
+def test_status_reports_sessions_and_bytes():
+    port, echo = free_port(), free_port()
+    config = (f"[global]\n[listen]\nhttp://127.0.0.1:{port}\necho://127.0.0.1:{echo}\n"
+              f"[access]\n* -> 127.0.0.1:{echo}\n")
+    with OrbitedProcess(config, wait_for=port) as orbited:
+        before = orbited.status()
+        assert before["sessions"]["total"] == 0 and before["proxy"]["connections"] == 0
+        assert before["version"] == __version__ and before["uptime"] >= 0
+        with ws_connect(f"ws://127.0.0.1:{port}/ws", subprotocols=["binary"]) as ws:
+            ws.send(f"127.0.0.1:{echo}")
+            assert ws.recv(10) == "1"
+            ws.send(b"x" * 1000)
+            assert ws.recv(10) == b"x" * 1000
+            during = orbited.status()
+            assert during["sessions"]["by_transport"] == {"ws": 1}
+            assert during["proxy"]["connections"] == 1
+            assert during["proxy"]["bytes_to_backend"] == 1000  # open sessions count too
+        deadline = time.monotonic() + 10
+        while orbited.status()["proxy"]["connections"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        after = orbited.status()
+        assert after["sessions"]["total"] == 0 and after["proxy"]["connections_total"] == 1
+        assert after["proxy"]["bytes_to_backend"] == 1000 and after["proxy"]["bytes_from_backend"] == 1000
+
+
+def test_status_is_loopback_only_by_default():
+    port = free_port()
+    with OrbitedProcess(f"[global]\n[listen]\nhttp://:{port}\n", wait_for=port):
+        assert get(port, "/system/status")[0] == 200
+        address = non_loopback_address()
+        status, _, body = get(port, "/system/status", host=address)
+        assert status == 403 and b"[global] status" in body
+
+
+def non_loopback_address() -> str:
+    """An address of this machine that is not loopback (the host still answers it locally)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))  # no packet is sent for a UDP connect
+            address = probe.getsockname()[0]
+        except OSError:
+            address = "127.0.0.1"
+    if address.startswith("127."):
+        pytest.fail("this machine has no non-loopback IPv4 address to test from")
+    return address
+
+
+def test_reactor_key_is_honoured():
+    port = free_port()
+    with OrbitedProcess(f"[global]\nreactor = poll\n[listen]\nhttp://127.0.0.1:{port}\n", wait_for=port) as o:
+        assert o.status()["reactor"] == "PollReactor"
+
+
+def test_log_level_override():
+    port = free_port()
+    with OrbitedProcess(f"[global]\n[listen]\nhttp://127.0.0.1:{port}\n", ("--log-level", "debug"),
+                        wait_for=port) as orbited:
+        get(port, "/system/status")
+        time.sleep(0.3)
+        assert "DEBUG [orbited.http]" in orbited.log()
+    port = free_port()
+    with OrbitedProcess(f"[global]\n[listen]\nhttp://127.0.0.1:{port}\n", ("-l", "error"),
+                        wait_for=port) as orbited:
+        pass
+    assert "listening on" not in orbited.log()
+
+
+# --- TLS
+
+
+def tls_fetch(port: int, cafile: Path) -> tuple[bytes, int]:
+    context = ssl.create_default_context(cafile=str(cafile))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            der = tls.getpeercert(binary_form=True)
+            tls.sendall(b"GET /system/status HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            data = b""
+            while chunk := tls.recv(65536):
+                data += chunk
+    from cryptography import x509
+
+    return data, x509.load_der_x509_certificate(der).serial_number
+
+
+def test_https_with_a_test_certificate_and_reload_on_sighup():
+    certs = scratch_dir("certs-")
+    key, crt = make_cert(certs, serial=1111)
+    port = free_port()
+    config = f"[global]\n[listen]\nhttps://127.0.0.1:{port}\n[ssl]\nkey = {key}\ncrt = {crt}\n"
+    with OrbitedProcess(config, wait_for=port) as orbited:
+        data, serial = tls_fetch(port, crt)
+        assert b"200 OK" in data and serial == 1111
+        # renew the certificate in place and ask for a reload
+        make_cert(certs, serial=2222)
+        orbited.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while serial != 2222 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            data, serial = tls_fetch(port, crt)
+        assert serial == 2222, orbited.log()
+        assert orbited.proc.poll() is None
+
+
+def test_https_refuses_tls_below_1_2():
+    from OpenSSL import SSL
+
+    certs = scratch_dir("certs-")
+    key, crt = make_cert(certs)
+
+    def handshake(port: int) -> str:
+        context = SSL.Context(SSL.TLS_METHOD)
+        context.set_cipher_list(b"DEFAULT:@SECLEVEL=0")
+        context.set_min_proto_version(SSL.TLS1_VERSION)
+        context.set_max_proto_version(SSL.TLS1_1_VERSION)
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.settimeout(None)  # pyOpenSSL reads WantReadError from a socket with a timeout
+        conn = SSL.Connection(context, sock)
+        conn.set_connect_state()
+        try:
+            conn.do_handshake()
+            return conn.get_protocol_version_name()
+        except SSL.Error as exc:
+            return f"refused: {exc}"
+        finally:
+            sock.close()
+
+    # Control: a server that allows TLS 1.1 must complete the handshake with this client,
+    # or the check below proves nothing.
+    control = subprocess.Popen(
+        ["openssl", "s_server", "-accept", str(port := free_port()), "-cert", str(crt), "-key", str(key),
+         "-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0", "-quiet"],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, proc=control)
+        assert handshake(port) == "TLSv1.1"
+    finally:
+        control.kill()
+        control.wait()
+    port = free_port()
+    config = f"[global]\n[listen]\nhttps://127.0.0.1:{port}\n[ssl]\nkey = {key}\ncrt = {crt}\n"
+    with OrbitedProcess(config, wait_for=port):
+        assert handshake(port).startswith("refused")
+
+
+def test_bad_tls_files_stop_startup(tmp_path):
+    certs = scratch_dir("certs-")
+    key, _crt = make_cert(certs, "one")
+    _key2, crt2 = make_cert(certs, "two")  # a certificate that does not match the key
+    port = free_port()
+    with OrbitedProcess(f"[global]\n[listen]\nhttps://127.0.0.1:{port}\n[ssl]\nkey = {key}\ncrt = {crt2}\n") as o:
+        assert o.proc.wait(20) == 1
+        assert "cannot use TLS files" in o.log()
+
+
+# --- signals
+
+
+def test_sigterm_closes_sessions_with_a_reason_and_exits_0():
+    port, echo = free_port(), free_port()
+    config = (f"[global]\nshutdown.timeout = 3\n[listen]\nhttp://127.0.0.1:{port}\necho://127.0.0.1:{echo}\n"
+              f"[access]\n* -> 127.0.0.1:{echo}\n")
+    orbited = OrbitedProcess(config, wait_for=port).start()
+    try:
+        with ws_connect(f"ws://127.0.0.1:{port}/ws") as ws:
+            ws.send(f"127.0.0.1:{echo}")
+            assert ws.recv(10) == "1"
+            started = time.monotonic()
+            orbited.proc.send_signal(signal.SIGTERM)
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(10)
+            assert closed.value.rcvd.code == 1001 and "shutting down" in closed.value.rcvd.reason
+        assert orbited.proc.wait(10) == 0
+        assert time.monotonic() - started < 6
+        # no longer accepting
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2)
+    finally:
+        orbited.stop()
+
+
+def test_sigint_exits_0():
+    port = free_port()
+    orbited = OrbitedProcess(f"[global]\n[listen]\nhttp://127.0.0.1:{port}\n", wait_for=port).start()
+    try:
+        orbited.proc.send_signal(signal.SIGINT)
+        assert orbited.proc.wait(10) == 0
+    finally:
+        orbited.stop()
+
+
+def handshake_reply(port: int, dest: str) -> str:
+    with ws_connect(f"ws://127.0.0.1:{port}/ws") as ws:
+        ws.send(dest)
+        return ws.recv(10)
+
+
+def test_sighup_reloads_access_rules_without_dropping_sessions():
+    port, echo1, echo2 = free_port(), free_port(), free_port()
+    listen = f"[listen]\nhttp://127.0.0.1:{port}\necho://127.0.0.1:{echo1}\necho://127.0.0.1:{echo2}\n"
+    orbited = OrbitedProcess(f"[global]\n{listen}[access]\n* -> 127.0.0.1:{echo1}\n", wait_for=port).start()
+    try:
+        assert handshake_reply(port, f"127.0.0.1:{echo2}") == "0106"
+        with ws_connect(f"ws://127.0.0.1:{port}/ws") as live:
+            live.send(f"127.0.0.1:{echo1}")
+            assert live.recv(10) == "1"
+            text = orbited.path.read_text().replace(f"* -> 127.0.0.1:{echo1}", f"* -> 127.0.0.1:{echo2}")
+            orbited.path.write_text(text)
+            orbited.proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            while "reloaded" not in orbited.log() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert handshake_reply(port, f"127.0.0.1:{echo2}") == "1"
+            assert handshake_reply(port, f"127.0.0.1:{echo1}") == "0106"
+            # the session opened under the old rules is untouched
+            live.send(b"still here")
+            assert live.recv(10) == b"still here"
+        # a broken file on reload keeps the old rules and says why
+        orbited.path.write_text(orbited.path.read_text() + "\n[access]\n* -> *\n")
+        orbited.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "reload refused" not in orbited.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "reload refused" in orbited.log() and "wildcard destination" in orbited.log()
+        assert handshake_reply(port, f"127.0.0.1:{echo2}") == "1"
+    finally:
+        orbited.stop()
+
+
+# --- privileges and daemon mode
+
+
+def proc_ids(pid: int) -> dict[str, list[int]]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("Uid", "Gid", "Groups"):
+            fields[key] = [int(v) for v in value.split()]
+    return fields
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="privileges can only be dropped by a process started as root")
+def test_privilege_drop_to_nobody_after_binding():
+    import grp
+    import pwd
+
+    port = free_port()
+    nobody = pwd.getpwnam("nobody")
+    group = grp.getgrnam("nogroup") if "nogroup" in {g.gr_name for g in grp.getgrall()} else None
+    config = f"[global]\nuser = nobody\n[listen]\nhttp://127.0.0.1:{port}\n"
+    with OrbitedProcess(config, wait_for=port) as orbited:
+        ids = proc_ids(orbited.proc.pid)
+        assert ids["Uid"] == [nobody.pw_uid] * 4
+        assert ids["Gid"] == [nobody.pw_gid] * 4
+        expected_groups = sorted({nobody.pw_gid, *(g.gr_gid for g in grp.getgrall() if "nobody" in g.gr_mem)})
+        assert sorted(ids["Groups"]) == expected_groups  # root's supplementary groups are gone
+        assert 0 not in ids["Groups"]
+        assert orbited.status()["pid"] == orbited.proc.pid
+        assert group is None or group.gr_gid >= 0
+
+
+def test_daemon_writes_pid_file_and_serves():
+    work = scratch_dir("daemon-")
+    port = free_port()
+    pid_file = work / "run" / "orbited.pid"
+    cfg = work / "o.cfg"
+    user = __import__("pwd").getpwuid(os.getuid()).pw_name
+    cfg.write_text(f"[global]\nuser = {user}\n[listen]\nhttp://127.0.0.1:{port}\n")
+    out = run_cli("-c", str(cfg), "--daemon", "--pid-file", str(pid_file))
+    assert out.returncode == 0, out.stderr
+    pid = int(pid_file.read_text())
+    try:
+        wait_port(port)
+        assert json.loads(get(port, "/system/status")[2])["pid"] == pid
+        # a second daemon with the same pid file refuses loudly
+        other = run_cli("-c", str(cfg), "--daemon", "--pid-file", str(pid_file))
+        assert other.returncode == 1 and "still running" in other.stderr
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_file.exists()
+
+
+def test_daemon_failures_are_loud():
+    work = scratch_dir("daemon-")
+    user = __import__("pwd").getpwuid(os.getuid()).pw_name
+    cfg = work / "o.cfg"
+    cfg.write_text(f"[global]\nuser = {user}\n[listen]\nhttp://127.0.0.1:{free_port()}\n")
+    blocker = work / "file"
+    blocker.write_text("")
+    out = run_cli("-c", str(cfg), "--daemon", "--pid-file", str(blocker / "orbited.pid"))
+    assert out.returncode == 1 and "cannot write pid file" in out.stderr
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    cfg.write_text(f"[global]\nuser = {user}\n[listen]\nhttp://127.0.0.1:{busy.getsockname()[1]}\n")
+    try:
+        out = run_cli("-c", str(cfg), "--daemon", "--pid-file", str(work / "o.pid"))
+        assert out.returncode == 1 and "cannot listen on" in out.stderr
+    finally:
+        busy.close()

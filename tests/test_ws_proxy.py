@@ -1,0 +1,454 @@
+"""TCPSocket over /ws against real backends: handshake codes, Origin, bytes, closes, flow control."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect as ws_connect
+
+from tests.support.backends import pattern, pattern_digest
+from tests.support.procs import OrbitedProcess, free_port, stop_process
+
+
+@contextmanager
+def orbited_with(access: str = "", extra_global: str = "", extra_listen: str = ""):
+    port, echo = free_port(), free_port()
+    config = (f"[global]\nproxy.connect_timeout = 1\n{extra_global}\n[listen]\nhttp://127.0.0.1:{port}\n"
+              f"echo://127.0.0.1:{echo}\n{extra_listen}\n[access]\n* -> 127.0.0.1:{echo}\n{access}\n")
+    with OrbitedProcess(config, wait_for=port) as orbited:
+        orbited.port, orbited.echo = port, echo
+        yield orbited
+
+
+def open_socket(port: int, dest: str, **kwargs):
+    ws = ws_connect(f"ws://127.0.0.1:{port}/ws", subprotocols=["binary"], max_size=None, **kwargs)
+    ws.send(dest)
+    return ws, ws.recv(10)
+
+
+def refused(port: int, dest, **kwargs) -> tuple[str, int, str]:
+    """(handshake answer, close code, close reason) for a handshake that must fail."""
+    with ws_connect(f"ws://127.0.0.1:{port}/ws", **kwargs) as ws:
+        ws.send(dest)
+        answer = ws.recv(10)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(10)
+    return answer, closed.value.rcvd.code, closed.value.rcvd.reason
+
+
+class Listener:
+    """A backend that only counts the connections it accepts."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+
+    def count(self, seconds: float) -> int:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                conn, _ = self.sock.accept()
+                self.accepted += 1
+                conn.close()
+            except TimeoutError:
+                pass
+        return self.accepted
+
+
+def test_echo_and_the_subprotocol():
+    with orbited_with() as orbited:
+        ws, answer = open_socket(orbited.port, f"127.0.0.1:{orbited.echo}\n")
+        with ws:
+            assert answer == "1"
+            assert ws.subprotocol == "binary"
+            ws.send(b"hello")
+            assert ws.recv(10) == b"hello"
+            ws.send("héllo wörld 𝄞")  # text messages reach the backend as their UTF-8 bytes
+            assert ws.recv(10) == "héllo wörld 𝄞".encode()
+        # no subprotocol offered: still served
+        with ws_connect(f"ws://127.0.0.1:{orbited.port}/ws") as plain:
+            plain.send(f"127.0.0.1:{orbited.echo}")
+            assert plain.recv(10) == "1" and plain.subprotocol is None
+        log = orbited.log()
+        assert f"-> 127.0.0.1:{orbited.echo} connected" in log
+        assert "closed after" in log and "bytes up" in log
+
+
+def test_data_pipelined_behind_the_handshake_is_delivered():
+    with orbited_with() as orbited:
+        with ws_connect(f"ws://127.0.0.1:{orbited.port}/ws") as ws:
+            ws.send(f"127.0.0.1:{orbited.echo}")
+            ws.send(b"early one ")
+            ws.send(b"early two")
+            assert ws.recv(10) == "1"
+            received = b""
+            while len(received) < 19:
+                received += ws.recv(10)
+            assert received == b"early one early two"
+        with ws_connect(f"ws://127.0.0.1:{orbited.port}/ws") as ws:
+            ws.send(f"127.0.0.1:{orbited.echo}")
+            ws.send(b"x" * 70000)  # more than the 64 KiB held before the answer
+            answer = ws.recv(10)
+            assert answer in ("0102", "1")
+            if answer == "1":  # the connect won the race: then it all went through
+                received = b""
+                while len(received) < 70000:
+                    received += ws.recv(10)
+                assert received == b"x" * 70000
+
+
+@pytest.mark.parametrize("size", [1, 125, 126, 255, 256, 65535, 65536, 300_000, 1_048_576])
+def test_all_byte_values_round_trip_exactly(size):
+    payload = (bytes(range(256)) * (size // 256 + 1))[:size]
+    with orbited_with() as orbited:
+        ws, answer = open_socket(orbited.port, f"127.0.0.1:{orbited.echo}")
+        with ws:
+            assert answer == "1"
+            ws.send(payload)
+            received = b""
+            while len(received) < size:
+                received += ws.recv(10)
+            assert received == payload
+
+
+@pytest.mark.parametrize("garbage", [
+    "no-port-here", "host:", ":80", "host:0", "host:65536", "host:http", "a:b:c", "[::1]", "[not-ip]:80",
+    "bad host:80", "x" * 600 + ":80", b"\xff\xfe:80", "",
+])
+def test_garbage_handshakes_get_0102(garbage):
+    with orbited_with() as orbited:
+        answer, code, reason = refused(orbited.port, garbage)
+        assert answer == "0102" and code == 4102 and "invalid handshake" in reason
+
+
+def test_denied_destination_gets_0106_and_backend_never_sees_it():
+    backend = Listener()
+    with orbited_with() as orbited:
+        answer, code, reason = refused(orbited.port, f"127.0.0.1:{backend.port}")
+        assert (answer, code) == ("0106", 4106)
+        assert "unauthorized" in reason
+        assert backend.count(1.0) == 0
+        assert f"* -> 127.0.0.1:{backend.port}" in orbited.log() or \
+               f"127.0.0.1:{orbited.port} -> 127.0.0.1:{backend.port}" in orbited.log()
+    backend.sock.close()
+
+
+def test_access_rule_source_is_the_host_header():
+    other = Listener()
+    port = free_port()
+    config = (f"[global]\n[listen]\nhttp://127.0.0.1:{port}\n"
+              f"[access]\nlocalhost:{port} -> 127.0.0.1:{other.port}\n")
+    with OrbitedProcess(config, wait_for=port):
+        # reached as 127.0.0.1:PORT: the rule for 'localhost:PORT' does not apply
+        assert refused(port, f"127.0.0.1:{other.port}")[0] == "0106"
+        with ws_connect(f"ws://localhost:{port}/ws") as ws:
+            ws.send(f"127.0.0.1:{other.port}")
+            assert ws.recv(10) == "1"
+        assert other.count(1.0) == 1
+    other.sock.close()
+
+
+def test_closed_port_gets_0108():
+    dead = free_port()
+    with orbited_with(access=f"* -> 127.0.0.1:{dead}") as orbited:
+        answer, code, reason = refused(orbited.port, f"127.0.0.1:{dead}")
+        assert (answer, code) == ("0108", 4108) and "failed" in reason
+
+
+def test_backend_that_never_answers_gets_0104_after_the_timeout():
+    port = free_port()
+    hole = subprocess.Popen([sys.executable, "-m", "tests.support.backends", "blackhole", str(port)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert hole.stdout.readline().strip() == "ready" and hole.stdout.readline().strip() == "full"
+        with orbited_with(access=f"* -> 127.0.0.1:{port}") as orbited:
+            started = time.monotonic()
+            answer, code, reason = refused(orbited.port, f"127.0.0.1:{port}")
+            elapsed = time.monotonic() - started
+            assert (answer, code) == ("0104", 4104) and "timed out" in reason
+            assert 0.8 < elapsed < 5  # proxy.connect_timeout = 1
+    finally:
+        stop_process(hole)
+
+
+def test_hostname_and_ipv6_destinations():
+    six = socket.socket(socket.AF_INET6)
+    six.bind(("::1", 0))
+    six.listen(4)
+    port6 = six.getsockname()[1]
+
+    def echo_once() -> None:
+        conn, _ = six.accept()
+        with conn:
+            conn.sendall(conn.recv(100))
+
+    thread = threading.Thread(target=echo_once, daemon=True)
+    thread.start()
+    with orbited_with(access=f"* -> [::1]:{port6}") as orbited:
+        ws, answer = open_socket(orbited.port, f"[::1]:{port6}")
+        with ws:
+            assert answer == "1"
+            ws.send(b"over ipv6")
+            assert ws.recv(10) == b"over ipv6"
+    port = free_port()
+    echo = free_port()
+    config = (f"[global]\n[listen]\nhttp://127.0.0.1:{port}\necho://127.0.0.1:{echo}\n"
+              f"[access]\n* -> localhost:{echo}\n")
+    with OrbitedProcess(config, wait_for=port):
+        ws, answer = open_socket(port, f"LOCALHOST:{echo}")  # names compare case-insensitively
+        with ws:
+            assert answer == "1"
+            ws.send(b"by name")
+            assert ws.recv(10) == b"by name"
+    six.close()
+
+
+def test_origin_rules():
+    with orbited_with() as orbited:
+        dest = f"127.0.0.1:{orbited.echo}"
+        host = f"127.0.0.1:{orbited.port}"
+        answer, code, reason = refused(orbited.port, dest, origin="http://evil.example")
+        assert (answer, code) == ("0106", 4106) and "Origin" in reason
+        assert "origins = http://evil.example" in orbited.log()
+        with pytest.raises(InvalidStatus) as null_origin:  # sandboxed pages: refused at the handshake
+            ws_connect(f"ws://127.0.0.1:{orbited.port}/ws", origin="null")
+        assert null_origin.value.response.status_code == 400
+        # same host as the Host header, any port: a page on :3000 may use Orbited on another port
+        for origin in ("http://127.0.0.1:3000", "https://127.0.0.1", f"http://{host}"):
+            ws, answer = open_socket(orbited.port, dest, origin=origin)
+            ws.close()
+            assert answer == "1", origin
+        # no Origin header: not a browser; the access rules alone decide
+        ws, answer = open_socket(orbited.port, dest)
+        ws.close()
+        assert answer == "1"
+    with orbited_with(extra_global="origins = https://app.example:8443 http://other.example") as orbited:
+        dest = f"127.0.0.1:{orbited.echo}"
+        for origin in ("https://app.example:8443", "HTTP://other.example:80"):
+            ws, answer = open_socket(orbited.port, dest, origin=origin)
+            ws.close()
+            assert answer == "1", origin
+        assert refused(orbited.port, dest, origin="https://app.example")[0] == "0106"
+    with orbited_with(extra_global="origins = *") as orbited:
+        ws, answer = open_socket(orbited.port, f"127.0.0.1:{orbited.echo}", origin="http://anything.example")
+        ws.close()
+        assert answer == "1"
+
+
+def test_backend_close_closes_the_websocket_with_1000():
+    rude = free_port()
+    with orbited_with(access=f"* -> 127.0.0.1:{rude}", extra_listen=f"rude://127.0.0.1:{rude}") as orbited:
+        ws, answer = open_socket(orbited.port, f"127.0.0.1:{rude}")
+        with ws:
+            assert answer == "1"
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(10)
+            assert closed.value.rcvd.code == 1000 and "backend closed" in closed.value.rcvd.reason
+
+
+def test_browser_close_closes_the_backend():
+    backend = socket.socket()
+    backend.bind(("127.0.0.1", 0))
+    backend.listen(1)
+    port = backend.getsockname()[1]
+    with orbited_with(access=f"* -> 127.0.0.1:{port}") as orbited:
+        ws, answer = open_socket(orbited.port, f"127.0.0.1:{port}")
+        conn, _ = backend.accept()
+        assert answer == "1"
+        ws.send(b"bye")
+        conn.settimeout(10)
+        assert conn.recv(10) == b"bye"
+        ws.close()
+        assert conn.recv(10) == b""  # EOF: the backend connection was closed
+        conn.close()
+    backend.close()
+
+
+def test_message_over_the_limit_closes_with_1009():
+    with orbited_with(extra_global="ws.max_message_size = 10000") as orbited:
+        ws, answer = open_socket(orbited.port, f"127.0.0.1:{orbited.echo}")
+        assert answer == "1"
+        with ws:
+            ws.send(b"x" * 10001)
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(10)
+            assert closed.value.rcvd.code == 1009
+
+
+def test_session_cap_answers_503():
+    with orbited_with(extra_global="proxy.max_sessions = 2") as orbited:
+        first, _ = open_socket(orbited.port, f"127.0.0.1:{orbited.echo}")
+        second, _ = open_socket(orbited.port, f"127.0.0.1:{orbited.echo}")
+        with pytest.raises(InvalidStatus) as refused_status:
+            ws_connect(f"ws://127.0.0.1:{orbited.port}/ws")
+        assert refused_status.value.response.status_code == 503
+        first.close()
+        second.close()
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class PeakRSS(threading.Thread):
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.running = pid, rss_kb(pid), True
+
+    def run(self) -> None:
+        while self.running:
+            self.peak = max(self.peak, rss_kb(self.pid))
+            time.sleep(0.02)
+
+
+MEMORY_BOUND_KB = 40_000  # growth of the server's RSS while 200 MB pass through
+
+
+def test_fast_backend_slow_browser_keeps_memory_bounded():
+    nbytes = 200 * 1024 * 1024
+    port = free_port()
+    source = subprocess.Popen([sys.executable, "-m", "tests.support.backends", "source", str(port), str(nbytes)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert source.stdout.readline().strip() == "ready"
+        with orbited_with(access=f"* -> 127.0.0.1:{port}") as orbited:
+            baseline = rss_kb(orbited.proc.pid)
+            watch = PeakRSS(orbited.proc.pid)
+            watch.start()
+            ws, answer = open_socket(orbited.port, f"127.0.0.1:{port}", max_queue=2)
+            assert answer == "1"
+            digest, total, started = hashlib.sha256(), 0, time.monotonic()
+            with ws:
+                while total < nbytes:
+                    data = ws.recv(30)
+                    digest.update(data)
+                    total += len(data)
+                    if total < 20 * 1024 * 1024:
+                        time.sleep(0.002)  # a slow reader for the first 20 MB
+            watch.running = False
+            watch.join()
+            assert total == nbytes and digest.hexdigest() == pattern_digest(nbytes)
+            growth = watch.peak - baseline
+            assert growth < MEMORY_BOUND_KB, f"server RSS grew {growth} KB"
+            assert time.monotonic() - started < 120
+    finally:
+        stop_process(source)
+
+
+def test_slow_backend_fast_browser_keeps_memory_bounded():
+    nbytes = 100 * 1024 * 1024
+    port = free_port()
+    sink = subprocess.Popen([sys.executable, "-m", "tests.support.backends", "sink", str(port), "4"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert sink.stdout.readline().strip() == "ready"
+        with orbited_with(access=f"* -> 127.0.0.1:{port}") as orbited:
+            baseline = rss_kb(orbited.proc.pid)
+            watch = PeakRSS(orbited.proc.pid)
+            watch.start()
+            ws, answer = open_socket(orbited.port, f"127.0.0.1:{port}")
+            assert answer == "1"
+            sent_during_stall = 0
+            started = time.monotonic()
+            with ws:
+                for piece in pattern(nbytes):
+                    ws.send(piece)
+                    if time.monotonic() - started < 3.5:
+                        sent_during_stall += len(piece)
+            # the backend read nothing for 4 s: the browser must have been held back
+            assert sent_during_stall < 30 * 1024 * 1024
+            total, digest = sink.stdout.readline().split()
+            watch.running = False
+            watch.join()
+            assert int(total) == nbytes and digest == pattern_digest(nbytes)
+            growth = watch.peak - baseline
+            assert growth < MEMORY_BOUND_KB, f"server RSS grew {growth} KB"
+    finally:
+        stop_process(sink)
+
+
+def test_many_sessions_at_once():
+    with orbited_with() as orbited:
+        sockets = []
+        try:
+            for _ in range(200):
+                ws, answer = open_socket(orbited.port, f"127.0.0.1:{orbited.echo}")
+                assert answer == "1"
+                sockets.append(ws)
+            assert orbited.status()["proxy"]["connections"] == 200
+            for index, ws in enumerate(sockets):
+                ws.send(b"%d" % index)
+            for index, ws in enumerate(sockets):
+                assert ws.recv(10) == b"%d" % index
+        finally:
+            for ws in sockets:
+                ws.close()
+
+
+def test_irc_through_ws_to_real_ngircd(ngircd):
+    with orbited_with(access=f"* -> 127.0.0.1:{ngircd.port}") as orbited:
+        alice, a = open_socket(orbited.port, f"127.0.0.1:{ngircd.port}")
+        bob, b = open_socket(orbited.port, f"127.0.0.1:{ngircd.port}")
+        assert a == b == "1"
+
+        def read_until(ws, needle: bytes, limit: float = 10) -> bytes:
+            data, deadline = b"", time.monotonic() + limit
+            while needle not in data:
+                data += ws.recv(max(0.1, deadline - time.monotonic()))
+            return data
+
+        with alice, bob:
+            alice.send(b"NICK alice\r\nUSER alice 0 * :Alice\r\n")
+            bob.send(b"NICK bob\r\nUSER bob 0 * :Bob\r\n")
+            read_until(alice, b" 001 alice ")
+            read_until(bob, b" 001 bob ")
+            alice.send(b"JOIN #orbited\r\n")
+            read_until(alice, b" 366 alice #orbited ")
+            bob.send(b"JOIN #orbited\r\n")
+            read_until(bob, b" 366 bob #orbited ")
+            alice.send("PRIVMSG #orbited :héllo from alice\r\n".encode())
+            got = read_until(bob, b"PRIVMSG #orbited")
+            assert ":alice!" in got.decode() and "héllo from alice" in got.decode()
+            alice.send(b"QUIT :bye\r\n")
+
+
+def test_stomp_through_ws_to_real_rabbitmq(rabbitmq):
+    with orbited_with(access=f"* -> 127.0.0.1:{rabbitmq.port}") as orbited:
+        ws, answer = open_socket(orbited.port, f"127.0.0.1:{rabbitmq.port}")
+        assert answer == "1"
+
+        def frame(ws, needle: bytes) -> bytes:
+            data, deadline = b"", time.monotonic() + 15
+            while needle not in data or b"\x00" not in data[data.index(needle):]:
+                data += ws.recv(max(0.1, deadline - time.monotonic()))
+            return data
+
+        with ws:
+            ws.send(b"CONNECT\naccept-version:1.2\nhost:/\nlogin:guest\npasscode:guest\n\n\x00")
+            assert frame(ws, b"CONNECTED").startswith(b"CONNECTED\n")
+            ws.send(b"SUBSCRIBE\nid:0\ndestination:/queue/orbited-ws\nreceipt:r1\n\n\x00")
+            assert b"receipt-id:r1" in frame(ws, b"RECEIPT")
+            body = bytes(range(1, 256)) + b"\x00 binary"
+            ws.send(b"SEND\ndestination:/queue/orbited-ws\ncontent-length:%d\n\n" % len(body) + body + b"\x00")
+            message = frame(ws, b"MESSAGE")
+            head, _, rest = message.partition(b"\n\n")
+            assert b"destination:/queue/orbited-ws" in head
+            assert rest.startswith(body)
+            ws.send(b"DISCONNECT\nreceipt:bye\n\n\x00")
+            assert b"receipt-id:bye" in frame(ws, b"RECEIPT")
