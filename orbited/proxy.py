@@ -198,7 +198,10 @@ class TCPSocketProxy:
         if self.phase is not State.CONNECTING:
             return
         self.pending = None
-        if reason.check(neterror.TimeoutError, CancelledError):
+        # Our own close cancels only after leaving CONNECTING, so a cancellation
+        # seen here is the connect timeout (HostnameEndpoint reports it as
+        # ConnectingCancelledError, connectTCP as TimeoutError).
+        if reason.check(neterror.TimeoutError, CancelledError, neterror.ConnectingCancelledError):
             self._refuse(ProxyError.CONNECT_TIMEOUT, f"connect to {self.destination} timed out")
         else:
             self._refuse(ProxyError.CONNECT_FAILED,

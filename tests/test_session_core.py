@@ -1,0 +1,231 @@
+"""The proxy state machine and the Comet session base, driven without sockets.
+
+Real-socket behaviour is covered by test_ws_proxy.py; these pin down the
+orderings that are hard to provoke over the network (a close while
+connecting, a connect that lands after the close, watermarks).
+"""
+
+from __future__ import annotations
+
+from twisted.internet import error
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from orbited.comet import CometSession
+from orbited.config import load_text
+from orbited.context import ServerContext
+from orbited.proxy import BackendConnection, State, TCPSocketProxy
+from orbited.session import ISession
+
+
+@implementer(ISession)
+class FakeSession:
+    transportName = "fake"
+    clientAddress = "127.0.0.1:1"
+    hostHeader = "localhost:8000"
+    origin = None
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.answers: list[str] = []
+        self.closed: tuple[str, int | None] | None = None
+        self.producer = None
+        self.paused = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def answerHandshake(self, reply: str) -> None:
+        self.answers.append(reply)
+
+    def close(self, reason: str, code: int | None = None) -> None:
+        self.closed = (reason, code)
+
+    def registerProducer(self, producer, streaming) -> None:
+        self.producer = producer
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+
+    def stopProducing(self) -> None:
+        pass
+
+
+def make(access: str = "* -> 127.0.0.1:7000\n* -> backend.example:7000") -> tuple[TCPSocketProxy, FakeSession,
+                                                                                    MemoryReactorClock]:
+    reactor = MemoryReactorClock()
+    context = ServerContext(load_text(f"[access]\n{access}\n", "t.cfg"), reactor)
+    proxy = TCPSocketProxy(context)
+    session = FakeSession()
+    verifyObject(ISession, session)
+    proxy.sessionOpened(session)
+    return proxy, session, reactor
+
+
+class TCPStringTransport(StringTransport):
+    nodelay = False
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.nodelay = enabled
+
+
+def connect_backend(proxy: TCPSocketProxy) -> StringTransport:
+    transport = TCPStringTransport()
+    backend = BackendConnection(proxy)
+    backend.makeConnection(transport)
+    return transport
+
+
+def test_allowed_handshake_connects_with_the_configured_timeout():
+    proxy, session, reactor = make()
+    proxy.dataReceived(b"127.0.0.1:7000\n")
+    host, port, _factory, timeout, _bind = reactor.tcpClients[0]
+    assert (host, port, timeout) == ("127.0.0.1", 7000, 10.0)
+    assert proxy.phase is State.CONNECTING and session.answers == []
+    transport = connect_backend(proxy)
+    assert session.answers == ["1"] and proxy.phase is State.OPEN
+    assert session.producer is transport and transport.producer is session  # flow control both ways
+    assert transport.nodelay
+    proxy.dataReceived(b"to backend")
+    assert transport.value() == b"to backend"
+    proxy.backendData(b"to browser")
+    assert session.written == [b"to browser"]
+
+
+def test_denied_handshake_never_connects():
+    proxy, session, reactor = make()
+    proxy.dataReceived(b"127.0.0.1:22")
+    assert reactor.tcpClients == []
+    assert session.answers == ["0106"] and session.closed[1] == 106
+
+
+def test_close_while_connecting_cancels_the_connect():
+    proxy, session, reactor = make()
+    proxy.dataReceived(b"127.0.0.1:7000")
+    connector = reactor.connectors[0]
+    proxy.sessionClosed("browser gone")
+    assert connector.stoppedConnecting
+    # a connection that lands anyway is dropped, and no answer is sent
+    transport = connect_backend(proxy)
+    assert transport.disconnecting and session.answers == []
+
+
+def test_timeout_and_refusal_map_to_104_and_108():
+    proxy, session, _ = make()
+    proxy.dataReceived(b"127.0.0.1:7000")
+    proxy.connectFailed(Failure(error.TimeoutError()))
+    assert session.answers == ["0104"] and session.closed[1] == 104
+    proxy, session, _ = make()
+    proxy.dataReceived(b"127.0.0.1:7000")
+    proxy.connectFailed(Failure(error.ConnectionRefusedError()))
+    assert session.answers == ["0108"] and session.closed[1] == 108
+
+
+def test_early_data_is_held_then_flushed_and_bounded():
+    proxy, session, _ = make()
+    proxy.dataReceived(b"127.0.0.1:7000")
+    proxy.dataReceived(b"early")
+    transport = connect_backend(proxy)
+    assert transport.value() == b"early" and proxy.bytes_up == 5
+    proxy, session, _ = make()
+    proxy.dataReceived(b"127.0.0.1:7000")
+    proxy.dataReceived(b"x" * 70000)
+    assert session.answers == ["0102"]
+
+
+def test_backend_close_closes_the_session_once_and_counts():
+    proxy, session, _ = make()
+    proxy.dataReceived(b"127.0.0.1:7000")
+    connect_backend(proxy)
+    stats = proxy.context.stats
+    assert stats.proxied_now == 1 and proxy in stats.live
+    proxy.backendLost(Failure(error.ConnectionDone()))
+    assert session.closed == ("backend closed", None)
+    assert stats.proxied_now == 0 and not stats.live
+    proxy.sessionClosed("later")  # the browser side's own close afterwards changes nothing
+    assert stats.proxied_now == 0
+
+
+def test_hostname_destinations_use_an_endpoint_with_a_timeout():
+    proxy, session, reactor = make()
+    proxy.dataReceived(b"backend.example:7000")
+    assert proxy.phase is State.CONNECTING
+    reactor.advance(9)
+    assert session.answers == []
+    reactor.advance(2)  # the memory reactor never completes the connect
+    assert session.answers == ["0104"]
+
+
+class CometProbe(CometSession):
+    transportName = "probe"
+
+    def write(self, data: bytes) -> None:
+        self.queued(len(data))
+
+    def answerHandshake(self, reply: str) -> None:
+        pass
+
+    def close(self, reason: str, code: int | None = None) -> None:
+        self.finish(reason)
+
+
+class Producer:
+    def __init__(self) -> None:
+        self.paused = False
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+
+
+def comet(max_buffer: int = 4000) -> CometProbe:
+    context = ServerContext(load_text(f"[global]\nsession.max_buffer = {max_buffer}\n", "t.cfg"),
+                            MemoryReactorClock())
+    session = CometProbe(context, "k" * 32, "127.0.0.1:1", "localhost", None)
+    session.open()
+    return session
+
+
+def test_comet_watermarks_pause_and_resume_the_backend():
+    session = comet(4000)
+    producer = Producer()
+    session.registerProducer(producer, True)
+    session.write(b"x" * 900)
+    assert not producer.paused
+    session.write(b"x" * 200)  # over high (1000)
+    assert producer.paused
+    session.drained(500)  # 600 left: above low (500)
+    assert producer.paused
+    session.drained(200)
+    assert not producer.paused
+
+
+def test_comet_overflow_closes_with_a_reason():
+    session = comet(4000)
+    session.write(b"x" * 4001)
+    assert session.closed and "browser stopped reading" in session.close_reason
+    assert session not in session.context.sessions.live
+
+
+def test_comet_upstream_waits_while_the_backend_is_slow():
+    session = comet()
+    assert session.whenWritable().called
+    session.pauseProducing()
+    waiter = session.whenWritable()
+    assert not waiter.called
+    session.resumeProducing()
+    assert waiter.called
+    session.pauseProducing()
+    waiter = session.whenWritable()
+    session.finish("gone")  # a closing session releases its waiters
+    assert waiter.called
