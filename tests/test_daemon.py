@@ -19,7 +19,7 @@ from websockets.sync.client import connect as ws_connect
 
 from orbited import __version__
 from tests.support.procs import REPO, OrbitedProcess, free_port, scratch_dir, wait_port
-from tests.support.tlsfiles import make_cert
+from tests.support.tlsfiles import make_cert, make_chain
 
 ORBITED = [sys.executable, "-m", "orbited"]
 
@@ -323,6 +323,21 @@ def test_https_with_a_test_certificate_and_reload_on_sighup():
             data, serial = tls_fetch(port, crt)
         assert serial == 2222, orbited.log()
         assert orbited.proc.poll() is None
+
+
+def test_https_sends_the_chain():
+    paths = make_chain(scratch_dir("chain-"))
+    port = free_port()
+    config = (f"[global]\n[listen]\nhttps://127.0.0.1:{port}\n"
+              f"[ssl]\nkey = {paths['key']}\ncrt = {paths['crt']}\nchain = {paths['chain']}\n")
+    with OrbitedProcess(config, wait_for=port):
+        data, _serial = tls_fetch(port, paths["root"])  # verifies only if the intermediate was sent
+        assert b"200 OK" in data
+    without_chain = config.replace(f"chain = {paths['chain']}\n", "")
+    port2 = free_port()
+    with OrbitedProcess(without_chain.replace(str(port), str(port2)), wait_for=port2):
+        with pytest.raises(ssl.SSLCertVerificationError):
+            tls_fetch(port2, paths["root"])
 
 
 def test_https_refuses_tls_below_1_2():

@@ -32,3 +32,41 @@ def make_cert(directory: Path, name: str = "localhost", serial: int | None = Non
                                            serialization.NoEncryption()))
     crt_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return key_path, crt_path
+
+
+def make_chain(directory: Path) -> dict[str, Path]:
+    """root CA -> intermediate CA -> leaf 'localhost'; only the root is for the client to trust."""
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(common: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    def build(subject, issuer, key, signer, ca: bool, san: bool = False):
+        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if ca:
+            builder = builder.add_extension(x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                encipher_only=False, decipher_only=False), critical=True)
+        if san:
+            builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]),
+                                            critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    root_key, mid_key, leaf_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    root = build(name("Test Root"), name("Test Root"), root_key, root_key, ca=True)
+    mid = build(name("Test Intermediate"), root.subject, mid_key, root_key, ca=True)
+    leaf = build(name("localhost"), mid.subject, leaf_key, mid_key, ca=False, san=True)
+    paths = {"root": directory / "root.crt", "chain": directory / "chain.pem",
+             "crt": directory / "leaf.crt", "key": directory / "leaf.key"}
+    pem = serialization.Encoding.PEM
+    paths["root"].write_bytes(root.public_bytes(pem))
+    paths["chain"].write_bytes(mid.public_bytes(pem))
+    paths["crt"].write_bytes(leaf.public_bytes(pem))
+    paths["key"].write_bytes(leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                                    serialization.NoEncryption()))
+    return paths
