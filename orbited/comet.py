@@ -42,8 +42,10 @@ def request_identity(request: Request) -> tuple[str, str | None, str | None]:
     peer = request.getClientAddress()
     host = getattr(peer, "host", "?")
     address = f"[{host}]:{peer.port}" if ":" in host else f"{host}:{getattr(peer, 'port', 0)}"
-    header = request.getHeader
-    return address, header(b"host"), header(b"origin")
+    host, origin = request.getHeader(b"host"), request.getHeader(b"origin")
+    # Twisted hands back bytes for a bytes name; the access policy compares text.
+    return (address, host.decode("latin-1") if host is not None else None,
+            origin.decode("latin-1") if origin is not None else None)
 
 
 def new_session_key() -> str:
