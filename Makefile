@@ -5,7 +5,7 @@ VENV ?= venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-deps lint bench clean docs
+.PHONY: install run test test-deps lint bench clean docs screenshots
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -39,3 +39,7 @@ clean:
 # Regenerate the [global] table of docs/configuration.md from the code.
 docs: install
 	$(BIN)/python -m orbited.docs
+
+# Refresh docs/screenshots/ from the example tests (they otherwise write to tests/.work/).
+screenshots: install
+	ORBITED_SCREENSHOTS=docs $(BIN)/pytest tests/test_examples.py

@@ -1,0 +1,64 @@
+# Shared by the examples' run.sh scripts: find Orbited, start and stop processes.
+# Each run.sh sources this, starts what its demo needs, then waits; Ctrl-C
+# (or SIGTERM) stops everything it started.
+
+EXAMPLES=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(dirname "$EXAMPLES")
+HTTP_PORT=${HTTP_PORT:-8000}
+
+# The orbited command and a Python with stomp.py: the repo's venv (`make install`), else PATH.
+if [ -x "$REPO/venv/bin/orbited" ]; then
+  ORBITED=${ORBITED:-$REPO/venv/bin/orbited}
+  PYTHON=${PYTHON:-$REPO/venv/bin/python}
+else
+  ORBITED=${ORBITED:-orbited}
+  PYTHON=${PYTHON:-python3}
+fi
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/orbited-demo.XXXXXX")
+chmod 755 "$WORK"
+PIDS=()
+
+cleanup() {
+  trap - EXIT INT TERM
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 0' INT TERM
+
+# need PROGRAM HINT: fail early with a useful message
+need() {
+  command -v "$1" >/dev/null 2>&1 || { echo "$(basename "$0"): '$1' not found. $2" >&2; exit 1; }
+}
+
+# wait_port PORT: until something listens on 127.0.0.1:PORT (20 s)
+wait_port() {
+  for _ in $(seq 400); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "$(basename "$0"): nothing listens on 127.0.0.1:$1" >&2
+  return 1
+}
+
+# start_orbited CONFIG_BODY: [global] user is added for root; /demos/ serves examples/.
+start_orbited() {
+  {
+    echo "[global]"
+    echo "user = $(id -un)"
+    echo "$1"
+  } > "$WORK/orbited.cfg"
+  "$ORBITED" --config "$WORK/orbited.cfg" &
+  PIDS+=($!)
+  wait_port "$HTTP_PORT"
+}
+
+# After everything is up: say where to look, then wait until interrupted
+# (or until any of the processes exits: then everything stops).
+serve() {
+  echo
+  echo "Open http://localhost:$HTTP_PORT/demos/$1   (Ctrl-C stops the demo)"
+  wait -n
+}

@@ -1,0 +1,269 @@
+/* irc.js: an IRC client (RFC 1459/2812) over an Orbited TCPSocket.
+ *
+ *   var irc = new IRCClient();
+ *   irc.onopen = function () { irc.nick("alice"); irc.ident("alice", "0", "Alice"); };
+ *   irc.onconnect = function () { irc.join("#orbited"); };      // after 001 RPL_WELCOME
+ *   irc.onPRIVMSG = function (command) { show(command.prefix, command.args[1]); };
+ *   irc.connect("localhost", 6667);
+ *
+ * Orbited 0.7's API: connect, ident, nick, join, names, part, privmsg,
+ * action, quit, close, reset; PING is answered with PONG; numeric replies go
+ * to onresponse (below 400) or onerror (400 and up); any other command to
+ * on<COMMAND>(command) with command = {prefix, type, args, nick, tags}.
+ * Lines are split on CRLF and kept whole across reads; user text can never
+ * inject a second command (CR, LF and NUL are refused or split out).
+ * docs/client.md is the reference.  Needs Orbited.js.
+ */
+(function (root) {
+    "use strict";
+
+    var MAX_LINE_BYTES = 510;  // 512 with CRLF (RFC 2812 2.3)
+
+    // "[@tags] [:prefix] COMMAND params... [:trailing]" -> {tags, prefix, nick, type, args}
+    function parseLine(line) {
+        var tags = null;
+        if (line.charAt(0) === "@") {
+            var space = line.indexOf(" ");
+            tags = {};
+            line.slice(1, space).split(";").forEach(function (tag) {
+                var eq = tag.indexOf("=");
+                tags[eq < 0 ? tag : tag.slice(0, eq)] = eq < 0 ? true : tag.slice(eq + 1);
+            });
+            line = line.slice(space + 1).replace(/^ +/, "");
+        }
+        var prefix = null;
+        if (line.charAt(0) === ":") {
+            var end = line.indexOf(" ");
+            prefix = line.slice(1, end < 0 ? line.length : end);
+            line = end < 0 ? "" : line.slice(end + 1).replace(/^ +/, "");
+        }
+        var args = [];
+        var trailing = line.indexOf(" :");
+        var head = line;
+        if (line.charAt(0) === ":") {
+            trailing = -1;
+            head = "";
+            args.push(line.slice(1));
+        } else if (trailing >= 0) {
+            head = line.slice(0, trailing);
+        }
+        var words = head.split(" ").filter(function (w) { return w.length > 0; });
+        var type = (words.shift() || "").toUpperCase();
+        args = words.concat(args);
+        if (trailing >= 0) {
+            args.push(line.slice(trailing + 2));
+        }
+        var nick = prefix && prefix.indexOf("!") >= 0 ? prefix.slice(0, prefix.indexOf("!")) : prefix;
+        return {prefix: prefix, nick: nick, type: type, args: args, tags: tags};
+    }
+
+    function checkParam(value, name) {
+        value = String(value);
+        if (/[\r\n\0]/.test(value)) {
+            throw new Error("IRC " + name + " may not contain CR, LF or NUL");
+        }
+        return value;
+    }
+
+    function checkWord(value, name) {
+        value = checkParam(value, name);
+        if (!value || /\s/.test(value) || value.charAt(0) === ":") {
+            throw new Error("IRC " + name + " must be one word not starting with ':': " + JSON.stringify(value));
+        }
+        return value;
+    }
+
+    // Split text into pieces whose UTF-8 encoding fits `limit` bytes, never inside a character.
+    function splitBytes(text, limit) {
+        var out = [], piece = "", size = 0;
+        for (var ch of text) {
+            var n = new TextEncoder().encode(ch).length;
+            if (size + n > limit && piece) {
+                out.push(piece);
+                piece = "";
+                size = 0;
+            }
+            piece += ch;
+            size += n;
+        }
+        if (piece || !out.length) {
+            out.push(piece);
+        }
+        return out;
+    }
+
+    function Ignored() {}
+
+    function IRCClient() {
+        var self = this;
+        var conn = null;
+        var buffer = "";
+
+        self.onopen = Ignored;
+        self.onconnect = Ignored;   // 001 RPL_WELCOME: registered, commands may follow
+        self.onclose = Ignored;
+        self.onerror = Ignored;     // numeric replies 400-599
+        self.onresponse = Ignored;  // other numeric replies
+        self.nickname = null;
+
+        self._createTransport = function () {
+            var Socket = self.transport || root.TCPSocket || root.Orbited.TCPSocket;
+            return new Socket();
+        };
+
+        self.connect = function (hostname, port) {
+            buffer = "";
+            conn = self._createTransport();
+            conn.onopen = function () {
+                self.onopen();
+            };
+            conn.onclose = function (code) {
+                conn = null;
+                self.onclose(code);
+            };
+            conn.onread = function (data) {
+                buffer += data;
+                var lines = buffer.split("\n");
+                buffer = lines.pop();
+                if (buffer.length > 65536) {
+                    buffer = "";  // no line is this long: drop it rather than grow without bound
+                }
+                for (var i = 0; i < lines.length && conn; i++) {
+                    var line = lines[i].replace(/\r$/, "");
+                    if (line.length > 0) {
+                        dispatch(line);
+                    }
+                }
+            };
+            conn.open(hostname, port, false);
+        };
+
+        // Send one raw line (no CR/LF inside).
+        self.raw = function (line) {
+            if (!conn) {
+                throw new Error("IRCClient is not connected");
+            }
+            conn.send(checkParam(line, "line") + "\r\n");
+        };
+
+        // send(COMMAND, word, ..., trailing): the last argument may contain spaces.
+        self.send = function (command) {
+            var params = Array.prototype.slice.call(arguments, 1);
+            var line = checkWord(command, "command");
+            for (var i = 0; i < params.length; i++) {
+                var last = i === params.length - 1;
+                line += " " + (last ? ":" + checkParam(params[i], "text") : checkWord(params[i], "parameter"));
+            }
+            self.raw(line);
+        };
+
+        self.ident = function (nickname, modes, realName) {
+            // USER <user> <mode> <unused> :<realname>; 0.7 pages passed "mode unused" in one string
+            var mode = String(modes === undefined || modes === null ? "0" : modes).trim().split(/\s+/);
+            self.send("USER", nickname, mode[0] || "0", mode[1] || "*", realName || nickname);
+        };
+        self.nick = function (nickname) {
+            self.nickname = nickname;
+            self.send("NICK", nickname);
+        };
+        self.join = function (channel, key) {
+            if (key) {
+                self.raw("JOIN " + checkWord(channel, "channel") + " " + checkWord(key, "key"));
+            } else {
+                self.raw("JOIN " + checkWord(channel, "channel"));
+            }
+        };
+        self.names = function (channel) {
+            self.raw("NAMES " + checkWord(channel, "channel"));
+        };
+        self.part = function (channel, reason) {
+            self.send("PART", channel, reason || "leaving");
+        };
+        self.quit = function (reason) {
+            if (conn) {
+                self.send("QUIT", reason || "leaving");
+                conn.close();
+            }
+        };
+        self.close = function () {
+            if (conn) {
+                conn.close();
+            }
+        };
+        self.reset = function () {
+            if (conn) {
+                conn.reset();
+            }
+        };
+
+        // Text with newlines becomes one message per line; long lines are split.
+        function sayTo(destination, message, wrap) {
+            checkWord(destination, "destination");
+            var room = MAX_LINE_BYTES - 100 - destination.length;  // leave room for the prefix the server adds
+            String(message).split(/\r\n|\r|\n/).forEach(function (line) {
+                if (/\0/.test(line)) {
+                    throw new Error("IRC text may not contain NUL");
+                }
+                splitBytes(line, room).forEach(function (piece) {
+                    self.raw("PRIVMSG " + destination + " :" + wrap(piece));
+                });
+            });
+        }
+        self.privmsg = function (destination, message) {
+            sayTo(destination, message, function (text) { return text; });
+        };
+        self.action = function (destination, message) {
+            sayTo(destination, message, function (text) { return "\x01ACTION " + text + "\x01"; });
+        };
+        self.notice = function (destination, message) {
+            checkWord(destination, "destination");
+            self.raw("NOTICE " + destination + " :" + checkParam(message, "text"));
+        };
+
+        function dispatch(line) {
+            var command = parseLine(line);
+            if (command.type === "PING") {
+                self.raw("PONG :" + (command.args[0] || ""));
+            }
+            if (/^\d{3}$/.test(command.type)) {
+                var code = parseInt(command.type, 10);
+                if (code === 1) {
+                    if (command.args[0]) {
+                        self.nickname = command.args[0];
+                    }
+                    self.onconnect(command);
+                }
+                if (code >= 400 && code < 600) {
+                    return self.onerror(command);
+                }
+                return self.onresponse(command);
+            }
+            if (command.type === "NICK" && command.nick === self.nickname && command.args[0]) {
+                self.nickname = command.args[0];
+            }
+            if (command.type === "PRIVMSG" || command.type === "NOTICE") {
+                var msg = command.args[1] || "";
+                if (msg.length > 1 && msg.charCodeAt(0) === 1) {
+                    var inner = msg.slice(1, msg.charCodeAt(msg.length - 1) === 1 ? -1 : msg.length);
+                    var words = inner.split(" ");
+                    if (command.type === "PRIVMSG" && words[0] === "ACTION") {
+                        command.type = "ACTION";
+                        command.args = [command.args[0], inner.slice(7)];
+                    } else {
+                        command.ctcp = words[0];
+                        command.type = command.type === "PRIVMSG" ? "CTCP" : "CTCPREPLY";
+                        command.args = [command.args[0]].concat(words);
+                    }
+                }
+            }
+            var handler = self["on" + command.type];
+            if (typeof handler === "function") {
+                handler.call(self, command);
+            }
+        }
+    }
+
+    IRCClient.parseLine = parseLine;
+    IRCClient.splitBytes = splitBytes;
+    root.IRCClient = IRCClient;
+})(typeof window !== "undefined" ? window : this);

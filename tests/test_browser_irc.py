@@ -1,0 +1,150 @@
+"""IRCClient (/static/protocols/irc.js): two Chromium pages chat through a real ngircd via Orbited."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.procs import free_port
+from tests.test_browser_support import (  # noqa: F401 (chromium is a fixture)
+    OrbitedSite,
+    chromium,
+    run_js,
+)
+
+CONNECT_JS = """
+window.connectIrc = function (port, nick) {
+    return new Promise(function (resolve, reject) {
+        var irc = new IRCClient();
+        irc.log = []; irc.errors = []; irc.responses = [];
+        irc.onopen = function () { irc.nick(nick); irc.ident(nick, '0', 'Orbited test ' + nick); };
+        irc.onerror = function (c) {
+            irc.errors.push(c.type);
+            if (c.type === '433') { irc.nick(nick + '_'); }   // nickname in use: try another
+        };
+        irc.onresponse = function (c) { irc.responses.push(c); };
+        irc.onconnect = function () { resolve(irc); };
+        irc.onclose = function (code) { irc.closed = code; reject('closed ' + code); };
+        ['PRIVMSG', 'ACTION', 'JOIN', 'PART', 'QUIT', 'NOTICE', 'PONG'].forEach(function (type) {
+            irc['on' + type] = function (c) { irc.log.push({type: c.type, nick: c.nick, args: c.args}); };
+        });
+        irc.connect('127.0.0.1', port);
+    });
+};
+"""
+
+
+@pytest.fixture(scope="module")
+def site(ngircd):
+    echo = free_port()
+    with OrbitedSite(listen=(f"echo://127.0.0.1:{echo}",),
+                     access=(f"* -> 127.0.0.1:{ngircd.port}", f"* -> 127.0.0.1:{echo}"),
+                     scripts=("/static/protocols/irc.js",)) as orbited:
+        orbited.irc = ngircd.port
+        orbited.echo = echo
+        yield orbited
+
+
+def open_page(browser, site):
+    browser.get(site.url)
+    run_js(browser, CONNECT_JS)
+    return browser
+
+
+def test_two_pages_chat_through_ngircd(chromium, browser, site):  # noqa: F811
+    alice = open_page(chromium, site)
+    bob = open_page(browser, site)
+    run_js(alice, """
+        window.irc = await connectIrc(args[0], 'alice');
+        irc.join('#orbited');
+        await H.until(function () { return irc.log.some(function (e) { return e.type === 'JOIN'; }); });
+    """, site.irc)
+    # bob first asks for the nick alice has: 433 goes to onerror, the page retries as alice_
+    bob_nick = run_js(bob, """
+        window.irc = await connectIrc(args[0], 'alice');
+        irc.join('#orbited');
+        await H.until(function () { return irc.log.some(function (e) { return e.type === 'JOIN'; }); });
+        return irc.nickname;
+    """, site.irc)
+    assert bob_nick == "alice_"
+    assert "433" in run_js(bob, "return irc.errors;")
+
+    names = run_js(alice, """
+        await H.until(function () {
+            return irc.log.some(function (e) { return e.type === 'JOIN' && e.nick === 'alice_'; });
+        });
+        irc.privmsg('#orbited', 'hello 😀 from alice\\nsecond line');
+        irc.privmsg('#orbited', 'hi\\r\\nQUIT :not a command');   // user text cannot inject a command
+        var before = irc.responses.length;
+        irc.names('#orbited');
+        var reply = function () { return irc.responses.slice(before); };
+        await H.until(function () { return reply().some(function (c) { return c.type === '366'; }); });
+        var names = reply().filter(function (c) { return c.type === '353'; }).pop().args;
+        return names[names.length - 1].split(' ').sort();
+    """)
+    assert names == ["@alice", "alice_"], names
+    got = run_js(bob, """
+        await H.until(function () { return irc.log.filter(function (e) { return e.type === 'PRIVMSG'; }).length >= 4; });
+        irc.action('#orbited', 'waves');
+        return irc.log.filter(function (e) { return e.type === 'PRIVMSG'; });
+    """)
+    assert [(e["nick"], e["args"]) for e in got] == [
+        ("alice", ["#orbited", "hello 😀 from alice"]),
+        ("alice", ["#orbited", "second line"]),
+        ("alice", ["#orbited", "hi"]),
+        ("alice", ["#orbited", "QUIT :not a command"]),
+    ]
+    ended = run_js(alice, """
+        await H.until(function () { return irc.log.some(function (e) { return e.type === 'ACTION'; }); });
+        var action = irc.log.filter(function (e) { return e.type === 'ACTION'; })[0];
+        irc.part('#orbited', 'bye for now');
+        irc.quit('gone home');
+        await H.until(function () { return irc.closed !== undefined; });
+        return {action: action, closed: irc.closed};
+    """)
+    assert ended["action"] == {"type": "ACTION", "nick": "alice_", "args": ["#orbited", "waves"]}
+    assert ended["closed"] in (103, 201)
+    left = run_js(bob, """
+        await H.until(function () { return irc.log.some(function (e) { return e.type === 'QUIT' || e.type === 'PART'; }); });
+        await H.sleep(300);
+        var out = irc.log.filter(function (e) { return e.type === 'PART' || e.type === 'QUIT'; });
+        irc.quit(); return out;
+    """)
+    assert left[0] == {"type": "PART", "nick": "alice", "args": ["#orbited", "bye for now"]}
+
+
+def test_ping_is_answered_with_pong(chromium, site):  # noqa: F811
+    """Against an echo backend, the client's own PING comes back and must be answered."""
+    page = open_page(chromium, site)
+    result = run_js(page, """
+        var irc = new IRCClient(), log = [];
+        irc.onPONG = function (c) { log.push(c.args); };
+        await new Promise(function (r) { irc.onopen = r; irc.connect('127.0.0.1', args[0]); });
+        irc.raw('PING :token-123');       // echoed back as a server PING
+        await H.until(function () { return log.length; });
+        irc.close();
+        return log;
+    """, site.echo)
+    assert result == [["token-123"]]
+
+
+def test_line_parser(chromium, site):  # noqa: F811
+    page = open_page(chromium, site)
+    result = run_js(page, """
+        var p = IRCClient.parseLine;
+        var out = [p(':nick!user@host PRIVMSG #chan :hello there'), p('PING :irc.example'),
+                   p('@time=2024-01-01T00:00:00Z :srv 353 me = #c :a b c'), p(':srv 001 me :Welcome')];
+        var pieces = IRCClient.splitBytes('😀'.repeat(10), 9).map(function (s) { return [...s].length; });
+        var irc = new IRCClient(), thrown = [];
+        [['nick', 'a b'], ['join', '#x\\r\\nQUIT'], ['raw', 'x\\ny']].forEach(function (c) {
+            try { irc.connect = null; irc[c[0]](c[1]); } catch (e) { thrown.push(c[0]); }
+        });
+        return {out: out, pieces: pieces, thrown: thrown};
+    """)
+    out = result["out"]
+    assert out[0] == {"prefix": "nick!user@host", "nick": "nick", "type": "PRIVMSG",
+                      "args": ["#chan", "hello there"], "tags": None}
+    assert out[1]["type"] == "PING" and out[1]["args"] == ["irc.example"]
+    assert out[2]["tags"] == {"time": "2024-01-01T00:00:00Z"} and out[2]["args"] == ["me", "=", "#c", "a b c"]
+    assert out[3]["type"] == "001"
+    assert result["pieces"] == [2, 2, 2, 2, 2]
+    assert result["thrown"] == ["nick", "join", "raw"]

@@ -1,0 +1,114 @@
+"""The pure parts of the browser library, run in Chromium: UTF-8, base64, SockJS frames,
+the STOMP frame parser fed a byte at a time, settings autodetection, static paths."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import pytest
+
+from tests.support.procs import REPO
+from tests.test_browser_support import (  # noqa: F401 (chromium is a fixture)
+    OrbitedSite,
+    chromium,
+    run_js,
+)
+
+STATIC = REPO / "orbited" / "static"
+
+
+@pytest.fixture(scope="module")
+def site():
+    with OrbitedSite(scripts=("/static/protocols/stomp.js",)) as orbited:
+        yield orbited
+
+
+@pytest.fixture
+def page(chromium, site):  # noqa: F811
+    chromium.get(site.url)
+    return chromium
+
+
+def test_utf8_and_base64(page):
+    result = run_js(page, """
+        var smile = Orbited.utf8.encode('a😀');               // byte string
+        var partial = Orbited.utf8.decode(smile.slice(0, 3));  // 'a' and half of the emoji
+        var whole = Orbited.utf8.decode(smile);
+        var d = Orbited.utf8.decoder(), parts = [];
+        new TextEncoder().encode('€😀').forEach(function (b) { parts.push(d.decode(new Uint8Array([b]))); });
+        var all = ''; for (var i = 0; i < 256; i++) { all += String.fromCharCode(i); }
+        var thrown = null;
+        try { Orbited.bytes.fromByteString('€'); } catch (e) { thrown = e.name; }
+        return {smile: Array.from(smile).map(function (c) { return c.charCodeAt(0); }),
+                partial: partial, whole: whole, parts: parts,
+                b64: Orbited.base64.decode(Orbited.base64.encode(all)) === all,
+                b64bytes: Array.from(Orbited.base64.decodeBytes(Orbited.base64.encodeBytes(new Uint8Array([0, 255, 128])))),
+                thrown: thrown};
+    """)
+    assert result["smile"] == [0x61, 0xF0, 0x9F, 0x98, 0x80]
+    assert result["partial"] == ["a", 1]
+    assert result["whole"] == ["a😀", 5]
+    assert "".join(result["parts"]) == "€😀" and result["parts"][:2] == ["", ""]
+    assert result["b64"] is True
+    assert result["b64bytes"] == [0, 255, 128]
+    assert result["thrown"] == "TypeError"
+
+
+def test_sockjs_frames(page):
+    result = run_js(page, """
+        var P = Orbited.SockJSFrames.parse;
+        var r = new Orbited.SockJSFrames.LineReader();
+        var lines = r.feed('hhhh\\no\\na["MQ=="'); lines = lines.concat(r.feed(',"Mg=="]\\nc[3000,"Go away!"]\\n'));
+        return {o: P('o'), h: P('h'), a: P('a["x","y\\\\u2028"]'), c: P('c[4106,"unauthorized"]'),
+                unknown: P('z'), lines: lines};
+    """)
+    assert result["o"] == {"type": "o"} and result["h"] == {"type": "h"}
+    assert result["a"] == {"type": "a", "messages": ["x", "y\u2028"]}
+    assert result["c"] == {"type": "c", "code": 4106, "reason": "unauthorized"}
+    assert result["unknown"] is None
+    assert result["lines"] == ["hhhh", "o", 'a["MQ==","Mg=="]', 'c[3000,"Go away!"]']
+
+
+def test_stomp_parser_byte_at_a_time(page):
+    result = run_js(page, """
+        var frames = [], beats = 0;
+        var p = new STOMPClient.Parser(function (f) { frames.push(f); }, function () { beats++; });
+        var wire = STOMPClient.serializeFrame('MESSAGE', {destination: '/q/a', 'x:y': 'a\\nb'}, 'nul\\u0000 inside 😀', true);
+        var text = new TextEncoder().encode('\\n\\r\\nMESSAGE\\nno-length:1\\n\\nplain\\u0000');
+        var both = new Uint8Array(wire.length + text.length); both.set(wire); both.set(text, wire.length);
+        for (var i = 0; i < both.length; i++) { p.push(both.subarray(i, i + 1)); }
+        return {frames: frames.map(function (f) { return [f.type, f.headers, f.body]; }), beats: beats};
+    """)
+    assert result["beats"] == 2
+    assert result["frames"][0][0] == "MESSAGE"
+    assert result["frames"][0][1]["x:y"] == "a\nb"  # 1.1+ header escaping round trip
+    assert result["frames"][0][2] == "nul\0 inside 😀"
+    assert result["frames"][1] == ["MESSAGE", {"no-length": "1"}, "plain"]
+
+
+def test_settings_follow_the_script_url_and_https_defaults_to_443(page, site):
+    result = run_js(page, """
+        var out = {here: [Orbited.settings.hostname, Orbited.settings.port, Orbited.settings.protocol]};
+        // Load a second copy as if from https://orbited.example (no port) and read what it detected.
+        var code = await (await fetch('/static/Orbited.js')).text();
+        var fake = {location: {href: 'https://www.example.com/page', origin: 'https://www.example.com'},
+                    document: {currentScript: {src: 'https://orbited.example/static/Orbited.js'}}};
+        new Function('window', 'URL', code)(fake, URL);
+        out.https = [fake.Orbited.settings.hostname, fake.Orbited.settings.port, fake.Orbited.settings.protocol];
+        return out;
+    """)
+    assert result["here"] == ["127.0.0.1", site.port, "http"]
+    assert result["https"] == ["orbited.example", 443, "https"]
+
+
+@pytest.mark.parametrize("old,new", [
+    ("protocols/stomp/stomp.js", "protocols/stomp.js"),
+    ("protocols/irc/irc2.js", "protocols/irc.js"),
+    ("protocols/xmpp/xmpp.js", "protocols/xmpp.js"),
+    ("protocols/telnet/telnet.js", "protocols/telnet.js"),
+])
+def test_07_paths_serve_the_same_file(site, old, new):
+    """The 0.7 URLs are links to the one source, served by the real server."""
+    assert (STATIC / old).resolve() == (STATIC / new).resolve()
+    with urllib.request.urlopen(f"http://127.0.0.1:{site.port}/static/{old}", timeout=10) as response:
+        assert response.read() == (STATIC / new).read_bytes()
