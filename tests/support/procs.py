@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import pwd
+import re
 import signal
 import socket
 import subprocess
@@ -78,7 +79,7 @@ class OrbitedProcess:
     def __init__(self, config: str, args: tuple[str, ...] = (), wait_for: int | None = None,
                  env: dict[str, str] | None = None):
         self.dir = scratch_dir("orbited-")
-        if os.getuid() == 0 and "\nuser" not in "\n" + config and "[global]" in config:
+        if os.getuid() == 0 and not re.search(r"^\s*user\s*=", config, re.MULTILINE) and "[global]" in config:
             config = config.replace("[global]", f"[global]\nuser = {pwd.getpwuid(0).pw_name}", 1)
         elif os.getuid() == 0 and "[global]" not in config:
             config = f"[global]\nuser = {pwd.getpwuid(0).pw_name}\n" + config

@@ -1,0 +1,97 @@
+"""The built-in STOMP broker (STOMP 1.0-1.2): ``stomp://`` listeners, ``/stomp`` over WebSocket.
+
+The seams the server uses:
+
+- :func:`attach` makes ``context.broker`` at start-up (cheap: no sockets, no timers);
+- :func:`stomp_factory` is the Twisted factory of each ``stomp://`` listener;
+- :func:`stomp_children` are the HTTP mounts (``/stomp`` and ``/stomp/publish``);
+- :func:`publish` lets server-side code put a message on a destination.
+
+Modules: ``codec`` (frames <-> bytes), ``destinations`` (topics, queues),
+``connection`` (one client's state machine), ``broker`` (the whole broker),
+``permissions``, ``settings`` — all without I/O — and the Twisted shells
+``server``, ``websocket`` and ``publish``.  docs/stomp.md is the manual.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from twisted.web.resource import NoResource, Resource
+from twisted.web.server import Request
+
+from orbited.stomp.broker import StompBroker
+from orbited.stomp.settings import StompSettings
+
+if TYPE_CHECKING:
+    from orbited.context import ServerContext
+
+log = logging.getLogger("orbited.stomp")
+
+__all__ = ["StompBroker", "attach", "publish", "stomp_children", "stomp_factory"]
+
+
+def attach(context: ServerContext) -> None:
+    """Create the broker from ``[stomp]`` once per server."""
+    if context.broker is not None:
+        return
+    settings = StompSettings.from_section(context.config.section("stomp"))
+    context.broker = StompBroker(settings, context.reactor)
+    listeners = [lst for lst in context.config.listeners if lst.scheme == "stomp"]
+    if settings.development_mode and listeners:
+        log.warning("STOMP broker in development mode: no [stomp] user.* keys, so any login is accepted")
+
+
+def stomp_factory(context: ServerContext):
+    from orbited.stomp.server import StompFactory
+
+    attach(context)
+    return StompFactory(context.broker, context.reactor)
+
+
+class StompResource(Resource):
+    """``/stomp`` is the WebSocket endpoint; ``/stomp/publish/...`` the HTTP publish endpoint."""
+
+    def __init__(self, websocket: Resource | None, publish_endpoint: Resource | None):
+        super().__init__()
+        self.websocket = websocket
+        self.publish_endpoint = publish_endpoint
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        if path == b"publish" and self.publish_endpoint is not None:
+            return self.publish_endpoint
+        if path == b"" and self.websocket is not None and not request.postpath:
+            return self.websocket
+        return NoResource()
+
+    def render(self, request: Request) -> bytes:
+        if self.websocket is None:
+            return NoResource().render(request)
+        return self.websocket.render(request)
+
+
+def stomp_children(context: ServerContext) -> dict[bytes, Resource]:
+    attach(context)
+    settings = context.broker.settings
+    websocket = publish_endpoint = None
+    if settings["websocket.enabled"]:
+        from autobahn.twisted.resource import WebSocketResource
+
+        from orbited.stomp.websocket import stomp_websocket_factory
+
+        websocket = WebSocketResource(stomp_websocket_factory(context))
+    if settings["publish.enabled"]:
+        from orbited.stomp.publish import PublishResource
+
+        publish_endpoint = PublishResource(context)
+    if websocket is None and publish_endpoint is None:
+        return {}
+    return {b"stomp": StompResource(websocket, publish_endpoint)}
+
+
+def publish(context: ServerContext, destination: str, body: bytes | str,
+            headers: dict[str, str] | None = None) -> str:
+    """Server-side publishing: put ``body`` on ``destination``; returns the message-id."""
+    attach(context)
+    return context.broker.publish(destination, body, headers)

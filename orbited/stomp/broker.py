@@ -1,0 +1,309 @@
+"""The built-in STOMP broker: destinations, connections, flow control, the publish API.
+
+No sockets: it is given a clock (anything with Twisted's ``seconds`` and
+``callLater``) and reaches clients only through their
+:class:`~orbited.stomp.connection.StompConnection`.  One instance per
+server lives at ``context.broker``; server-side code publishes with
+:meth:`StompBroker.publish`.
+
+Flow control, in two steps.  While some subscriber's socket buffer is full,
+the broker stops reading from every connection that publishes, so a burst
+reaches everyone without loss and without growing buffers.  A subscriber
+that stays full longer than ``flow.pause_publishers`` stops holding the
+others back; its backlog may then grow to ``flow.max_pending`` bytes (or
+last ``flow.stall_timeout`` seconds), after which it is disconnected with
+an ERROR and a log line.  Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from collections import Counter
+from typing import Any
+
+from orbited.session import file_limit
+from orbited.stomp.codec import Limits
+from orbited.stomp.connection import StompConnection
+from orbited.stomp.destinations import (
+    NOT_FORWARDED,
+    Message,
+    Queue,
+    Subscription,
+    Topic,
+    destination_kind,
+)
+from orbited.stomp.errors import AccessRefused, DestinationFull, ProtocolError
+from orbited.stomp.permissions import StompPermissions
+from orbited.stomp.settings import StompSettings
+
+log = logging.getLogger("orbited.stomp")
+
+SHUTDOWN_MESSAGE = "server shutting down"
+OVERFLOW_LOG_INTERVAL = 10.0  # seconds between two log lines about the same full queue
+
+
+class WriteBatch:
+    """Holds back the writes that one input causes, so each client gets one write for it.
+
+    A publisher's read may hold dozens of SEND frames; without this every
+    subscriber would get one socket write per message.  ``with batch:``
+    around the handling of one input; outboxes that see ``depth > 0`` keep
+    their data and register in ``held``; when the outermost ``with`` ends,
+    each of them is flushed once.  No I/O here: ``flush`` is the shell's.
+    """
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.held: list[Any] = []
+
+    def __enter__(self) -> WriteBatch:
+        self.depth += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.depth -= 1
+        if not self.depth and self.held:
+            held, self.held = self.held, []
+            for outbox in held:
+                outbox.flush()
+
+
+class StompBroker:
+    def __init__(self, settings: StompSettings, clock: Any):
+        self.settings = settings
+        self.clock = clock
+        self.limits = Limits(settings["frame.max_size"], settings["frame.max_headers"],
+                             settings["frame.max_header_size"])
+        self.permissions = StompPermissions(settings)
+        self.max_connections = settings["max_connections"] or max(16, file_limit() - 256)
+        self.topics: dict[str, Topic] = {}
+        self.queues: dict[str, Queue] = {}
+        self.connections: set[StompConnection] = set()
+        self.publishers: set[StompConnection] = set()
+        self.blocking: dict[StompConnection, Any] = {}  # congested subscribers holding publishers back
+        self.stalled: dict[StompConnection, Any] = {}  # congested subscribers: their stall timers
+        self.versions: Counter[str] = Counter()
+        self.stats: Counter[str] = Counter()
+        self._node = os.urandom(4).hex()
+        self._message_ids = itertools.count(1)
+        self._session_ids = itertools.count(1)
+        self._overflow_logged: dict[str, tuple[float | None, int]] = {}
+        self.batch = WriteBatch()
+
+    # ------------------------------------------------------------------
+    # identities
+
+    def new_message_id(self) -> str:
+        return f"{self._node}-{next(self._message_ids)}"
+
+    def new_session_id(self) -> str:
+        return f"{self._node}-s{next(self._session_ids)}"
+
+    # ------------------------------------------------------------------
+    # connections
+
+    def full(self) -> bool:
+        return len(self.connections) >= self.max_connections
+
+    def connection_opened(self, conn: StompConnection) -> None:
+        self.connections.add(conn)
+        self.stats["connections_total"] += 1
+
+    def connection_ready(self, conn: StompConnection) -> None:
+        self.versions[conn.version] += 1
+
+    def connection_closed(self, conn: StompConnection) -> None:
+        self.connections.discard(conn)
+        self.publishers.discard(conn)
+        if conn.version is not None:
+            self.versions[conn.version] -= 1
+            if not self.versions[conn.version]:
+                del self.versions[conn.version]
+        self._forget_congestion(conn)
+
+    # ------------------------------------------------------------------
+    # flow control
+
+    def publisher_added(self, conn: StompConnection) -> None:
+        self.publishers.add(conn)
+        if self.blocking:
+            conn.pause_reading("flow")
+
+    def congestion_started(self, conn: StompConnection) -> None:
+        settings = self.settings
+        self.stalled[conn] = self.clock.callLater(settings["flow.stall_timeout"], self._stall_timeout, conn)
+        patience = settings["flow.pause_publishers"]
+        if patience <= 0:
+            return
+        first = not self.blocking
+        self.blocking[conn] = self.clock.callLater(patience, self._patience_over, conn)
+        if first:
+            self.stats["publisher_pauses"] += 1
+            for publisher in list(self.publishers):
+                publisher.pause_reading("flow")
+
+    def congestion_ended(self, conn: StompConnection) -> None:
+        self._forget_congestion(conn)
+
+    def _forget_congestion(self, conn: StompConnection) -> None:
+        timer = self.stalled.pop(conn, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        timer = self.blocking.pop(conn, None)
+        if timer is not None:
+            if timer.active():
+                timer.cancel()
+            if not self.blocking:
+                self._resume_publishers()
+
+    def _patience_over(self, conn: StompConnection) -> None:
+        """``conn`` has been full for flow.pause_publishers seconds: it no longer holds anyone back."""
+        if self.blocking.pop(conn, None) is not None and not self.blocking:
+            self._resume_publishers()
+
+    def _stall_timeout(self, conn: StompConnection) -> None:
+        self.stalled.pop(conn, None)
+        if conn.congested:
+            conn.slow_consumer(f"its socket buffer stayed full for {self.settings['flow.stall_timeout']:g} s "
+                               "(flow.stall_timeout)")
+
+    def _resume_publishers(self) -> None:
+        for publisher in list(self.publishers):
+            publisher.resume_reading("flow")
+            if self.blocking:  # resuming one re-congested someone: stop here, the rest stay paused
+                break
+
+    # ------------------------------------------------------------------
+    # subscriptions
+
+    def subscribe(self, sub: Subscription) -> None:
+        name = sub.destination
+        if destination_kind(name) == "topic":
+            target: Topic | Queue | None = self.topics.get(name)
+            if target is None:
+                target = self.topics[name] = Topic(name)
+        else:
+            target = self._queue(name, create=True)
+        sub.target = target
+        target.add(sub)
+
+    def unsubscribe(self, sub: Subscription, returned: list[Message]) -> None:
+        target = sub.target
+        if target is None:
+            return
+        target.remove(sub)
+        if returned:
+            target.returned(returned)
+        self._maybe_forget(target)
+
+    def _queue(self, name: str, create: bool) -> Queue | None:
+        queue = self.queues.get(name)
+        if queue is None and create:
+            settings = self.settings
+            queue = self.queues[name] = Queue(name, settings["queue.max_messages"], settings["queue.max_bytes"],
+                                              settings["queue.overflow"])
+        return queue
+
+    def _maybe_forget(self, target: Topic | Queue) -> None:
+        if not target:
+            if target.kind == "topic":
+                self.topics.pop(target.name, None)
+            else:
+                self.queues.pop(target.name, None)
+
+    # ------------------------------------------------------------------
+    # publishing
+
+    def publish_frame(self, frame: Any) -> None:
+        """A SEND frame the connection has checked (destination and permission)."""
+        headers = {k: v for k, v in frame.headers.items() if k not in NOT_FORWARDED}
+        self.route(Message(frame.headers["destination"], self.new_message_id(), headers, frame.body))
+
+    def publish(self, destination: str, body: bytes | str, headers: dict[str, str] | None = None,
+                user: str | None = None) -> str:
+        """Put a message on ``destination`` from server-side code; returns its message-id.
+
+        ``user`` (a [stomp] login) makes the write permission rules apply;
+        None is trusted server code.  Raises ProtocolError for a destination
+        this broker does not serve, AccessRefused, or DestinationFull when a
+        queue with ``queue.overflow = reject`` is full.
+        """
+        if destination_kind(destination) is None:
+            raise ProtocolError("unknown destination",
+                                f"'{destination}': this broker serves /topic/NAME and /queue/NAME")
+        if user is not None and not self.permissions.may_write(user, destination):
+            raise AccessRefused("access refused", f"'{user}' may not send to {destination}")
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+            headers = {"content-type": "text/plain;charset=utf-8", **(headers or {})}
+        if len(body) > self.limits.max_frame_size:
+            raise ProtocolError("message too large", f"{len(body)} bytes exceed frame.max_size "
+                                f"({self.limits.max_frame_size})")
+        headers = {str(k): str(v) for k, v in (headers or {}).items() if k not in NOT_FORWARDED}
+        message = Message(destination, self.new_message_id(), headers, body)
+        with self.batch:
+            self.route(message)
+        return message.message_id
+
+    def route(self, message: Message) -> None:
+        stats = self.stats
+        stats["messages_in"] += 1
+        name = message.destination
+        if name.startswith("/topic/"):
+            topic = self.topics.get(name)
+            if topic is not None:
+                stats["deliveries"] += topic.publish(message)
+            return
+        queue = self.queues.get(name)
+        if queue is None:
+            if len(self.queues) >= self.settings["queue.max_queues"]:
+                self._overflow(name, 1, f"queue.max_queues ({self.settings['queue.max_queues']}) queues "
+                               "already hold messages")
+                return
+            queue = self._queue(name, create=True)
+        dropped = queue.publish(message)
+        if dropped:
+            self._overflow(name, len(dropped), f"it holds queue.max_messages ({queue.max_messages}) "
+                           f"or queue.max_bytes ({queue.max_bytes})")
+        self._maybe_forget(queue)
+
+    def _overflow(self, name: str, count: int, why: str) -> None:
+        if self.settings["queue.overflow"] == "reject":
+            raise DestinationFull("queue full", f"{name} cannot take the message: {why}")
+        self.stats["dropped"] += count
+        now = self.clock.seconds()
+        last, pending = self._overflow_logged.get(name, (None, 0))
+        pending += count
+        if last is None or now - last >= OVERFLOW_LOG_INTERVAL:
+            log.warning("queue %s is full: dropped %d oldest message(s) since the last report, because %s",
+                        name, pending, why)
+            self._overflow_logged[name] = (now, 0)
+        else:
+            self._overflow_logged[name] = (last, pending)
+
+    # ------------------------------------------------------------------
+    # operations
+
+    def status(self) -> dict:
+        queues = sorted(self.queues.values(), key=lambda q: -len(q.waiting))
+        return {
+            "connections": len(self.connections),
+            "by_version": dict(self.versions),
+            "publishers": len(self.publishers),
+            "congested": sum(1 for conn in self.connections if conn.congested),
+            "publishers_paused": bool(self.blocking),
+            "topics": len(self.topics),
+            "queues": len(self.queues),
+            "waiting_messages": sum(len(q.waiting) for q in self.queues.values()),
+            "largest_queues": {q.name: q.status() for q in queues[:10]},
+            "development_mode": self.permissions.development_mode,
+            **{name: self.stats[name] for name in ("connections_total", "messages_in", "deliveries", "dropped",
+                                                   "nacked", "slow_consumers", "publisher_pauses")},
+        }
+
+    def shutdown(self) -> None:
+        """SIGTERM: every client gets ERROR 'server shutting down' and is closed."""
+        for conn in list(self.connections):
+            conn.fail(SHUTDOWN_MESSAGE, "the broker is stopping")

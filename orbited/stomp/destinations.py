@@ -1,0 +1,309 @@
+"""Messages, subscriptions, and the two kinds of destination: topics and queues.
+
+A ``/topic/`` gives every message to each current subscriber and keeps
+nothing.  A ``/queue/`` gives each message to one subscriber in turn,
+skipping subscribers whose socket is full or who hold as many
+unacknowledged messages as they may, and holds messages nobody can take,
+up to its bound.  No I/O: a subscription writes through its connection's
+``send``, which the Twisted shell implements.
+
+The hot path is fan-out, so a message is encoded once per STOMP version
+(everything after the ``subscription`` header) and each delivery is one
+concatenation and one write.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from typing import TYPE_CHECKING, Any
+
+from orbited.stomp.codec import V12, encode_headers, escape
+from orbited.stomp.errors import DestinationFull
+
+if TYPE_CHECKING:
+    from orbited.stomp.connection import StompConnection
+
+TOPIC_PREFIX = "/topic/"
+QUEUE_PREFIX = "/queue/"
+
+# Headers of a SEND frame that do not travel on to the MESSAGE frame.
+NOT_FORWARDED = frozenset({"destination", "transaction", "receipt", "content-length", "message-id",
+                           "subscription", "ack", "redelivered"})
+
+
+def destination_kind(destination: str) -> str | None:
+    """'topic', 'queue', or None for a destination this broker does not serve."""
+    if destination.startswith(TOPIC_PREFIX) and len(destination) > len(TOPIC_PREFIX):
+        return "topic"
+    if destination.startswith(QUEUE_PREFIX) and len(destination) > len(QUEUE_PREFIX):
+        return "queue"
+    return None
+
+
+class Message:
+    """One published message; immutable once made, shared by every delivery."""
+
+    __slots__ = ("_tails", "binary", "body", "destination", "headers", "message_id", "redelivered")
+
+    def __init__(self, destination: str, message_id: str, headers: dict[str, str], body: bytes,
+                 redelivered: bool = False):
+        self.destination = destination
+        self.message_id = message_id
+        self.headers = headers
+        self.body = body
+        self.redelivered = redelivered
+        try:
+            body.decode("utf-8")
+            self.binary = False
+        except UnicodeDecodeError:
+            self.binary = True  # over WebSocket it must travel in a binary message
+        self._tails: dict[str | None, bytes] = {}
+
+    @property
+    def size(self) -> int:
+        return len(self.body)
+
+    def tail(self, version: str | None) -> bytes:
+        """The MESSAGE frame from the header after ``subscription``/``ack`` to the NUL."""
+        tail = self._tails.get(version)
+        if tail is None:
+            headers = {"destination": self.destination, "message-id": self.message_id}
+            if self.redelivered:
+                headers["redelivered"] = "true"
+            headers.update(self.headers)
+            headers["content-length"] = str(len(self.body))
+            tail = self._tails[version] = b"".join((encode_headers(headers, version), b"\n", self.body, b"\0"))
+        return tail
+
+    def redelivery(self) -> Message:
+        return Message(self.destination, self.message_id, self.headers, self.body, redelivered=True)
+
+
+class Subscription:
+    """One SUBSCRIBE of one connection."""
+
+    __slots__ = (
+        "ack",
+        "active",
+        "auto",
+        "connection",
+        "destination",
+        "id",
+        "individual",
+        "limit",
+        "number",
+        "prefix",
+        "target",
+        "unacked",
+        "version",
+    )
+
+    def __init__(self, connection: StompConnection, key: str, header_id: str | None, number: int,
+                 destination: str, ack: str, limit: int):
+        self.connection = connection
+        self.id = key  # the id header, or in 1.0 without one the destination
+        self.number = number
+        self.destination = destination
+        self.target: Topic | Queue | None = None
+        self.ack = ack
+        self.auto = ack == "auto"
+        self.individual = ack == "client-individual"
+        self.version = connection.version
+        line = b""
+        if header_id is not None:
+            line = b"subscription:" + escape(header_id, self.version).encode("utf-8", "surrogateescape") + b"\n"
+        self.prefix = b"MESSAGE\n" + line
+        self.limit = limit
+        self.unacked: OrderedDict[str, Message] = OrderedDict()
+        self.active = True
+
+    def ack_id(self, message: Message) -> str:
+        return f"{self.number}-{message.message_id}"
+
+    def ready(self) -> bool:
+        """May a queue give this subscription a message now?"""
+        return not self.connection.congested and (self.auto or len(self.unacked) < self.limit)
+
+    def deliver(self, message: Message) -> None:
+        if self.auto:
+            self.connection.send(self.prefix + message.tail(self.version), message.binary)
+            return
+        if len(self.unacked) >= self.limit:
+            self.connection.too_many_unacked(self)
+            return
+        self.unacked[message.message_id] = message
+        if self.version == V12:
+            ack = b"ack:" + self.ack_id(message).encode("ascii") + b"\n"
+            self.connection.send(self.prefix + ack + message.tail(self.version), message.binary)
+        else:
+            self.connection.send(self.prefix + message.tail(self.version), message.binary)
+
+    def settle(self, message_id: str) -> list[Message]:
+        """Remove what an ACK or NACK of ``message_id`` covers: one message, or (mode
+        'client') it and every earlier one.  Raises KeyError when it is not unacked."""
+        if message_id not in self.unacked:
+            raise KeyError(message_id)
+        if self.individual:
+            return [self.unacked.pop(message_id)]
+        settled = []
+        while True:
+            key, message = self.unacked.popitem(last=False)
+            settled.append(message)
+            if key == message_id:
+                return settled
+
+
+class Topic:
+    kind = "topic"
+
+    def __init__(self, name: str):
+        self.name = name
+        self.subscribers: list[Subscription] = []
+
+    def __bool__(self) -> bool:  # kept while someone listens
+        return bool(self.subscribers)
+
+    def add(self, sub: Subscription) -> None:
+        self.subscribers.append(sub)
+
+    def remove(self, sub: Subscription) -> None:
+        try:
+            self.subscribers.remove(sub)
+        except ValueError:
+            pass
+
+    def publish(self, message: Message) -> int:
+        """Give ``message`` to every subscriber; returns the number of deliveries."""
+        subscribers = self.subscribers
+        if not subscribers:
+            return 0
+        binary = message.binary
+        tails: dict[Any, bytes] = {}
+        count = 0
+        # A delivery may disconnect a hopeless subscriber, which edits the list: walk a copy.
+        for sub in subscribers.copy():
+            if not sub.active:
+                continue
+            count += 1
+            if sub.auto:
+                version = sub.version
+                tail = tails.get(version)
+                if tail is None:
+                    tail = tails[version] = message.tail(version)
+                sub.connection.send(sub.prefix + tail, binary)
+            else:
+                sub.deliver(message)
+        return count
+
+    def returned(self, messages: list[Message]) -> None:
+        """Unacknowledged topic messages of a leaving or NACKing subscriber are dropped:
+        every other subscriber already has its own copy."""
+
+    def status(self) -> dict:
+        return {"subscribers": len(self.subscribers)}
+
+
+class Queue:
+    kind = "queue"
+
+    def __init__(self, name: str, max_messages: int, max_bytes: int, overflow: str):
+        self.name = name
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.overflow = overflow
+        self.subscribers: list[Subscription] = []
+        self.waiting: deque[Message] = deque()
+        self.waiting_bytes = 0
+        self.dropped = 0
+        self._next = 0
+        self._dispatching = False
+        self._again = False
+
+    def __bool__(self) -> bool:  # kept while it holds messages or someone listens
+        return bool(self.subscribers or self.waiting)
+
+    def add(self, sub: Subscription) -> None:
+        self.subscribers.append(sub)
+        self.dispatch()
+
+    def remove(self, sub: Subscription) -> None:
+        try:
+            index = self.subscribers.index(sub)
+        except ValueError:
+            return
+        del self.subscribers[index]
+        if index < self._next:
+            self._next -= 1
+
+    def publish(self, message: Message) -> list[Message]:
+        """Queue ``message`` and deliver what can be delivered.
+
+        Returns the messages dropped to stay within the bound (drop-oldest);
+        raises DestinationFull instead when the overflow policy is reject.
+        """
+        waiting = self.waiting
+        waiting.append(message)
+        self.waiting_bytes += message.size
+        self.dispatch()
+        dropped: list[Message] = []
+        while waiting and (len(waiting) > self.max_messages or self.waiting_bytes > self.max_bytes):
+            if self.overflow == "reject":
+                if waiting[-1] is not message:
+                    break  # the new message went out; returned ones keep the queue over its bound
+                waiting.pop()
+                self.waiting_bytes -= message.size
+                raise DestinationFull("queue full", f"{self.name} holds {len(waiting)} messages "
+                                      f"({self.waiting_bytes} bytes), its bound; the message was refused")
+            old = waiting.popleft()
+            self.waiting_bytes -= old.size
+            dropped.append(old)
+        self.dropped += len(dropped)
+        return dropped
+
+    def returned(self, messages: list[Message]) -> None:
+        """Unacknowledged messages come back (disconnect, UNSUBSCRIBE, NACK): they go to the
+        front in their order, marked redelivered, and are offered to subscribers again.
+        Taking them back never fails, so they may hold the queue over its bound for a while;
+        the bound counts them when the next message is published."""
+        for message in reversed(messages):
+            self.waiting.appendleft(message.redelivery())
+            self.waiting_bytes += message.size
+        self.dispatch()
+
+    def dispatch(self) -> None:
+        """Give waiting messages to ready subscribers, round-robin."""
+        if self._dispatching:
+            self._again = True  # a delivery led back here (e.g. a disconnect returned messages)
+            return
+        self._dispatching = True
+        try:
+            while True:
+                self._again = False
+                waiting = self.waiting
+                while waiting:
+                    sub = self._next_ready()
+                    if sub is None:
+                        break
+                    message = waiting.popleft()
+                    self.waiting_bytes -= message.size
+                    sub.deliver(message)
+                if not self._again:
+                    return
+        finally:
+            self._dispatching = False
+
+    def _next_ready(self) -> Subscription | None:
+        subscribers = self.subscribers
+        count = len(subscribers)
+        start = self._next
+        for step in range(count):
+            index = (start + step) % count
+            sub = subscribers[index]
+            if sub.ready():
+                self._next = (index + 1) % count
+                return sub
+        return None
+
+    def status(self) -> dict:
+        return {"subscribers": len(self.subscribers), "waiting": len(self.waiting),
+                "waiting_bytes": self.waiting_bytes, "dropped": self.dropped}

@@ -1,0 +1,130 @@
+"""``POST /stomp/publish/<destination>``: put a message on the broker over HTTP.
+
+For server-side code in another process (the Rails plugin of 0.7 opened a
+STOMP connection per message for this).  Off unless ``[stomp]
+publish.enabled = 1``; it replaces 0.7's unauthenticated
+``/system/test/stomp`` injector.  A request must pass, in order:
+
+1. its client address is in ``[stomp] publish.clients`` (loopback by default);
+2. an ``Origin`` header, if a browser sent one, passes the same check as
+   the WebSocket endpoints (so a page cannot post cross-site);
+3. an ``[access]`` rule lets the request's ``Host`` reach the broker's own
+   ``stomp://`` address (e.g. ``* -> localhost:61613``): the endpoint gives
+   no one more than the proxy already gives them;
+4. with ``[stomp] user.*`` keys, HTTP Basic credentials of a broker user,
+   whose ``write`` rules then apply.
+
+The body is the message body; the request's ``Content-Type`` and any query
+parameters become STOMP headers.  The answer is JSON with the message-id.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import json
+from typing import TYPE_CHECKING
+from urllib.parse import unquote
+
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from orbited.stomp.errors import AccessRefused, DestinationFull, ProtocolError
+
+if TYPE_CHECKING:
+    from orbited.context import ServerContext
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def broker_addresses(context: ServerContext) -> list[tuple[str, int]]:
+    """The (host, port) names by which [access] rules may name this broker."""
+    out: list[tuple[str, int]] = []
+    for listener in context.config.listeners:
+        if listener.scheme != "stomp":
+            continue
+        if listener.host in ("", "0.0.0.0", "::", "127.0.0.1", "::1"):
+            out.extend((name, listener.port) for name in LOOPBACK_NAMES)
+        if listener.host:
+            out.append((listener.host.lower(), listener.port))
+    return out
+
+
+class PublishResource(Resource):
+    isLeaf = True
+
+    def __init__(self, context: ServerContext):
+        super().__init__()
+        self.context = context
+
+    def _answer(self, request: Request, code: int, payload: dict) -> bytes:
+        request.setResponseCode(code)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        return json.dumps(payload).encode() + b"\n"
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"allow", b"POST")
+        return self._answer(request, 405, {"error": "use POST"})
+
+    def render_POST(self, request: Request) -> bytes:
+        context = self.context
+        broker = context.broker
+        settings = broker.settings
+        client = getattr(request.getClientAddress(), "host", "")
+        try:
+            address = ipaddress.ip_address(client)
+            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+                address = address.ipv4_mapped
+        except ValueError:
+            address = None
+        if address is None or not any(address in net for net in settings["publish.clients"]):
+            return self._answer(request, 403, {"error": f"client {client} is not in [stomp] publish.clients"})
+        host = (request.getHeader(b"host") or b"").decode("latin-1")
+        origin = request.getHeader(b"origin")
+        if origin is not None and not context.policy.origin_allowed(origin.decode("latin-1"), host):
+            return self._answer(request, 403, {"error": "origin not allowed"})
+        if not any(context.policy.destination_allowed(host, name, port) for name, port in broker_addresses(context)):
+            return self._answer(request, 403, {
+                "error": f"no [access] rule lets Host '{host}' reach this broker's stomp:// listener "
+                         f"(add e.g. '{host or '*'} -> localhost:61613')"})
+        try:
+            user = broker.permissions.authenticate(*basic_credentials(request))
+        except AccessRefused as exc:
+            request.setHeader(b"www-authenticate", b'Basic realm="orbited stomp"')
+            return self._answer(request, 401, {"error": exc.detail or exc.message})
+        destination = "/" + "/".join(unquote(seg.decode("utf-8", "replace")) for seg in request.postpath)
+        request.content.seek(0)
+        body = request.content.read(broker.limits.max_frame_size + 1)
+        if len(body) > broker.limits.max_frame_size:
+            return self._answer(request, 413, {"error": f"body exceeds [stomp] frame.max_size "
+                                                        f"({broker.limits.max_frame_size})"})
+        headers = {}
+        content_type = request.getHeader(b"content-type")
+        if content_type:
+            headers["content-type"] = content_type.decode("latin-1")
+        for name, values in (request.args or {}).items():
+            headers.setdefault(name.decode("utf-8", "replace"), values[0].decode("utf-8", "replace"))
+        try:
+            message_id = broker.publish(destination, body, headers, user=user)
+        except ProtocolError as exc:
+            return self._answer(request, 404 if exc.message == "unknown destination" else 400,
+                                {"error": exc.detail or exc.message})
+        except AccessRefused as exc:
+            return self._answer(request, 403, {"error": exc.detail or exc.message})
+        except DestinationFull as exc:
+            return self._answer(request, 503, {"error": exc.detail or exc.message})
+        return self._answer(request, 200, {"message-id": message_id, "destination": destination})
+
+
+def basic_credentials(request: Request) -> tuple[str | None, str | None]:
+    header = request.getHeader(b"authorization")
+    if not header or header[:6].lower() != b"basic ":
+        return None, None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None, None
+    login, _, passcode = decoded.partition(":")
+    return login, passcode
