@@ -27,6 +27,7 @@ LISTEN_SCHEMES = ("http", "https", "stomp", *TEST_SERVER_SCHEMES)
 DEFAULT_PORTS = {"http": 80, "https": 443, "stomp": 61613}
 
 REACTORS = ("epoll", "poll", "select", "kqueue", "default")
+HTTP_ENGINES = ("lean", "twisted")
 STATUS_MODES = ("local", "on", "off")
 
 # Sections that belong to logging.config.fileConfig, or to the pre-0.7.11
@@ -140,10 +141,14 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         "'http://localhost:3000', or '*' for any. Empty: same host as the Host "
         "header, any port."),
     Key("http.timeout", positive_number, 60.0,
-        "Seconds an idle HTTP connection (between requests) is kept open."),
+        "Seconds an idle HTTP connection (between requests) is kept open; a request "
+        "head must arrive whole within this time too (slowloris)."),
     Key("http.max_body", non_negative_int, 1048576,
         "Largest HTTP request body accepted by Comet upstream endpoints; larger "
         "ones get 413."),
+    Key("http.engine", choice(HTTP_ENGINES), "lean",
+        "HTTP server under the resource tree: 'lean' (orbited.http, see docs/http.md) "
+        "or 'twisted' (twisted.web, kept during the transition; to be removed)."),
     Key("shutdown.timeout", positive_number, 5.0,
         "Seconds SIGTERM waits for sessions to close before exiting anyway."),
     Key("status", choice(STATUS_MODES), "local",

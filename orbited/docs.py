@@ -12,7 +12,7 @@ END = "<!-- global-keys:end -->"
 
 
 def render(text: str) -> str:
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
+    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.DOTALL)
     return pattern.sub(lambda _: f"{BEGIN}\n{global_keys_markdown()}{END}", text)
 
 

@@ -141,7 +141,7 @@ def configure_logging(sections: dict[str, Section], path: str, level: str | None
         _configure_default(root)
     if level is not None:
         override(level)
-    _route_twisted_logs()
+    route_twisted_logs()
     return problems
 
 
@@ -218,10 +218,10 @@ class _AnyOf(logging.Filter):
         return any(f.filter(record) for f in self.filters_)
 
 
-def _route_twisted_logs() -> None:
+def route_twisted_logs() -> None:
     """Send Twisted's own log events into stdlib logging under 'twisted'."""
     from twisted.logger import STDLibLogObserver, globalLogBeginner
 
-    if not getattr(_route_twisted_logs, "done", False):
+    if not getattr(route_twisted_logs, "done", False):
         globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)
-        _route_twisted_logs.done = True  # type: ignore[attr-defined]
+        route_twisted_logs.done = True  # type: ignore[attr-defined]

@@ -1,9 +1,12 @@
-"""The resource tree every http:// and https:// listener serves.
+"""The resource tree every http:// and https:// listener serves, and the site that serves it.
 
 ``/static`` (bundled files), ``[static]`` mounts, ``/system``, and the
-transports.  Static serving never lists directories, never leaves its
-directory, and never answers with a ``Location`` that a browser could read
-as another host (``//evil.example``).
+transports.  Static serving (:class:`~orbited.http.static.StaticFiles`)
+never lists directories, never leaves its directory, and never answers with
+a ``Location`` that a browser could read as another host (``//evil.example``).
+
+The tree is served by the lean HTTP layer (:mod:`orbited.http`) or, while
+``[global] http.engine = twisted`` still exists, by twisted.web's Site.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ import time
 from importlib import resources
 from typing import TYPE_CHECKING
 
-from twisted.web import static
 from twisted.web.resource import NoResource, Resource
 from twisted.web.server import Request, Site
 
 from orbited import __version__
+from orbited.http import LeanSite, Limits
+from orbited.http.parser import DEFAULT_MAX_BODY
+from orbited.http.static import StaticFiles
 
 if TYPE_CHECKING:
     from orbited.context import ServerContext
@@ -27,32 +32,6 @@ if TYPE_CHECKING:
 
 def bundled_static_dir() -> str:
     return str(resources.files("orbited") / "static")
-
-
-class StaticFiles(static.File):
-    """twisted.web.static.File without directory listings or open redirects."""
-
-    def directoryListing(self) -> Resource:
-        return NoResource("No directory listing here.")
-
-    def redirect(self, request: Request) -> bytes:
-        # Twisted rebuilds the Location from the raw request URI, so a request
-        # for '//evil.example/%2F..' would redirect off-site.  Ours is the
-        # decoded path with a single leading slash.
-        path = b"/" + request.path.lstrip(b"/") + b"/"
-        query = request.uri.partition(b"?")[2]
-        location = path + (b"?" + query if query else b"")
-        request.setResponseCode(301)
-        request.setHeader(b"location", location)
-        request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        return b""
-
-    def createSimilarFile(self, path: str) -> StaticFiles:
-        similar = StaticFiles(path, self.defaultType, self.ignoredExts, self.registry)
-        similar.processors = self.processors
-        similar.indexNames = self.indexNames[:]
-        similar.childNotFound = self.childNotFound
-        return similar
 
 
 def is_loopback(host: str) -> bool:
@@ -157,7 +136,8 @@ class RootResource(Resource):
 
 
 class OrbitedSite(Site):
-    """The Site shared by every HTTP listener; access lines go to stdlib logging."""
+    """TEMPORARY (``http.engine = twisted``): the twisted.web Site for the tree; access lines go to
+    stdlib logging.  Goes when /sockjs and the conformance servers no longer need it."""
 
     def log(self, request: Request) -> None:
         import logging
@@ -212,7 +192,19 @@ def _landed(module: str, name: str):
         return None
 
 
-def build_site(context: ServerContext, extra_children: dict[bytes, Resource] | None = None) -> OrbitedSite:
-    site = OrbitedSite(build_root(context, extra_children), timeout=context.config.settings["http.timeout"])
-    site.displayTracebacks = False
-    return site
+def build_site(context: ServerContext, extra_children: dict[bytes, Resource] | None = None) -> LeanSite | OrbitedSite:
+    """The factory every http:// and https:// listener shares ([global] http.engine picks which)."""
+    settings = context.config.settings
+    root = build_root(context, extra_children)
+    if settings["http.engine"] == "twisted":
+        site = OrbitedSite(root, timeout=settings["http.timeout"])
+        site.displayTracebacks = False
+        return site
+    return lean_site(root, context.reactor, settings["http.timeout"], settings["http.max_body"])
+
+
+def lean_site(root: Resource, reactor: object = None, timeout: float = 60.0, max_body: int = 0) -> LeanSite:
+    """``root`` on the lean HTTP layer.  Bodies are buffered up to ``max(max_body, 16 MiB)``: endpoints
+    apply their own smaller limits (``http.max_body``, the broker's frame size) with their own 413."""
+    limits = Limits(max_body=max(max_body, DEFAULT_MAX_BODY))
+    return LeanSite(root, timeout=timeout, limits=limits, reactor=reactor)

@@ -28,19 +28,22 @@ class EchoSession(WebSocketSession):
         pass
 
 
-def build_site(reactor: object, max_message: int):
+def build_site(reactor: object, max_message: int, engine: str | None = None):
+    """/ws on the HTTP engine /ws runs on (``[global] http.engine``'s default unless ``engine``)."""
     from autobahn.twisted.resource import WebSocketResource
     from twisted.web.resource import Resource
 
     from orbited.config import load_text
     from orbited.context import ServerContext
-    from orbited.web import OrbitedSite
+    from orbited.web import OrbitedSite, lean_site
 
     config = load_text(f"[global]\nws.max_message_size = {max_message}\n", "<ws_echo>")
     context = ServerContext(config, reactor)
     root = Resource()
     root.putChild(b"ws", WebSocketResource(websocket_factory(context, EchoSession)))
-    return OrbitedSite(root)
+    if (engine or config.settings["http.engine"]) == "twisted":
+        return OrbitedSite(root)
+    return lean_site(root, reactor)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -49,10 +52,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--max-message", type=int, default=32 * 1024 * 1024,
                         help="largest message accepted; the Autobahn cases send up to 16 MiB")
+    parser.add_argument("--engine", choices=("lean", "twisted"), default=None,
+                        help="HTTP engine (default: [global] http.engine's default, as /ws)")
     args = parser.parse_args(argv)
     from twisted.internet import reactor
 
-    reactor.listenTCP(args.port, build_site(reactor, args.max_message), backlog=1024, interface=args.host)
+    reactor.listenTCP(args.port, build_site(reactor, args.max_message, args.engine), backlog=1024, interface=args.host)
     print(f"ws echo on ws://{args.host}:{args.port}/ws", flush=True)
     reactor.run()
 

@@ -1,5 +1,10 @@
 """``/ws``: a TCPSocket over one RFC 6455 WebSocket (autobahn, on the shared Site).
 
+The endpoint is an autobahn ``WebSocketResource`` in the resource tree; the
+lean HTTP layer finds it while traversing an upgrade request and hands the
+connection to a :class:`WebSocketSession` with the request head as it came
+(:mod:`orbited.http.upgrade`), so no HTTP request object is rendered.
+
 The first text message is ``host:port``; the answer is a text message ``1``
 or ``0`` + code, then binary messages carry the bytes both ways.  Backend
 bytes go straight to the browser's TCP transport and TCP flow control does
@@ -81,8 +86,9 @@ class WebSocketSession(WebSocketServerProtocol):
         return SUBPROTOCOL if SUBPROTOCOL in request.protocols else None
 
     def onOpen(self) -> None:
-        # The HTTP channel registered itself as the producer of this socket;
-        # the session protocol registers the backend instead.
+        # TEMPORARY (http.engine = twisted): twisted.web's channel registered
+        # itself as this socket's producer; the lean layer never does.  The
+        # session protocol registers the backend instead.
         transport = self.transport
         if getattr(transport, "producer", None) is not None:
             transport.unregisterProducer()

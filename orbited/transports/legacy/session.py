@@ -58,13 +58,18 @@ def ack_of(request: Request) -> int | None:
 
 
 def no_delay(request: Request) -> None:
-    """Small packets go out at once: Nagle plus the client's delayed ACK cost 40 ms a round trip."""
+    """Small packets go out at once: Nagle plus the client's delayed ACK cost 40 ms a round trip.
+
+    The lean HTTP layer sets TCP_NODELAY on every connection and its channel
+    says so (``noDelay``).  TEMPORARY, until ``http.engine = twisted`` goes:
+    on twisted.web it is set here, once per connection.
+    """
     channel = request.channel
-    if channel is None or getattr(channel, "_orbited_no_delay", False):
+    if channel is None or getattr(channel, "noDelay", False):
         return
-    channel._orbited_no_delay = True  # once per connection, not per request
+    channel.noDelay = True
     try:
-        channel.transport.setTcpNoDelay(True)
+        request.transport.setTcpNoDelay(True)
     except (AttributeError, OSError):
         pass  # not a TCP socket (a test transport, a UNIX socket)
 
@@ -200,12 +205,15 @@ class LegacySession(CometSession):
                 self.clientClosed()
         if not self.upstream_paused or self.closed:
             return b"OK"
-        self.whenWritable().addCallback(self._answerLater, request)
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _failure: gone.append(True))
+        self.whenWritable().addCallback(self._answerLater, request, gone)
         return NOT_DONE_YET
 
     @staticmethod
-    def _answerLater(_: object, request: Request) -> None:
-        if not getattr(request, "_disconnected", False) and not request.finished:
+    def _answerLater(_: object, request: Request, gone: list[bool]) -> None:
+        """The backend can take more: answer the POST that waited, unless its client left."""
+        if not gone and not request.finished:
             request.write(b"OK")
             request.finish()
 

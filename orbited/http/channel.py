@@ -1,0 +1,239 @@
+"""One client connection: requests parsed, answered one at a time, kept alive or closed.
+
+The Twisted shell around :class:`~orbited.http.parser.RequestParser`.  It
+never decides what to answer (that is the site's resource tree); it decides
+when: a request is rendered once its body is in, the next pipelined request
+only once the previous response is finished, and while a response is in
+progress further bytes are only buffered (reading pauses when more than
+``site.pipeline_limit`` wait).
+
+Timeouts cost nothing per read.  The site's sweep closes a connection whose
+``deadline`` passed; the deadline is set when the connection opens and when
+a response ends (a whole request head must arrive by then: an idle client
+and a slowloris client are the same case), and moved on each piece of a
+request body.  While a response is in progress (a long-poll, a stream) the
+connection is not watched at all.
+
+Bad requests get their status and a short text, then the connection closes;
+nothing a peer sends raises out of here or touches another connection.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+
+from orbited.http.events import NEED_DATA, BodyData, EndOfRequest, RequestError, RequestHead
+from orbited.http.parser import RequestParser
+from orbited.http.request import Request
+from orbited.http.response import CONTINUE, error_response
+from orbited.http.upgrade import protocol_of, wants_websocket
+
+if TYPE_CHECKING:
+    from orbited.http.site import LeanSite
+
+log = logging.getLogger("orbited.http")
+
+
+class HTTPChannel(Protocol):
+    """The HTTP/1.1 server side of one connection."""
+
+    # TCP_NODELAY is on for every connection: small Comet answers must not wait for Nagle.
+    noDelay = True
+
+    def __init__(self, site: LeanSite):
+        self.site = site
+        self.parser = RequestParser(site.limits)
+        self.request: Request | None = None  # being read, or being answered
+        self.responding = False  # the request was rendered and its response is not finished
+        self.closing = False  # no more requests on this connection
+        self.closeAfterResponse = False
+        self.readPaused = False
+        self.deadline = 0.0
+        self._advancing = False
+        self.peer: Any = None
+        self.host: Any = None
+        self.secure = False
+        self.send: Callable[[bytes], None] = self._not_connected
+
+    # --- connection events
+
+    def connectionMade(self) -> None:
+        transport = self.transport
+        try:
+            transport.setTcpNoDelay(True)
+        except (AttributeError, OSError):
+            pass  # not TCP (a UNIX socket, a test transport)
+        self.peer = transport.getPeer()
+        self.host = transport.getHost()
+        self.secure = ISSLTransport.providedBy(transport)
+        self.send = transport.write  # every response byte goes through here
+        self.site.watch(self)
+
+    @staticmethod
+    def _not_connected(data: bytes) -> None:
+        raise RuntimeError("not connected")
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.closing:
+            return  # refused, timed out or closing after this response: nothing more is read
+        parser = self.parser
+        parser.feed(data)
+        if self.responding:
+            if parser.buffered > self.site.pipeline_limit and not self.readPaused:
+                self.readPaused = True
+                self.transport.pauseProducing()
+            return
+        self._advance()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.closing = True
+        self.site.unwatch(self)
+        request, self.request = self.request, None
+        if request is not None and self.responding:
+            self.responding = False
+            request.connectionLost(reason or Failure(ConnectionError("connection lost")))
+
+    # --- reading requests
+
+    def _advance(self) -> None:
+        """Turn buffered bytes into requests until one is being answered or more bytes are needed."""
+        if self._advancing:
+            return  # a response finished inside render(); the loop below carries on
+        self._advancing = True
+        try:
+            parser = self.parser
+            while not self.responding and not self.closing:
+                try:
+                    event = parser.next_event()
+                except RequestError as error:
+                    self.refuse(error.status, error.detail)
+                    return
+                kind = event.__class__
+                if kind is BodyData:
+                    self.request.content.write(event.data)  # type: ignore[union-attr]
+                    self.deadline = self.site.now() + self.site.timeout
+                elif kind is RequestHead:
+                    self._head(event)  # type: ignore[arg-type]
+                elif kind is EndOfRequest:
+                    self._dispatch()
+                else:
+                    assert event is NEED_DATA
+                    return
+        finally:
+            self._advancing = False
+
+    def _head(self, head: RequestHead) -> None:
+        request = self.request = Request(self, head)
+        self.closeAfterResponse = not head.keep_alive
+        if wants_websocket(head) and self.site.upgrade(self, request, head):
+            return
+        if head.expect_continue:
+            self.send(CONTINUE)
+        if self.parser.in_body:
+            self.deadline = self.site.now() + self.site.timeout
+
+    def _dispatch(self) -> None:
+        request = self.request
+        assert request is not None
+        self.responding = True
+        self.site.unwatch(self)
+        request.content.seek(0)
+        transport = self.transport
+        self.site.render(request)
+        if self.transport is None and not self.closing:
+            # The resource took the connection the twisted.web way
+            # (request.channel.transport = None, as autobahn does).
+            self._tookOver(transport)
+
+    # --- answering
+
+    def keepAliveAfter(self, request: Request, close_delimited: bool) -> bool:
+        """Asked by a response about to send its head: may the connection stay open after it?"""
+        if close_delimited or self.site.stopping:
+            self.closeAfterResponse = True
+        return not self.closeAfterResponse
+
+    def requestDone(self, request: Request) -> None:
+        """The response to ``request`` is complete: log it, then close or read the next request."""
+        if request is not self.request:
+            return
+        self.site.log(request)
+        self.request = None
+        self.responding = False
+        transport = self.transport
+        if transport is None:
+            return
+        if self.closeAfterResponse:
+            self.closing = True
+            transport.loseConnection()
+            return
+        self.parser.next_request()
+        self.site.watch(self)
+        if self.readPaused:
+            self.readPaused = False
+            transport.resumeProducing()
+        if self.parser.buffered:
+            self._advance()
+
+    def refuse(self, status: int, detail: str) -> None:
+        """Answer a request that cannot be served, then close."""
+        if self.closing or self.transport is None:
+            return
+        log.debug("%s: %d %s", _describe(self.peer), status, detail)
+        self.closing = True
+        self.site.unwatch(self)
+        if not self.responding:
+            self.request = None
+            self.send(error_response(status, detail))
+        self.transport.loseConnection()
+
+    def timedOut(self) -> None:
+        """The sweep found the deadline passed: 408 if a request was under way, else just close."""
+        parser = self.parser
+        if parser.head_started or parser.in_body:
+            self.refuse(408, "request not received within http.timeout")
+            return
+        self.closing = True
+        self.site.unwatch(self)
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    # --- handing the connection to another protocol
+
+    def detach(self) -> tuple[Any, bytes]:
+        """Stop being the connection's protocol; returns the transport and the unread bytes."""
+        transport = self.transport
+        self.closing = True
+        self.responding = False
+        self.request = None
+        self.site.unwatch(self)
+        self.transport = None
+        if self.readPaused:
+            self.readPaused = False
+            transport.resumeProducing()
+        return transport, self.parser.take_buffer()
+
+    def _tookOver(self, transport: Any) -> None:
+        self.transport = transport
+        _, leftover = self.detach()
+        if leftover:
+            protocol = protocol_of(transport)
+            if protocol is not None and protocol is not self:
+                protocol.dataReceived(leftover)
+
+    @property
+    def _dataBuffer(self) -> list[bytes]:
+        """twisted.web's name for bytes read after the request (SockJS's hixie-76 reads it once)."""
+        return [self.parser.take_buffer()]
+
+
+def _describe(peer: Any) -> str:
+    host = getattr(peer, "host", "?")
+    port = getattr(peer, "port", 0)
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"

@@ -1,0 +1,161 @@
+"""Files from one directory, read-only: GET and HEAD, ``index.html``, never a listing, never outside.
+
+A leaf resource: it takes the rest of the path at once and refuses any
+segment that could leave the directory (``.``, ``..``, empty segments
+inside the path, and segments holding ``/``, ``\\`` or NUL once decoded),
+so there is no way up however the path is encoded.  Symbolic links inside
+the directory are followed, as twisted.web's ``File`` did: whoever can
+place one there chose to.
+
+A directory asked for without its trailing slash is redirected to it; the
+``Location`` is the decoded path with exactly one leading slash, so it can
+never read as another host (``//evil.example``).  ``Last-Modified`` is
+sent and ``If-Modified-Since`` answered with 304.  Unknown extensions are
+``application/octet-stream`` (twisted.web said text/html, which lets an
+uploaded file run script).  Range requests are not supported: the whole
+file is sent.  Small files go out in one write; larger ones stream through
+a pull producer, so a slow reader never makes the server hold a whole file.
+
+It uses only the common Request API, so it runs on both HTTP engines.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import stat
+from typing import Any
+
+from twisted.protocols.basic import FileSender
+from twisted.web.http import CACHED
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+INDEX_NAMES = ("index.html",)
+WHOLE_FILE_LIMIT = 256 * 1024  # read and sent in one write; larger files are streamed
+_BAD_SEGMENTS = (b"", b".", b"..")
+
+_TYPES = mimetypes.MimeTypes()
+_TYPES.add_type("application/javascript", ".js")
+_TYPES.add_type("application/json", ".json")
+_TYPES.add_type("image/svg+xml", ".svg")
+_TYPES.add_type("font/woff2", ".woff2")
+_TYPES.add_type("application/wasm", ".wasm")
+
+
+def content_type(name: str) -> bytes:
+    guessed, encoding = _TYPES.guess_type(name, strict=False)
+    if guessed is None or encoding is not None:
+        return b"application/octet-stream"
+    if guessed.startswith("text/") or guessed == "application/javascript":
+        return guessed.encode("ascii") + b"; charset=utf-8"
+    return guessed.encode("ascii")
+
+
+def safe_segments(segments: list[bytes]) -> list[str] | None:
+    """The path segments as names inside the directory, or None if any could leave it."""
+    names = []
+    last = len(segments) - 1
+    for index, segment in enumerate(segments):
+        if segment in _BAD_SEGMENTS:
+            if segment == b"" and index == last:
+                continue  # a trailing slash: the directory itself
+            return None
+        if b"/" in segment or b"\\" in segment or b"\0" in segment:
+            return None
+        try:
+            names.append(segment.decode("utf-8"))
+        except UnicodeDecodeError:
+            return None
+    return names
+
+
+def not_found(request: Any) -> bytes:
+    request.setResponseCode(404)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    return b"Not found.\n"
+
+
+class StaticFiles(Resource):
+    """The files under ``directory``; mount with ``putChild`` (or as the INDEX of the root)."""
+
+    isLeaf = True
+
+    def __init__(self, directory: str):
+        super().__init__()
+        self.directory = os.path.abspath(directory)
+
+    def getChild(self, path: bytes, request: Any) -> Resource:
+        # Asked for a child by a parent that delegates to us (the root's INDEX
+        # mount): put the segment back and serve the rest of the path as a leaf.
+        request.prepath.pop()
+        request.postpath.insert(0, path)
+        return self
+
+    def render_GET(self, request: Any) -> bytes | int:
+        postpath = request.postpath
+        names = safe_segments(postpath)
+        if names is None:
+            return not_found(request)
+        path = os.path.join(self.directory, *names)
+        try:
+            info = os.stat(path)
+        except (OSError, ValueError):
+            return not_found(request)
+        if stat.S_ISDIR(info.st_mode):
+            if not postpath or postpath[-1] != b"":
+                return self._redirect_to_directory(request)
+            for index in INDEX_NAMES:
+                candidate = os.path.join(path, index)
+                try:
+                    info = os.stat(candidate)
+                except OSError:
+                    continue
+                if stat.S_ISREG(info.st_mode):
+                    path = candidate
+                    break
+            else:
+                return not_found(request)  # no listings
+        elif not stat.S_ISREG(info.st_mode) or (postpath and postpath[-1] == b""):
+            return not_found(request)
+        return self._serve(request, path, info)
+
+    def _serve(self, request: Any, path: str, info: os.stat_result) -> bytes | int:
+        if request.setLastModified(info.st_mtime) is CACHED:
+            return b""
+        request.setHeader(b"content-type", content_type(path))
+        size = info.st_size
+        try:
+            handle = open(path, "rb")
+        except OSError:
+            return not_found(request)
+        if size <= WHOLE_FILE_LIMIT or request.method == b"HEAD":
+            with handle:
+                body = handle.read(size) if request.method != b"HEAD" else b""
+            request.setHeader(b"content-length", b"%d" % (size if request.method == b"HEAD" else len(body)))
+            return body
+        request.setHeader(b"content-length", b"%d" % size)
+        sender = FileSender()
+
+        def done(_: object) -> None:
+            handle.close()
+            if not getattr(request, "_disconnected", False) and not request.finished:
+                request.finish()
+
+        def failed(_: object) -> None:
+            handle.close()
+
+        sender.beginFileTransfer(handle, request).addCallbacks(done, failed)
+        return NOT_DONE_YET
+
+    @staticmethod
+    def _redirect_to_directory(request: Any) -> bytes:
+        # Twisted rebuilt the Location from the raw request URI, so a request
+        # for '//evil.example/%2F..' redirected off-site.  Ours is the decoded
+        # path with a single leading slash.
+        path = b"/" + request.path.lstrip(b"/").replace(b"\\", b"%5C") + b"/"
+        query = request.uri.partition(b"?")[2]
+        request.setResponseCode(301)
+        request.setHeader(b"location", path + (b"?" + query if query else b""))
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        return b""

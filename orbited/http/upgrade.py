@@ -1,0 +1,75 @@
+"""Handing a connection from HTTP to another protocol (WebSocket), and finding WebSocket endpoints.
+
+A WebSocket endpoint in the resource tree is an autobahn
+``WebSocketResource``.  When traversal for a request that asks to upgrade
+ends at one, the connection goes to a protocol from its factory with the
+request head exactly as received plus whatever the client sent after it:
+autobahn parses the handshake itself, so no request object is rendered.
+
+The transport swap follows autobahn's own ``WebSocketResource.render``: over
+TLS the transport is a ``ProtocolWrapper`` whose ``wrappedProtocol`` is
+replaced; over TCP the transport's ``protocol`` is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autobahn.twisted.resource import WebSocketResource
+from twisted.protocols.policies import ProtocolWrapper
+
+from orbited.http.events import RequestHead
+
+
+def wants_websocket(head: RequestHead) -> bool:
+    """A GET with ``Upgrade: websocket`` (the Connection header is autobahn's to check)."""
+    if head.method != b"GET":
+        return False
+    upgrade = head.headers.get(b"upgrade")
+    return upgrade is not None and any(b"websocket" in value.lower() for value in upgrade)
+
+
+def websocket_factory_of(resource: Any) -> Any:
+    """The autobahn factory behind a WebSocket endpoint of the tree, or None.
+
+    autobahn keeps it in the private ``_factory``; tests/test_http_channel.py
+    pins that, so an autobahn upgrade that renames it fails a test instead of
+    silently falling back to the slower render path.
+    """
+    if isinstance(resource, WebSocketResource):
+        return getattr(resource, "_factory", None)
+    return None
+
+
+def replayable_head(head: RequestHead) -> bytes:
+    """The head for a parser that wants CRLF line ends: as received when it has them, else rebuilt."""
+    raw = head.raw
+    if raw.count(b"\n") == raw.count(b"\r\n"):
+        return raw
+    lines = [head.method + b" " + head.target + b" " + head.version]
+    for name, values in head.headers.items():
+        lines.extend(name + b": " + value for value in values)
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def protocol_of(transport: Any) -> Any:
+    """The protocol a transport currently delivers to."""
+    if isinstance(transport, ProtocolWrapper):
+        return transport.wrappedProtocol
+    inner = getattr(transport, "protocol", None)
+    if isinstance(inner, ProtocolWrapper):
+        return inner.wrappedProtocol
+    return inner
+
+
+def hand_over(transport: Any, protocol: Any, data: bytes = b"") -> None:
+    """Connect ``protocol`` to ``transport`` in place of the HTTP channel and give it ``data``."""
+    if isinstance(transport, ProtocolWrapper):
+        transport.wrappedProtocol = protocol
+    elif isinstance(getattr(transport, "protocol", None), ProtocolWrapper):
+        transport.protocol.wrappedProtocol = protocol
+    else:
+        transport.protocol = protocol
+    protocol.makeConnection(transport)
+    if data:
+        protocol.dataReceived(data)

@@ -1,0 +1,99 @@
+"""StaticFiles in a real ``orbited`` process: whole and streamed files, HEAD, 304, types, no way out."""
+
+from __future__ import annotations
+
+import os
+import socket
+from email.utils import formatdate
+
+import pytest
+
+from tests.support.procs import OrbitedProcess, free_port, scratch_dir
+from tests.test_http_server import Raw, get
+
+BIG = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4: streamed through the producer
+
+
+@pytest.fixture(scope="module")
+def site():
+    root = scratch_dir("static-")
+    (root / "big.bin").write_bytes(BIG)
+    (root / "page.html").write_text("<p>page</p>")
+    (root / "app.js").write_text("var x = 1;")
+    (root / "data.unknownext").write_bytes(b"\x00\x01")
+    (root / "dir").mkdir()
+    (root / "dir" / "index.html").write_text("<p>dir index</p>")
+    (root / "empty").mkdir()
+    os.utime(root / "page.html", (1_000_000_000, 1_000_000_000))
+    port = free_port()
+    with OrbitedProcess(f"[global]\n[listen]\nhttp://127.0.0.1:{port}\n[static]\nfiles = {root}\n",
+                        wait_for=port) as orbited:
+        orbited.port = port
+        yield orbited
+
+
+def test_a_large_file_streams_whole_on_a_kept_connection(site):
+    client = Raw(site.port)
+    client.send(get("/files/big.bin") + get("/files/page.html"))
+    status, headers, body = client.response()
+    assert status == 200 and body == BIG and headers[b"content-length"] == str(len(BIG)).encode()
+    assert headers[b"content-type"] == b"application/octet-stream"
+    assert client.response()[2] == b"<p>page</p>"
+    client.close()
+
+
+def test_a_slow_reader_of_a_large_file_is_fine(site):
+    sock = socket.create_connection(("127.0.0.1", site.port), timeout=10)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client = Raw(site.port, sock)
+    client.send(get("/files/big.bin"))
+    assert client.response()[2] == BIG
+    client.close()
+
+
+def test_head_gives_the_length_and_no_body(site):
+    client = Raw(site.port)
+    client.send(b"HEAD /files/big.bin HTTP/1.1\r\nHost: x\r\n\r\n" + get("/files/app.js"))
+    status, headers, _ = client.response(head_only=True)
+    assert status == 200 and headers[b"content-length"] == str(len(BIG)).encode()
+    status, headers, body = client.response()
+    assert body == b"var x = 1;" and headers[b"content-type"] == b"application/javascript; charset=utf-8"
+    client.close()
+
+
+def test_if_modified_since_is_304(site):
+    client = Raw(site.port)
+    client.send(get("/files/page.html"))
+    _, headers, _ = client.response()
+    assert headers[b"last-modified"] == formatdate(1_000_000_000, usegmt=True).encode()
+    client.send(get("/files/page.html", f"If-Modified-Since: {formatdate(1_000_000_000, usegmt=True)}\r\n"))
+    status, headers, body = client.response()
+    assert status == 304 and body == b"" and b"content-length" not in headers
+    client.send(get("/files/page.html", f"If-Modified-Since: {formatdate(999_999_999, usegmt=True)}\r\n"))
+    assert client.response()[0] == 200
+    client.close()
+
+
+def test_types_indexes_listings_and_redirects(site):
+    client = Raw(site.port)
+    client.send(get("/files/page.html") + get("/files/data.unknownext") + get("/files/dir/") + get("/files/empty/")
+                + get("/files/dir?x=1") + get("/files/page.html/"))
+    assert client.response()[1][b"content-type"] == b"text/html; charset=utf-8"
+    assert client.response()[1][b"content-type"] == b"application/octet-stream"
+    assert client.response()[2] == b"<p>dir index</p>"
+    assert client.response()[0] == 404  # a directory without index.html: no listing
+    status, headers, _ = client.response()
+    assert status == 301 and headers[b"location"] == b"/files/dir/?x=1"
+    assert client.response()[0] == 404  # a file is not a directory
+    client.close()
+
+
+@pytest.mark.parametrize("target", [
+    "/files/../setup.py", "/files/%2e%2e/x", "/files/dir/%2e%2e/%2e%2e/x", "/files/dir/..%2f..%2fx",
+    "/files/.%2fpage.html", "/files//page.html", "/files/dir/%00", "/files/%5c..%5cx", "/files/\\..\\x",
+])
+def test_nothing_outside_the_directory(site, target):
+    client = Raw(site.port)
+    client.send(get(target))
+    assert client.response()[0] in (400, 404)
+    client.close()
