@@ -114,6 +114,7 @@ def serve(config: Config, ready: Any = None) -> int:
     server = OrbitedServer(config, reactor)
     try:
         server.listen()
+        server.start_workers(worker_args(config))
         server.drop_privileges()
     except (StartupError, KeyError, OSError) as exc:
         message = str(exc) if isinstance(exc, StartupError) else f"cannot start: {exc}"
@@ -128,6 +129,12 @@ def serve(config: Config, ready: Any = None) -> int:
     reactor.run()
     log.info("stopped")
     return EXIT_OK
+
+
+def worker_args(config: Config) -> list[str]:
+    """How a worker process loads the same config and log level as this one."""
+    source = ["--quickstart"] if config.path == "<quickstart>" else ["--config", os.path.abspath(config.path)]
+    return [*source, "--log-level", str(logging.getLogger().getEffectiveLevel())]
 
 
 def run_daemon(config: Config, pid_file: str) -> int:

@@ -77,6 +77,17 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def worker_count(text: str) -> int:
+    if text.strip().lower() == "auto":
+        from orbited.workers import cpu_count
+
+        return cpu_count()
+    value = non_negative_int(text)
+    if value > 64:
+        raise ValueError(f"'{text}': at most 64 workers")
+    return value
+
+
 def word_list(text: str) -> tuple[str, ...]:
     return tuple(word for word in text.replace(",", " ").split() if word)
 
@@ -149,6 +160,10 @@ GLOBAL_KEYS: tuple[Key, ...] = (
     Key("http.engine", choice(HTTP_ENGINES), "lean",
         "HTTP server under the resource tree: 'lean' (orbited.http, see docs/http.md) "
         "or 'twisted' (twisted.web, kept during the transition; to be removed)."),
+    Key("workers", worker_count, 0,
+        "Worker processes that serve /ws WebSocket sessions on plain http:// listeners, so that "
+        "they use every core; 'auto' is one per CPU. 0: one process does everything. Comet "
+        "transports, /stomp, static files and TLS listeners stay in the main process."),
     Key("shutdown.timeout", positive_number, 5.0,
         "Seconds SIGTERM waits for sessions to close before exiting anyway."),
     Key("status", choice(STATUS_MODES), "local",

@@ -24,6 +24,7 @@ class ServerContext:
     stats: ServerStats = field(default_factory=ServerStats)
     sessions: SessionRegistry = field(init=False)
     broker: Any = None  # the built-in STOMP broker, when a stomp:// listener or /stomp runs
+    workers: Any = None  # orbited.workers.WorkerPool when [global] workers > 0
 
     def __post_init__(self) -> None:
         self.policy = AccessPolicy.from_config(self.config)

@@ -18,7 +18,9 @@ from typing import Any
 from OpenSSL import SSL
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IOpenSSLContextFactory
 from twisted.web.resource import Resource
+from zope.interface import implementer
 
 from orbited.access import AccessPolicy
 from orbited.config import Config, ConfigError, Listener, TLSFiles, load_file
@@ -35,6 +37,7 @@ class StartupError(Exception):
     """Something outside the config file stops start-up (a port in use, a bad key file)."""
 
 
+@implementer(IOpenSSLContextFactory)
 class ReloadableTLS:
     """A pyOpenSSL context factory whose certificate can be swapped while serving.
 
@@ -76,6 +79,24 @@ class ReloadableTLS:
 def _pem_blocks(data: bytes) -> list[bytes]:
     marker = b"-----END CERTIFICATE-----"
     return [block + marker for block in data.split(marker) if b"-----BEGIN CERTIFICATE-----" in block]
+
+
+def drop_privileges(config: Config) -> None:
+    """Switch a root process to [global] user/group, with that user's supplementary groups."""
+    if os.getuid() != 0:
+        return
+    user = config.settings["user"]
+    if not user:
+        raise StartupError("refusing to run as root: set [global] user = <account> "
+                           f"in {config.path} (Orbited drops to it after binding its ports)")
+    account = pwd.getpwnam(user)
+    group = config.settings["group"]
+    gid = grp.getgrnam(group).gr_gid if group else account.pw_gid
+    os.initgroups(account.pw_name, gid)
+    os.setgid(gid)
+    os.setuid(account.pw_uid)
+    log.info("dropped privileges to user %s (uid %d), group %d, supplementary groups %s",
+             account.pw_name, account.pw_uid, gid, os.getgroups())
 
 
 class OrbitedServer:
@@ -152,20 +173,27 @@ class OrbitedServer:
 
     def drop_privileges(self) -> None:
         """Switch to [global] user/group with its supplementary groups, after binding."""
-        if os.getuid() != 0:
+        drop_privileges(self.config)
+
+    # --- worker processes
+
+    def start_workers(self, config_args: list[str]) -> None:
+        """[global] workers: start them and let the site hand them /ws connections.
+
+        Called after binding and before dropping privileges, so that starting the
+        interpreter needs no more than root can do; each worker drops to [global]
+        user itself before it touches the network.  ``config_args`` tell a worker
+        how to load our config."""
+        count = self.config.settings["workers"]
+        if not count:
             return
-        user = self.config.settings["user"]
-        if not user:
-            raise StartupError("refusing to run as root: set [global] user = <account> "
-                               f"in {self.config.path} (Orbited drops to it after binding its ports)")
-        account = pwd.getpwnam(user)
-        group = self.config.settings["group"]
-        gid = grp.getgrnam(group).gr_gid if group else account.pw_gid
-        os.initgroups(account.pw_name, gid)
-        os.setgid(gid)
-        os.setuid(account.pw_uid)
-        log.info("dropped privileges to user %s (uid %d), group %d, supplementary groups %s",
-                 account.pw_name, account.pw_uid, gid, os.getgroups())
+        from orbited.workers import WorkerPool
+
+        pool = WorkerPool(self.context, count, config_args)
+        pool.start()
+        self.context.workers = pool
+        if hasattr(self.site, "workers"):
+            self.site.workers = pool
 
     # --- signals and shutdown
 
@@ -189,6 +217,8 @@ class OrbitedServer:
             log.error("reload refused: %s", exc)
             return False
         self.context.policy = AccessPolicy.from_config(fresh)
+        if self.context.workers is not None:
+            self.context.workers.reload()
         log.info("reloaded %s: %d access rules, origins %s%s", fresh.path, len(fresh.access),
                  " ".join(fresh.settings["origins"]) or "(same host)",
                  ", TLS certificate" if self.tls is not None and fresh.tls is not None else "")
@@ -203,6 +233,7 @@ class OrbitedServer:
         if self.context.broker is not None and hasattr(self.context.broker, "shutdown"):
             self.context.broker.shutdown()
         timeout = self.config.settings["shutdown.timeout"]
+        workers = self.context.workers.stop(timeout) if self.context.workers is not None else defer.succeed(None)
         done = defer.Deferred()
         deadline = self.reactor.seconds() + timeout
 
@@ -215,4 +246,4 @@ class OrbitedServer:
                 self.reactor.callLater(0.05, check)
 
         check()
-        return defer.DeferredList([stopped, done])
+        return defer.DeferredList([stopped, done, workers])

@@ -86,6 +86,18 @@ def status_report(context: ServerContext) -> dict:
             "bytes_from_backend": down,
         },
     }
+    if context.workers is not None:
+        totals = context.workers.totals()
+        by_transport = report["sessions"]["by_transport"]
+        for name, count in totals["sessions"].items():
+            by_transport[name] = by_transport.get(name, 0) + count
+        report["sessions"]["total"] += sum(totals["sessions"].values())
+        proxy = report["proxy"]
+        proxy["connections"] += totals["proxied_now"]
+        proxy["connections_total"] += totals["proxied_total"]
+        proxy["bytes_to_backend"] += totals["bytes_up"]
+        proxy["bytes_from_backend"] += totals["bytes_down"]
+        report["workers"] = totals["workers"]
     if context.broker is not None and hasattr(context.broker, "status"):
         report["broker"] = context.broker.status()
     return report

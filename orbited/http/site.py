@@ -30,7 +30,7 @@ from orbited.http.channel import HTTPChannel
 from orbited.http.events import RequestHead
 from orbited.http.parser import Limits
 from orbited.http.request import Request
-from orbited.http.upgrade import hand_over, replayable_head, websocket_factory_of
+from orbited.http.upgrade import hand_over, is_plain_tcp, replayable_head, websocket_factory_of
 
 log = logging.getLogger("orbited.http")
 
@@ -55,6 +55,8 @@ class LeanSite(Factory):
         self.reactor = reactor
         self.pipeline_limit = self.limits.max_head + PIPELINE_SLACK
         self.stopping = False
+        # orbited.workers.WorkerPool, when [global] workers > 0: /ws upgrades on plain TCP go there
+        self.workers: Any = None
         self._watched: set[HTTPChannel] = set()
         self._sweep = LoopingCall(self.sweep)
         self._sweep.clock = reactor
@@ -122,6 +124,17 @@ class LeanSite(Factory):
         factory = websocket_factory_of(resource)
         if factory is None:
             return False
+        if self.workers is not None and getattr(factory, "delegable", False) and is_plain_tcp(channel.transport):
+            transport, rest = channel.detach()
+            data = replayable_head(head) + rest
+            if self.workers.dispatch(transport, data):
+                return True
+            protocol = factory.buildProtocol(channel.peer)
+            if protocol is None:
+                transport.loseConnection()
+                return True
+            hand_over(transport, protocol, data)
+            return True
         protocol = factory.buildProtocol(channel.peer)
         if protocol is None:
             return False  # the render path answers 500, as autobahn does

@@ -73,3 +73,11 @@ def hand_over(transport: Any, protocol: Any, data: bytes = b"") -> None:
     protocol.makeConnection(transport)
     if data:
         protocol.dataReceived(data)
+
+
+def is_plain_tcp(transport: Any) -> bool:
+    """A socket Orbited can pass to another process: TCP without TLS in this process."""
+    from twisted.internet.interfaces import ISSLTransport, ITCPTransport
+
+    return (transport is not None and ITCPTransport.providedBy(transport)
+            and not ISSLTransport.providedBy(transport) and hasattr(transport, "socket"))

@@ -182,4 +182,6 @@ def websocket_factory(context: ServerContext, protocol: type = WebSocketSession)
 
 
 def websocket_resource(context: ServerContext) -> WebSocketResource:
-    return WebSocketResource(websocket_factory(context))
+    factory = websocket_factory(context)
+    factory.delegable = True  # a worker process can serve /ws alone (orbited/workers.py)
+    return WebSocketResource(factory)

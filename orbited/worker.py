@@ -1,0 +1,202 @@
+"""``python -m orbited.worker``: one worker process of a ``[global] workers`` master.
+
+It is started by the master (orbited/workers.py), never by hand: it reads the
+same config, serves the WebSocket connections the master passes it with
+exactly the code the master would use, reports its counters each second and
+sends its log records to the master.  It binds nothing and holds no
+privileges the master dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+
+from orbited.cli import install_reactor
+from orbited.config import ConfigError, load_file, quickstart
+from orbited.workers import MESSAGE_LIMIT, decode, encode
+
+log = logging.getLogger("orbited.worker")
+
+
+class ChannelLogHandler(logging.Handler):
+    """Log records go to the master, which logs them with its own config."""
+
+    def __init__(self, channel: socket.socket):
+        super().__init__()
+        self.channel = channel
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = self.format(record)
+            self.channel.send(encode("log", {"level": record.levelno, "name": record.name},
+                                     message.encode("utf-8", "replace")[:MESSAGE_LIMIT - 256]))
+        except Exception:  # noqa: BLE001 (logging must never take the worker down)
+            self.handleError(record)
+
+
+class Worker:
+    def __init__(self, index: int, channel: socket.socket, config, reactor):
+        from orbited.context import ServerContext
+        from orbited.transports.websocket import websocket_factory
+
+        self.index = index
+        self.channel = channel
+        self.reactor = reactor
+        self.context = ServerContext(config, reactor)
+        self.factory = websocket_factory(self.context)
+        self.stopping = False
+
+    # IReadDescriptor for the channel
+
+    def fileno(self) -> int:
+        return self.channel.fileno()
+
+    def logPrefix(self) -> str:
+        return f"worker-{self.index}"
+
+    def doRead(self) -> None:
+        while True:
+            try:
+                message, fds, _flags, _addr = socket.recv_fds(self.channel, MESSAGE_LIMIT, 4)
+            except BlockingIOError:
+                return
+            except OSError:
+                message, fds = b"", []
+            if not message:
+                for fd in fds:
+                    os.close(fd)
+                self.master_gone()
+                return
+            self.handle(message, fds)
+
+    def connectionLost(self, reason: object) -> None:
+        self.master_gone()
+
+    def handle(self, message: bytes, fds: list[int]) -> None:
+        header, data = decode(message)
+        kind = header["kind"]
+        if kind == "connection":
+            if len(fds) != 1:
+                for fd in fds:
+                    os.close(fd)
+                log.error("a connection message without exactly one descriptor")
+                return
+            fd = fds[0]
+            try:
+                os.set_blocking(fd, False)
+                transport = self.reactor.adoptStreamConnection(fd, header["family"], self.factory)
+            finally:
+                os.close(fd)
+            if transport is not None:
+                transport.protocol.dataReceived(data)
+        elif kind == "reload":
+            self.reload()
+        elif kind == "stop":
+            self.stop()
+        for fd in fds if kind != "connection" else ():
+            os.close(fd)
+
+    def reload(self) -> None:
+        from orbited.access import AccessPolicy
+
+        path = self.context.config.path
+        if path.startswith("<"):
+            return
+        try:
+            self.context.policy = AccessPolicy.from_config(load_file(path))
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload refused: %s", problem)
+
+    def report(self) -> None:
+        stats, sessions = self.context.stats, self.context.sessions
+        up, down = stats.bytes_each_way()
+        status = {"sessions": dict(sessions.by_transport), "proxied_now": stats.proxied_now,
+                  "proxied_total": stats.proxied_total, "bytes_up": up, "bytes_down": down,
+                  "full": sessions.full()}
+        try:
+            self.channel.send(encode("status", status))
+        except OSError:
+            pass
+
+    def stop(self) -> None:
+        if not self.stopping:
+            self.stopping = True
+            self.reactor.stop()
+
+    def shutdown(self):
+        """Before the reactor stops (a stop message, SIGTERM, the master gone): close
+        every session with a reason and wait for them, bounded by shutdown.timeout."""
+        from twisted.internet import defer
+
+        sessions = self.context.sessions
+        sessions.close_all()
+        deadline = self.reactor.seconds() + self.context.config.settings["shutdown.timeout"]
+        done: defer.Deferred = defer.Deferred()
+
+        def check() -> None:
+            if not sessions.live or self.reactor.seconds() >= deadline:
+                self.report()
+                done.callback(None)
+            else:
+                self.reactor.callLater(0.05, check)
+
+        check()
+        return done
+
+    def master_gone(self) -> None:
+        self.reactor.removeReader(self)
+        if not self.stopping:
+            log.warning("the master went away; closing this worker's sessions")
+            self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="orbited.worker")
+    parser.add_argument("--index", type=int, required=True)
+    parser.add_argument("--channel", type=int, required=True)
+    parser.add_argument("--config")
+    parser.add_argument("--quickstart", action="store_true")
+    parser.add_argument("--log-level", type=int, default=logging.INFO)
+    args = parser.parse_args(argv)
+    channel = socket.socket(fileno=args.channel)
+    root = logging.getLogger()
+    handler = ChannelLogHandler(channel)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root.addHandler(handler)
+    root.setLevel(args.log_level)
+    try:
+        config = quickstart() if args.quickstart else load_file(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("%s", problem)
+        return 2
+    from orbited.service import StartupError, drop_privileges
+
+    try:
+        drop_privileges(config)
+    except (StartupError, KeyError, OSError) as exc:
+        log.error("cannot drop privileges: %s", exc)
+        return 1
+    install_reactor(config.settings["reactor"])
+    from twisted.internet import reactor
+    from twisted.internet.task import LoopingCall
+
+    from orbited.logs import route_twisted_logs
+
+    route_twisted_logs()
+    channel.setblocking(False)
+    worker = Worker(args.index, channel, config, reactor)
+    reactor.addReader(worker)
+    LoopingCall(worker.report).start(1.0)
+    reactor.addSystemEventTrigger("before", "shutdown", worker.shutdown)
+    reactor.run(installSignalHandlers=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

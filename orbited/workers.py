@@ -1,0 +1,255 @@
+"""WebSocket sessions on every core: the master hands accepted ``/ws`` connections to workers.
+
+One Twisted process saturates one core.  With ``[global] workers = N`` the
+master process keeps everything that needs shared state (Comet sessions,
+which span many HTTP requests; the STOMP broker; static files; /system) and
+passes each plain-TCP WebSocket upgrade for ``/ws`` -- the request head it has
+already read, and the socket itself (SCM_RIGHTS) -- to one of N worker
+processes, which run the same autobahn session and proxy code.  A WebSocket
+TCPSocket lives on one connection, so nothing else needs to move.
+
+Workers are started with ``python -m orbited.worker`` after the master has
+bound its sockets and dropped privileges, so they never hold root.  They
+talk to the master over a SOCK_SEQPACKET socketpair: connections arrive with
+their descriptor; the worker sends back its counters each second (summed into
+/system/status) and its log records (re-logged by the master, so one logging
+config rules every process).  SIGHUP and shutdown reach workers as messages.
+A worker that dies is logged and replaced; its sessions are lost with it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from orbited.context import ServerContext
+
+log = logging.getLogger("orbited.workers")
+
+MESSAGE_LIMIT = 65536  # a request head is at most a few KiB; one message each
+RESPAWN_DELAY = 1.0
+
+
+def encode(kind: str, payload: dict | None = None, data: bytes = b"") -> bytes:
+    """One control message: a JSON line, then raw bytes (a connection's first bytes)."""
+    head = json.dumps({"kind": kind, **(payload or {})}).encode()
+    return head + b"\n" + data
+
+
+def decode(message: bytes) -> tuple[dict, bytes]:
+    head, _, data = message.partition(b"\n")
+    return json.loads(head), data
+
+
+@dataclass
+class Worker:
+    index: int
+    process: subprocess.Popen
+    channel: socket.socket
+    reader: Any = None
+    status: dict = field(default_factory=dict)
+    stopping: bool = False
+
+
+class ControlReader:
+    """IReadDescriptor for one worker's end of the socketpair, in the master's reactor."""
+
+    def __init__(self, pool: WorkerPool, worker: Worker):
+        self.pool = pool
+        self.worker = worker
+
+    def fileno(self) -> int:
+        return self.worker.channel.fileno()
+
+    def logPrefix(self) -> str:
+        return f"worker-{self.worker.index}"
+
+    def doRead(self) -> None:
+        while True:
+            try:
+                message = self.worker.channel.recv(MESSAGE_LIMIT)
+            except BlockingIOError:
+                return
+            except OSError:
+                message = b""
+            if not message:
+                self.pool.lost(self.worker)
+                return
+            self.pool.received(self.worker, message)
+
+    def connectionLost(self, reason: object) -> None:
+        self.pool.lost(self.worker)
+
+
+class WorkerPool:
+    """The master's side: start, feed, watch and stop the workers."""
+
+    def __init__(self, context: ServerContext, count: int, config_args: list[str]):
+        self.context = context
+        self.reactor = context.reactor
+        self.count = count
+        self.config_args = config_args
+        self.workers: list[Worker | None] = [None] * count
+        self.next = 0
+        self.stopping = False
+
+    def start(self) -> None:
+        for index in range(self.count):
+            self.spawn(index)
+
+    def spawn(self, index: int) -> None:
+        if self.stopping:
+            return
+        master_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        master_end.setblocking(False)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "orbited.worker", "--index", str(index), "--channel",
+             str(worker_end.fileno()), *self.config_args],
+            pass_fds=(worker_end.fileno(),), stdin=subprocess.DEVNULL,
+        )
+        worker_end.close()
+        worker = Worker(index, process, master_end)
+        worker.reader = ControlReader(self, worker)
+        self.reactor.addReader(worker.reader)
+        self.workers[index] = worker
+        log.info("worker %d started (pid %d)", index, process.pid)
+
+    # --- handing over connections
+
+    def dispatch(self, transport: Any, data: bytes) -> bool:
+        """Pass a plain-TCP connection and the bytes read from it so far to a worker.
+
+        Returns False (the caller keeps serving it) when no worker can take it
+        now; on True the caller must forget the connection.
+        """
+        live = [w for w in self.workers if w is not None and not w.stopping]
+        if not live or not hasattr(transport, "socket"):
+            return False
+        # round robin; a worker that reports itself full is skipped
+        for _ in range(len(live)):
+            worker = live[self.next % len(live)]
+            self.next += 1
+            if worker.status.get("full"):
+                continue
+            try:
+                socket.send_fds(worker.channel, [encode("connection", {"family": transport.socket.family},
+                                                        data)], [transport.fileno()])
+            except OSError as exc:  # the worker's queue is full, or it just died
+                log.warning("worker %d did not take a connection: %s", worker.index, exc)
+                continue
+            release(transport)
+            return True
+        return False
+
+    # --- messages from workers
+
+    def received(self, worker: Worker, message: bytes) -> None:
+        try:
+            header, data = decode(message)
+        except ValueError:
+            log.error("worker %d sent an unreadable message; stopping it", worker.index)
+            worker.process.kill()
+            return
+        kind = header.get("kind")
+        if kind == "status":
+            worker.status = header
+        elif kind == "log":
+            logging.getLogger(header.get("name", "orbited")).log(
+                int(header.get("level", logging.INFO)), "[worker %d] %s", worker.index, data.decode("utf-8",
+                                                                                                    "replace"))
+
+    def lost(self, worker: Worker) -> None:
+        if self.workers[worker.index] is not worker:
+            return
+        self.reactor.removeReader(worker.reader)
+        worker.channel.close()
+        self.workers[worker.index] = None
+        code = worker.process.wait(5) if worker.process.poll() is None else worker.process.returncode
+        if self.stopping or worker.stopping:
+            log.info("worker %d stopped (exit %s)", worker.index, code)
+            return
+        log.error("worker %d died (exit %s); its sessions are gone; starting another in %.0fs",
+                  worker.index, code, RESPAWN_DELAY)
+        self.reactor.callLater(RESPAWN_DELAY, self.spawn, worker.index)
+
+    # --- control
+
+    def broadcast(self, kind: str) -> None:
+        for worker in self.workers:
+            if worker is not None:
+                try:
+                    worker.channel.send(encode(kind))
+                except OSError:
+                    pass
+
+    def reload(self) -> None:
+        self.broadcast("reload")
+
+    def stop(self, timeout: float) -> Any:
+        """Ask every worker to close its sessions and exit; a Deferred fires when all are gone."""
+        from twisted.internet import defer
+
+        self.stopping = True
+        for worker in self.workers:
+            if worker is not None:
+                worker.stopping = True
+        self.broadcast("stop")
+        done: defer.Deferred = defer.Deferred()
+        deadline = self.reactor.seconds() + timeout + 2
+
+        def check() -> None:
+            alive = [w for w in self.workers if w is not None and w.process.poll() is None]
+            if not alive:
+                done.callback(None)
+            elif self.reactor.seconds() >= deadline:
+                for worker in alive:
+                    log.warning("worker %d did not stop in time; killing it", worker.index)
+                    worker.process.kill()
+                done.callback(None)
+            else:
+                self.reactor.callLater(0.05, check)
+
+        check()
+        return done
+
+    def totals(self) -> dict:
+        """Counters of all workers, for /system/status."""
+        total: dict = {"sessions": {}, "proxied_now": 0, "proxied_total": 0, "bytes_up": 0, "bytes_down": 0,
+                       "workers": []}
+        for worker in self.workers:
+            if worker is None:
+                continue
+            status = worker.status
+            total["workers"].append({"index": worker.index, "pid": worker.process.pid, "ready": bool(status),
+                                     "sessions": sum(status.get("sessions", {}).values())})
+            for name, count in status.get("sessions", {}).items():
+                total["sessions"][name] = total["sessions"].get(name, 0) + count
+            for key in ("proxied_now", "proxied_total", "bytes_up", "bytes_down"):
+                total[key] += status.get(key, 0)
+        return total
+
+
+def release(transport: Any) -> None:
+    """Forget a connection that now belongs to a worker: close our descriptor without
+    shutting the socket down (shutdown would end it for the worker too)."""
+    transport.stopReading()
+    transport.stopWriting()
+    transport._shouldShutdown = False  # documented ivar of twisted.internet.tcp.Connection
+    transport.loseConnection()
+
+
+def is_worker_request(method: bytes, path: bytes, headers: dict[bytes, bytes]) -> bool:
+    """Requests a worker can serve alone: WebSocket upgrades for /ws."""
+    return (method == b"GET" and path.split(b"?", 1)[0].rstrip(b"/") == b"/ws"
+            and headers.get(b"upgrade", b"").lower() == b"websocket")
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -1,0 +1,152 @@
+"""[global] workers: /ws sessions served by worker processes, the rest by the master."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect as ws_connect
+
+from tests.support.procs import OrbitedProcess, free_port, scratch_dir
+from tests.support.tlsfiles import make_cert
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def worker_pids(orbited: OrbitedProcess) -> list[int]:
+    return sorted(p for p in children(orbited.proc.pid)
+                  if b"orbited.worker" in Path(f"/proc/{p}/cmdline").read_bytes())
+
+
+def wait_for(predicate, timeout: float = 15.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.1)
+
+
+def open_socket(port: int, dest: str):
+    ws = ws_connect(f"ws://127.0.0.1:{port}/ws")
+    ws.send(dest)
+    return ws, ws.recv(10)
+
+
+@pytest.fixture
+def cluster():
+    port, echo = free_port(), free_port()
+    config = (f"[global]\nworkers = 2\nshutdown.timeout = 3\n[listen]\nhttp://127.0.0.1:{port}\n"
+              f"echo://127.0.0.1:{echo}\n[access]\n* -> 127.0.0.1:{echo}\n")
+    with OrbitedProcess(config, wait_for=port) as orbited:
+        orbited.port, orbited.echo = port, echo
+        assert wait_for(lambda: len(worker_pids(orbited)) == 2), orbited.log()
+        yield orbited
+
+
+def test_sessions_spread_over_workers_and_are_counted(cluster):
+    sockets = []
+    try:
+        for index in range(8):
+            ws, answer = open_socket(cluster.port, f"127.0.0.1:{cluster.echo}")
+            assert answer == "1"
+            ws.send(b"message %d" % index)
+            assert ws.recv(10) == b"message %d" % index
+            sockets.append(ws)
+        status = wait_for(lambda: (s := cluster.status())["proxy"]["connections"] == 8 and s)
+        assert status, cluster.status()
+        assert status["sessions"]["by_transport"] == {"ws": 8}
+        assert sorted(w["sessions"] for w in status["workers"]) == [4, 4]
+        assert {w["pid"] for w in status["workers"]} == set(worker_pids(cluster))
+        # the proxy ran in the workers: their log lines reach the master's log
+        assert "[worker 0] ws 127.0.0.1:" in cluster.log() and "[worker 1] ws 127.0.0.1:" in cluster.log()
+    finally:
+        for ws in sockets:
+            ws.close()
+
+
+def test_access_rules_apply_in_workers_and_reload_with_sighup(cluster):
+    other = free_port()
+    ws, answer = open_socket(cluster.port, f"127.0.0.1:{other}")
+    ws.close()
+    assert answer == "0106"
+    cluster.path.write_text(cluster.path.read_text().replace(
+        f"* -> 127.0.0.1:{cluster.echo}", f"* -> 127.0.0.1:{cluster.echo}\n* -> 127.0.0.1:{other}"))
+    cluster.proc.send_signal(signal.SIGHUP)
+    time.sleep(1.0)
+    answers = set()
+    for _ in range(4):  # both workers
+        ws, answer = open_socket(cluster.port, f"127.0.0.1:{other}")
+        ws.close()
+        answers.add(answer)
+    assert answers == {"0108"}  # allowed now; nothing listens there
+
+
+def test_a_dead_worker_is_replaced(cluster):
+    victim = worker_pids(cluster)[0]
+    os.kill(victim, signal.SIGKILL)
+    assert wait_for(lambda: len(pids := worker_pids(cluster)) == 2 and victim not in pids)
+    assert "died" in cluster.log()
+    for _ in range(4):
+        ws, answer = open_socket(cluster.port, f"127.0.0.1:{cluster.echo}")
+        ws.close()
+        assert answer == "1"
+
+
+def test_sigterm_closes_worker_sessions_and_every_process_exits(cluster):
+    ws, answer = open_socket(cluster.port, f"127.0.0.1:{cluster.echo}")
+    assert answer == "1"
+    workers = worker_pids(cluster)
+    cluster.proc.send_signal(signal.SIGTERM)
+    with pytest.raises(ConnectionClosed) as closed:
+        ws.recv(10)
+    assert closed.value.rcvd.code == 1001
+    assert cluster.proc.wait(10) == 0
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="privileges can only be dropped by a process started as root")
+def test_workers_run_unprivileged():
+    port = free_port()
+    config = f"[global]\nuser = nobody\nworkers = 1\n[listen]\nhttp://127.0.0.1:{port}\n"
+    with OrbitedProcess(config, wait_for=port) as orbited:
+        # a worker is started as root (to exec the interpreter) and drops to the user before serving
+        assert wait_for(lambda: "[worker 0] dropped privileges to user nobody" in orbited.log()), orbited.log()
+        pid = worker_pids(orbited)[0]
+        uid_line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                        if line.startswith("Uid:"))
+        assert set(uid_line.split()[1:]) == {"65534"}
+
+
+def test_tls_connections_stay_in_the_master():
+    certs = scratch_dir("certs-")
+    key, crt = make_cert(certs)
+    port, echo = free_port(), free_port()
+    config = (f"[global]\nworkers = 1\n[listen]\nhttps://127.0.0.1:{port}\necho://127.0.0.1:{echo}\n"
+              f"[ssl]\nkey = {key}\ncrt = {crt}\n[access]\n* -> 127.0.0.1:{echo}\n")
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(crt))
+    with OrbitedProcess(config, wait_for=port) as orbited:
+        with ws_connect(f"wss://localhost:{port}/ws", ssl=context) as ws:
+            ws.send(f"127.0.0.1:{echo}")
+            assert ws.recv(10) == "1"
+            ws.send(b"over tls")
+            assert ws.recv(10) == b"over tls"
+        assert "[worker 0] ws" not in orbited.log()
