@@ -23,6 +23,7 @@ from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from orbited.directwrite import write_now
 from orbited.session import ISession, ISessionProtocol
 
 if TYPE_CHECKING:
@@ -131,7 +132,7 @@ class TCPSocketProxy:
     def dataReceived(self, data: bytes) -> None:
         if self.phase is State.OPEN:
             self.bytes_up += len(data)
-            self.backend.transport.write(data)
+            write_now(self.backend.transport, data)
         elif self.phase is State.HANDSHAKE:
             self._handshake(data)
         elif self.phase is State.CONNECTING:

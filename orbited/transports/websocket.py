@@ -9,8 +9,15 @@ The first text message is ``host:port``; the answer is a text message ``1``
 or ``0`` + code, then binary messages carry the bytes both ways.  Backend
 bytes go straight to the browser's TCP transport and TCP flow control does
 the rest: the browser transport pauses the backend when its buffer fills, the
-backend transport pauses reading from the browser.  Nothing on the hot path
-logs or copies more than autobahn must.
+backend transport pauses reading from the browser.
+
+The data path has a fast lane (:mod:`orbited.transports.wsframes`): complete,
+masked, unfragmented binary frames -- all a TCPSocket sends after its
+handshake -- are parsed and unmasked here and written back as binary frames
+directly; anything else (text, fragments, control frames, a frame split
+across reads, a frame over the limit) goes through autobahn unchanged, so
+autobahn remains the judge of the protocol.  Measured: about half the server
+CPU per round trip.
 """
 
 from __future__ import annotations
@@ -25,7 +32,9 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.types import ConnectionDeny
 from zope.interface import implementer
 
+from orbited.directwrite import write_now
 from orbited.session import SHUTDOWN_REASON, ISession, ISessionProtocol
+from orbited.transports.wsframes import binary_frame_header, take_binary_frames
 
 if TYPE_CHECKING:
     from orbited.context import ServerContext
@@ -115,7 +124,19 @@ class WebSocketSession(WebSocketServerProtocol):
     # write even when debug logging is off; these do the same work without them.
 
     def dataReceived(self, data: bytes) -> None:
-        self._dataReceived(data)
+        if (self.state != WebSocketServerProtocol.STATE_OPEN or self.data or self.current_frame is not None
+                or self.inside_message or self._perMessageCompress is not None):
+            self._dataReceived(data)
+            return
+        self.trafficStats.incomingOctetsWireLevel += len(data)
+        payloads, used = take_binary_frames(data, self.maxMessagePayloadSize)
+        for payload in payloads:
+            self.onMessage(payload, True)
+            if self.state != WebSocketServerProtocol.STATE_OPEN:
+                return  # closed by the session protocol: the rest of this read is moot
+        if used < len(data):
+            self.data += data[used:] if used else data
+            self.consumeData()
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         if chopsize or sync or self.send_queue or self.logOctets:
@@ -130,7 +151,10 @@ class WebSocketSession(WebSocketServerProtocol):
     # ISession
 
     def write(self, data: bytes) -> None:
-        self.sendMessage(data, True)
+        if self.state == WebSocketServerProtocol.STATE_OPEN and self._perMessageCompress is None:
+            write_now(self.transport, binary_frame_header(len(data)) + data)
+        else:
+            self.sendMessage(data, True)
 
     def answerHandshake(self, reply: str) -> None:
         self.sendMessage(reply.encode("ascii"), False)
