@@ -30,8 +30,16 @@ test-deps: install
 lint: install
 	$(BIN)/ruff check orbited tests bench
 
-bench: install
-	$(BIN)/python -m bench.run
+# Benchmarks against the peers; results in bench/results/, tables and plots in docs/performance.md.
+# Options go in BENCH_ARGS, e.g. make bench BENCH_ARGS="--quick --only ws_proxy".
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) tests/.work bench/.work *.egg-info

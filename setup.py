@@ -40,6 +40,8 @@ setup(
             "kosoku",
             "ruff==0.17.6",
         ],
+        # `make bench`: the plots of docs/performance.md (the peers install themselves under bench/.work).
+        "bench": ["matplotlib>=3.8"],
     },
     entry_points={"console_scripts": ["orbited = orbited.cli:main"]},
     classifiers=[

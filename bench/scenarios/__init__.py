@@ -1,0 +1,1 @@
+"""Scenario modules: each has NAME and run(ctx) -> dict (contract in bench/README.md)."""

@@ -1,0 +1,515 @@
+"""/tcp (Orbited 0.7 wire protocol): echo round trips over xhrstream and longpoll, idle-session cost.
+
+Measures, against an echo backend (the harness's Node ``backends.js``):
+echo round trips per second with 50 sessions over ``xhrstream`` and over
+``longpoll`` (one 32-byte message in flight per session, as a 0.7 page does:
+one POST, the echo back on the downstream), and server memory (PSS) and file
+descriptors per idle xhrstream session with 5,000 sessions open.
+
+The peer is Orbited 0.7.11 itself.  It cannot run in CI (CPython 2.7 and
+Twisted 20.3), so its figures are the ones recorded by hand on this machine
+kind with the same client behaviour; the scenario states so in its notes.
+
+The load client is in this file (``python -m bench.scenarios.legacy_comet
+client JSON``): raw asyncio protocols with prebuilt requests, so that its cost
+per message stays small next to the server's.  It prints one JSON object per
+line, like the harness's Node clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    BENCH,
+    CpuWindow,
+    JsonLines,
+    ScenarioContext,
+    free_port,
+    group_memory,
+    node,
+    node_modules,
+    percentile,
+    wait_for_quiet,
+    wait_port,
+)
+
+NAME = "legacy_comet"
+BACKENDS = BENCH / "client" / "backends.js"
+
+# Orbited 0.7.11 on CPython 2.7.18 + Twisted 20.3, same machine kind, same load shape (recorded by hand).
+PEER = "Orbited 0.7.11"
+PEER_XHRSTREAM_RATE, PEER_XHRSTREAM_P99 = 2085.0, 53.0
+PEER_LONGPOLL_RATE, PEER_LONGPOLL_P99 = 1281.0, 122.0
+PEER_KB_PER_SESSION, PEER_FDS_PER_SESSION = 46.0, 3.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    sessions: int = 50
+    size: int = 32
+    warmup: float = 3.0
+    seconds: float = 10.0
+    idle_sessions: int = 5000
+
+    @classmethod
+    def for_run(cls, quick: bool) -> Plan:
+        return cls(warmup=1.0, seconds=3.0, idle_sessions=1000) if quick else cls()
+
+
+# =========================================================================== the load client
+#
+# Everything below runs in the client process.  It speaks just enough HTTP/1.1
+# for Orbited's answers (Content-Length bodies and chunked streams).
+
+
+class Chunked:
+    """Incremental decoder of a chunked body."""
+
+    __slots__ = ("buffer", "left")
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.left = -1  # bytes left in the current chunk, -1 when a size line is due
+
+    def feed(self, data: bytes) -> bytes:
+        buffer = self.buffer + data
+        out = []
+        while buffer:
+            if self.left < 0:
+                end = buffer.find(b"\r\n")
+                if end < 0:
+                    break
+                line = buffer[:end]
+                buffer = buffer[end + 2:]
+                if not line:
+                    continue  # the CRLF after a chunk
+                self.left = int(line.split(b";")[0], 16)
+                continue
+            take = buffer[: self.left]
+            out.append(take)
+            self.left -= len(take)
+            buffer = buffer[len(take):]
+            if self.left == 0:
+                self.left = -1
+        self.buffer = buffer
+        return b"".join(out)
+
+
+def packets(data: bytes, state: list) -> list[tuple[int, bytes, bytes]]:
+    """Downstream packets (id, name, last argument) from stream bytes; ``state`` = [buffer, args]."""
+    buffer = state[0] + data
+    args = state[1]
+    out = []
+    pos = 0
+    size = len(buffer)
+    while pos < size:
+        if not args:
+            while pos < size and buffer[pos] in b" x":
+                pos += 1
+            if pos >= size:
+                break
+        comma = buffer.find(b",", pos)
+        if comma < 0:
+            break
+        end = comma + 1 + int(buffer[pos + 1:comma])
+        if end > size:
+            break
+        args.append(buffer[comma + 1:end])
+        last = buffer[pos] == 0x30
+        pos = end
+        if last:
+            out.append((int(args[0]) if args[0].isdigit() else 0, args[1], args[-1]))
+            args = []
+    state[0] = buffer[pos:]
+    state[1] = args
+    return out
+
+
+class Connection(asyncio.Protocol):
+    """A raw HTTP/1.1 client connection; responses are handed to ``on_body``/``on_stream``."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.head_done = False
+        self.length = -1
+        self.chunked: Chunked | None = None
+        self.waiter: asyncio.Future | None = None
+        self.on_stream = None  # callback(bytes) for a streamed body
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(None)
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError("connection lost"))
+
+    def request(self, raw: bytes) -> asyncio.Future:
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.head_done = False
+        self.transport.write(raw)
+        return self.waiter
+
+    def data_received(self, data: bytes) -> None:
+        if self.head_done and self.chunked is not None:
+            self.on_stream(self.chunked.feed(data))
+            return
+        self.buffer += data
+        if not self.head_done:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = self.buffer[:end].lower()
+            self.buffer = self.buffer[end + 4:]
+            self.head_done = True
+            self.status = int(head[9:12])
+            marker = head.find(b"content-length:")
+            if marker >= 0:
+                self.length = int(head[marker + 15: head.find(b"\r\n", marker) if head.find(b"\r\n", marker) > 0
+                                       else len(head)])
+                self.chunked = None
+            else:
+                self.length = -1
+                self.chunked = Chunked()
+                if self.waiter is not None and not self.waiter.done():
+                    self.waiter.set_result(self.status)
+                if self.buffer:
+                    rest, self.buffer = self.buffer, b""
+                    self.on_stream(self.chunked.feed(rest))
+                return
+        if self.length >= 0 and len(self.buffer) >= self.length:
+            body = self.buffer[: self.length]
+            self.buffer = self.buffer[self.length:]
+            self.head_done = False
+            waiter, self.waiter = self.waiter, None
+            if waiter is not None and not waiter.done():
+                waiter.set_result((self.status, body))
+
+
+async def connect(host: str, port: int) -> Connection:
+    loop = asyncio.get_running_loop()
+    _, protocol = await loop.create_connection(Connection, host, port)
+    return protocol
+
+
+def get(path: str, host: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+
+
+def post(path: str, host: str, body: bytes) -> bytes:
+    return f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+class Session:
+    """One 0.7 session as a page holds it: an upstream connection and a downstream one."""
+
+    def __init__(self, host: str, port: int, transport: str, target: str):
+        self.host, self.port, self.transport, self.target = host, port, transport, target
+        self.hostport = f"{host}:{port}"
+        self.last_id = 0
+        self.up_id = 0
+        self.state: list = [b"", []]
+        self.expect: asyncio.Future | None = None
+        self.waiting = 0
+        self.got = b""
+
+    async def open(self, keep_upstream: bool = True) -> None:
+        self.up = await connect(self.host, self.port)
+        status, key = await self.up.request(get(f"/tcp?nocache={random.random()}", self.hostport))
+        if status != 200:
+            raise RuntimeError(f"GET /tcp: {status}")
+        self.key = key.decode()
+        self.down = await connect(self.host, self.port)
+        self.down.on_stream = self.stream_data
+        self.opened = asyncio.get_running_loop().create_future()
+        self.poll()
+        await self.opened
+        reply = await self.roundtrip(f"{self.target}\n".encode(), expect=1)
+        if reply != b"1":
+            raise RuntimeError(f"handshake answered {reply!r}")
+        if not keep_upstream:
+            self.up.transport.close()
+
+    def poll(self) -> None:
+        ack = f"?ack={self.last_id}" if self.last_id else ""
+        waiter = self.down.request(get(f"/tcp/{self.key}/{self.transport}{ack}", self.hostport))
+        if self.transport == "longpoll":
+            waiter.add_done_callback(self.poll_done)
+
+    def poll_done(self, future: asyncio.Future) -> None:
+        if future.cancelled() or future.exception() is not None:
+            return
+        status, body = future.result()
+        if status != 200:
+            return
+        self.stream_data(body)
+        self.poll()
+
+    def stream_data(self, data: bytes) -> None:
+        for packet_id, name, arg in packets(data, self.state):
+            self.last_id = max(self.last_id, packet_id)
+            if name == b"open" and not self.opened.done():
+                self.opened.set_result(None)
+            elif name == b"data":
+                self.got += base64.b64decode(arg)
+                if self.expect is not None and len(self.got) >= self.waiting:
+                    expect, self.expect = self.expect, None
+                    got, self.got = self.got, b""
+                    expect.set_result(got)
+            elif name == b"ping" and self.transport == "xhrstream":
+                self.up_id += 1
+                body = b"1%d,%d14,ping00," % (len(str(self.up_id)), self.up_id)
+                asyncio.ensure_future(self.up.request(
+                    post(f"/tcp/{self.key}?ack={self.last_id}", self.hostport, body)))
+
+    async def roundtrip(self, payload: bytes, expect: int = 0) -> bytes:
+        """POST ``payload``; the bytes that come back, once there are ``expect`` (default: as many)."""
+        self.up_id += 1
+        data = base64.b64encode(payload)
+        ident = b"%d" % self.up_id
+        body = b"1%d,%s14,data0%d,%s" % (len(ident), ident, len(data), data)
+        self.waiting = expect or len(payload)
+        self.expect = echoed = asyncio.get_running_loop().create_future()
+        status, _ = await self.up.request(post(f"/tcp/{self.key}?ack={self.last_id}", self.hostport, body))
+        if status != 200:
+            raise RuntimeError(f"POST: {status}")
+        return await asyncio.wait_for(echoed, 30)
+
+
+def emit(event: str, **fields: Any) -> None:
+    print(json.dumps({"event": event, **fields}), flush=True)
+
+
+async def echo_client(config: dict) -> None:
+    host, port = "127.0.0.1", config["port"]
+    sessions = [Session(host, port, config["transport"], config["target"]) for _ in range(config["n"])]
+    await asyncio.gather(*(s.open() for s in sessions))
+    emit("open", sessions=len(sessions))
+    payload = b"m" * config["size"]
+    start = time.monotonic()
+    measure_from = start + config["warmup"]
+    measure_to = measure_from + config["duration"]
+    counts = [0] * len(sessions)
+    latencies: list[float] = []
+    started = False
+
+    async def loop(index: int, session: Session) -> None:
+        nonlocal started
+        while True:
+            t0 = time.monotonic()
+            if t0 >= measure_to:
+                return
+            got = await session.roundtrip(payload)
+            t1 = time.monotonic()
+            if got != payload:
+                raise RuntimeError(f"echo mismatch: {got!r}")
+            if t0 >= measure_from:
+                if not started:
+                    started = True
+                    emit("measure-start")
+                counts[index] += 1
+                latencies.append((t1 - t0) * 1000)
+
+    await asyncio.gather(*(loop(i, s) for i, s in enumerate(sessions)))
+    latencies.sort()
+    emit("measure-end", roundTrips=sum(counts), seconds=config["duration"],
+         p50=round(percentile(latencies, 50), 2), p99=round(percentile(latencies, 99), 2),
+         perSessionMin=min(counts), perSessionMax=max(counts))
+
+
+async def hold_client(config: dict) -> None:
+    host, port = "127.0.0.1", config["port"]
+    sessions: list[Session] = []
+    limit = asyncio.Semaphore(100)
+
+    async def open_one() -> None:
+        async with limit:
+            session = Session(host, port, "xhrstream", config["target"])
+            await session.open(keep_upstream=False)
+            sessions.append(session)
+
+    started = time.monotonic()
+    await asyncio.gather(*(open_one() for _ in range(config["n"])))
+    emit("step", open=len(sessions), seconds=round(time.monotonic() - started, 2))
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    for session in sessions:
+        session.down.transport.close()
+    emit("closed")
+
+
+def client_main(argv: list[str]) -> None:
+    config = json.loads(argv[0])
+    asyncio.run(echo_client(config) if config["mode"] == "echo" else hold_client(config))
+
+
+# =========================================================================== the scenario
+
+
+def orbited_config(workdir: Path, port: int, backend: int) -> Path:
+    config = workdir / "orbited.cfg"
+    # Pings far apart so that idle sessions stay idle while they are measured.
+    config.write_text(f"[global]\nuser = root\nproxy.max_sessions = 0\nsession.ping_interval = 300\n"
+                      f"session.ping_timeout = 60\n\n[listen]\nhttp://127.0.0.1:{port}\n\n"
+                      f"[access]\n* -> 127.0.0.1:{backend}\n")
+    return config
+
+
+def start_orbited(ctx: ScenarioContext, backend: int, tag: str):
+    busy = wait_for_quiet()
+    if busy > 0.3:
+        ctx.log(f"machine still busy ({busy:.2f} cores used by other processes); measuring anyway")
+    workdir = ctx.workdir / f"orbited-{tag}"
+    workdir.mkdir()
+    port = free_port()
+    config = orbited_config(workdir, port, backend)
+    proc = ctx.procs.start([*ctx.orbited, "--config", str(config)], log=workdir / "server.log", cwd=workdir)
+    wait_port(port, proc=proc)
+    return proc, port
+
+
+def start_client(ctx: ScenarioContext, tag: str, **config: Any) -> JsonLines:
+    argv = [ctx.python, "-m", "bench.scenarios.legacy_comet", "client", json.dumps(config)]
+    proc = ctx.procs.start(argv, stdout_pipe=True, stdin=config.get("mode") == "hold",
+                           log=ctx.workdir / f"client-{tag}.log", cwd=ctx.repo)
+    return JsonLines(proc, f"legacy client ({tag})")
+
+
+def measure_echo(ctx: ScenarioContext, plan: Plan, backend: int, backend_pid: int, transport: str) -> dict:
+    proc, port = start_orbited(ctx, backend, f"echo-{transport}")
+    try:
+        lines = start_client(ctx, f"echo-{transport}", mode="echo", port=port, transport=transport,
+                             target=f"127.0.0.1:{backend}", n=plan.sessions, size=plan.size,
+                             warmup=plan.warmup, duration=plan.seconds)
+        lines.expect("open", 120)
+        window = CpuWindow({"server": proc.pid, "client": lines.proc.pid, "backend": backend_pid})
+        lines.expect("measure-start", plan.warmup + 30)
+        window.start()
+        end = lines.expect("measure-end", plan.seconds + 60)
+        window.stop()
+        lines.proc.wait(30)
+        rate = end["roundTrips"] / end["seconds"]
+        per_rt = {name: window.used[name] / max(1, end["roundTrips"]) * 1e6 for name in window.used}
+        ctx.log(f"{transport} x{plan.sessions}: {rate:,.0f} round trips/s, p50 {end['p50']} ms, p99 "
+                f"{end['p99']} ms, server {window.cores('server'):.2f} cores ({per_rt['server']:.0f} µs/rt), "
+                f"client {window.cores('client'):.2f} cores ({per_rt['client']:.0f} µs/rt)")
+        return {"rate": rate, "p50_ms": end["p50"], "p99_ms": end["p99"],
+                "per_session_min": end["perSessionMin"], "per_session_max": end["perSessionMax"],
+                "cores": {name: window.cores(name) for name in window.used}, "us_per_round_trip": per_rt,
+                "others_cores": window.others / window.seconds}
+    finally:
+        ctx.procs.stop(proc)
+
+
+def fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def measure_idle(ctx: ScenarioContext, plan: Plan, backend: int) -> dict:
+    proc, port = start_orbited(ctx, backend, "idle")
+    try:
+        warm = start_client(ctx, "idle-warm", mode="hold", port=port, target=f"127.0.0.1:{backend}", n=1)
+        warm.expect("step", 60)
+        warm.send("next")
+        warm.expect("closed", 30)
+        warm.proc.wait(30)
+        time.sleep(1.0)
+        base_memory, base_fds = group_memory(proc.pid), fd_count(proc.pid)
+        lines = start_client(ctx, "idle", mode="hold", port=port, target=f"127.0.0.1:{backend}",
+                             n=plan.idle_sessions)
+        step = lines.expect("step", 900)
+        time.sleep(2.0)
+        memory, fds = group_memory(proc.pid), fd_count(proc.pid)
+        lines.send("next")
+        lines.expect("closed", 120)
+        lines.proc.wait(60)
+        opened = step["open"]
+        result = {
+            "open": opened, "seconds": step["seconds"],
+            "bytes_per_session": (memory.pss - base_memory.pss) / opened,
+            "rss_bytes_per_session": (memory.rss - base_memory.rss) / opened,
+            "fds_per_session": (fds - base_fds) / opened,
+            "base_pss": base_memory.pss, "pss": memory.pss, "base_fds": base_fds, "fds": fds,
+        }
+        ctx.log(f"idle: {opened} xhrstream sessions in {step['seconds']} s: "
+                f"{result['bytes_per_session'] / 1000:.1f} KB and {result['fds_per_session']:.2f} fds each")
+        return result
+    finally:
+        ctx.procs.stop(proc)
+
+
+def run(ctx: ScenarioContext) -> dict:
+    plan = Plan.for_run(ctx.quick)
+    node_modules()
+    backend_proc = ctx.procs.start([node(), str(BACKENDS)], stdout_pipe=True, log=ctx.workdir / "backends.log")
+    backend = JsonLines(backend_proc, "backends").next(30)["echo"]
+    data = {
+        "xhrstream": measure_echo(ctx, plan, backend, backend_proc.pid, "xhrstream"),
+        "longpoll": measure_echo(ctx, plan, backend, backend_proc.pid, "longpoll"),
+        "idle": measure_idle(ctx, plan, backend),
+    }
+    (ctx.workdir / "raw.json").write_text(json.dumps(data, indent=1))
+    return build_result(plan, data)
+
+
+def build_result(plan: Plan, data: dict[str, Any]) -> dict:
+    x, lp, idle = data["xhrstream"], data["longpoll"], data["idle"]
+
+    def metric(name: str, unit: str, ours: float, theirs: float, better: str, target: str = "") -> dict:
+        return {"name": name, "unit": unit, "orbited": ours, "peer": theirs, "peer_name": PEER,
+                "better": better, "target": target}
+
+    n = plan.sessions
+    metrics = [
+        metric(f"echo round trips, {n} sessions, xhrstream", "round trips/s", x["rate"], PEER_XHRSTREAM_RATE,
+               "higher", "≥ 3x Orbited 0.7.11"),
+        metric(f"echo round trip p99, {n} sessions, xhrstream", "ms", x["p99_ms"], PEER_XHRSTREAM_P99, "lower"),
+        metric(f"echo round trips, {n} sessions, longpoll", "round trips/s", lp["rate"], PEER_LONGPOLL_RATE,
+               "higher", "≥ 3x Orbited 0.7.11"),
+        metric(f"echo round trip p99, {n} sessions, longpoll", "ms", lp["p99_ms"], PEER_LONGPOLL_P99, "lower"),
+        metric(f"server memory per idle xhrstream session ({idle['open']:,} open)", "KB",
+               idle["bytes_per_session"] / 1000, PEER_KB_PER_SESSION, "lower", "≤ 20 KB"),
+        metric(f"server file descriptors per idle xhrstream session ({idle['open']:,} open)", "fds",
+               idle["fds_per_session"], PEER_FDS_PER_SESSION, "lower", "≤ 2"),
+    ]
+    notes = [
+        ("Peer figures are Orbited 0.7.11 (CPython 2.7.18, Twisted 20.3) as recorded on this machine kind "
+         "with the same load shape; 0.7.11 cannot run in CI, so they are constants in this scenario, not "
+         "measured in this run."),
+        (f"Load: {n} sessions, one {plan.size}-byte message in flight each (POST one data packet, wait for the "
+         f"echo on the downstream), {plan.seconds:.0f} s after {plan.warmup:.0f} s warm-up; the Node echo "
+         "backend of `bench/client/backends.js`; the client is the raw-asyncio one in this file."),
+    ]
+    for label, d in (("xhrstream", x), ("longpoll", lp)):
+        us = d["us_per_round_trip"]
+        notes.append(
+            f"{label}: {d['rate']:,.0f} round trips/s, p50 {d['p50_ms']} ms, p99 {d['p99_ms']} ms; server "
+            f"{d['cores']['server']:.2f} cores ({us['server']:.0f} µs CPU per round trip), client "
+            f"{d['cores']['client']:.2f} cores ({us['client']:.0f} µs), backend {d['cores']['backend']:.2f} "
+            f"cores, other processes {d['others_cores']:.2f} cores; sessions did "
+            f"{d['per_session_min']}-{d['per_session_max']} round trips each.")
+    notes.append(
+        f"Idle sessions: {idle['open']:,} xhrstream sessions, each a live stream plus a proxied backend "
+        f"connection (upstream connections closed after the handshake, as an idle page's would be), opened "
+        f"in {idle['seconds']} s. PSS of the server process after minus before, divided by the sessions: "
+        f"{idle['bytes_per_session'] / 1000:.1f} KB (RSS {idle['rss_bytes_per_session'] / 1000:.1f} KB); "
+        f"descriptors {idle['base_fds']} -> {idle['fds']}.")
+    return {"scenario": NAME, "title": "/tcp Orbited 0.7 wire protocol vs Orbited 0.7.11",
+            "metrics": metrics, "notes": notes,
+            "series": {"echo": {"xhrstream": x, "longpoll": lp}, "idle": idle}, "raw": data}
+
+
+if __name__ == "__main__" and len(sys.argv) > 2 and sys.argv[1] == "client":
+    client_main(sys.argv[2:])

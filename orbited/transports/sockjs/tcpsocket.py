@@ -1,0 +1,179 @@
+"""The TCPSocket service at ``/sockjs``: a SockJS session carrying one proxied TCP connection.
+
+The wire contract (docs/protocol.md, ``/sockjs``):
+
+- the browser's first SockJS message is the plain text ``host:port``
+  (optionally ending in ``\\n``), the same handshake as ``/ws``;
+- the server's first message is ``1``, or ``0`` + the TCPSocket error code
+  followed by the close frame ``c[4000+code,"reason"]``;
+- after ``1`` every message, both ways, is the standard base64 (with padding)
+  of the bytes.  A message that is not base64 closes the session with
+  ``c[1007,...]`` and a logged reason.
+
+:class:`SockJSTCPSocket` is both the SockJS handler of a session and the
+:class:`~orbited.session.ISession` the proxy runs on, through
+:class:`~orbited.comet.CometSession` (identity, the ``session.max_buffer``
+bound with backend pause/resume, upstream backpressure).  The proxy runs
+unchanged and never learns it is on SockJS.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from typing import TYPE_CHECKING
+
+from zope.interface import implementer
+
+from orbited.comet import CometSession
+from orbited.session import SHUTDOWN_REASON, ISession
+from orbited.transports.sockjs.http_transports import SockJSResource
+from orbited.transports.sockjs.service import (
+    SessionRefused,
+    SessionRequest,
+    SockJSOptions,
+    SockJSService,
+)
+from orbited.transports.sockjs.session import ISockJSHandler, SockJSSession
+from orbited.transports.sockjs.ws_transports import (
+    SockJSWebSocketProtocol,
+    WebSocketUpgrade,
+)
+
+if TYPE_CHECKING:
+    from orbited.context import ServerContext
+
+log = logging.getLogger("orbited.sockjs")
+
+ERROR_CLOSE_BASE = 4000  # + the TCPSocket error code, as on /ws
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_BAD_MESSAGE = 1007  # RFC 6455's "data inconsistent with the message type"
+MAX_REASON = 123  # the same bound as a WebSocket close reason
+
+ORIGINLESS_REFUSAL = (
+    "this transport cannot carry a checkable Origin header and [global] origins restricts "
+    "origins; use websocket, xhr-streaming, xhr-polling or eventsource"
+)
+
+
+def close_reason(reason: str) -> str:
+    return reason.encode("utf-8")[:MAX_REASON].decode("utf-8", "ignore")
+
+
+@implementer(ISession, ISockJSHandler)
+class SockJSTCPSocket(CometSession):
+    """One TCPSocket over one SockJS session."""
+
+    transportName = "sockjs"
+
+    def __init__(self, context: ServerContext, request: SessionRequest):
+        super().__init__(context, request.session_id, request.client_address, request.host, request.origin)
+        self.transportName = f"sockjs-{request.transport}"
+        self.connection: SockJSSession | None = None
+        self.handshaken = False
+
+    # ISockJSHandler
+
+    def connectionOpened(self, connection: SockJSSession) -> None:
+        self.connection = connection
+        self.open()
+
+    def messageReceived(self, text: str) -> None:
+        if not self.handshaken:
+            self.handshaken = True
+            self.deliver(text.encode("utf-8", "replace"))
+            return
+        try:
+            data = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            reason = "message is not base64"
+            log.warning("%s %s %s: %s (%r...); closing", self.transportName, self.key, self.clientAddress,
+                        reason, text[:32])
+            if self.connection is not None:
+                self.connection.close(CLOSE_BAD_MESSAGE, reason, discard=True)
+            return
+        if data:
+            self.deliver(data)
+
+    def connectionClosed(self, reason: str) -> None:
+        self.connection = None
+        self.finish(reason)
+
+    # drained() and whenWritable() come from CometSession.
+
+    # ISession
+
+    def write(self, data: bytes) -> None:
+        connection = self.connection
+        if connection is None or self.closed:
+            return
+        text = base64.b64encode(data).decode("ascii")
+        if self.queued(len(text)):
+            connection.send(text)
+
+    def answerHandshake(self, reply: str) -> None:
+        connection = self.connection
+        if connection is not None and self.queued(len(reply)):
+            connection.send(reply)
+
+    def close(self, reason: str, code: int | None = None) -> None:
+        connection = self.connection
+        if connection is None:
+            return
+        if code is not None:
+            sockjs_code = ERROR_CLOSE_BASE + code
+        elif reason == SHUTDOWN_REASON:
+            sockjs_code = CLOSE_GOING_AWAY
+        else:
+            sockjs_code = CLOSE_NORMAL
+        # Over the bound: the browser is not reading, so what is queued will never go.
+        stalled = self.queued_bytes > self.limit
+        connection.close(sockjs_code, close_reason(reason), discard=stalled)
+
+    def pauseProducing(self) -> None:
+        super().pauseProducing()
+        if self.connection is not None:
+            self.connection.pauseReading()
+
+    def resumeProducing(self) -> None:
+        super().resumeProducing()
+        if self.connection is not None:
+            self.connection.resumeReading()
+
+
+def sockjs_options(context: ServerContext) -> SockJSOptions:
+    """The /sockjs protocol knobs from [global]: heartbeats and expiry follow session.ping_*."""
+    settings = context.config.settings
+    return SockJSOptions(
+        websocket=True,
+        cookie_needed=settings["sockjs.cookie_needed"],
+        response_limit=settings["sockjs.response_limit"],
+        heartbeat_interval=settings["session.ping_interval"],
+        disconnect_delay=settings["session.ping_timeout"],
+        client_url=settings["sockjs.client_url"],
+        max_body=settings["http.max_body"],
+        hixie76=False,
+    )
+
+
+def tcpsocket_service(context: ServerContext) -> SockJSService:
+    def new_handler(request: SessionRequest) -> SockJSTCPSocket:
+        if context.sessions.full():
+            raise SessionRefused(503, "too many sessions (proxy.max_sessions)")
+        return SockJSTCPSocket(context, request)
+
+    def originless_refusal() -> str | None:
+        return ORIGINLESS_REFUSAL if context.policy.restricts_origins else None
+
+    return SockJSService("sockjs", new_handler, sockjs_options(context), context.reactor, originless_refusal)
+
+
+def sockjs_resource(context: ServerContext) -> SockJSResource:
+    """``/sockjs``: what ``orbited.web.transport_children`` mounts."""
+    from orbited.transports.websocket import websocket_factory
+
+    service = tcpsocket_service(context)
+    upgrade = WebSocketUpgrade(service, websocket_factory(context, SockJSWebSocketProtocol))
+    return SockJSResource(service, upgrade)

@@ -1,0 +1,366 @@
+"""``/sockjs`` in a real ``orbited`` process: TCPSockets over every SockJS transport, limits, failures.
+
+The browser side is spoken by hand here (raw HTTP, websockets), so each check
+sees the exact frames; ``test_sockjs_browser`` does the same through
+sockjs-client in Chromium.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from urllib.parse import quote, unquote
+
+import pytest
+from websockets.sync.client import connect as ws_connect
+
+from orbited.testing.sockjs_client import Connection, request, stream
+from tests.support.procs import OrbitedProcess, free_port, stop_process
+
+PAYLOAD = bytes(range(256)) + "héllo ✓".encode()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def frames_of(data: bytes) -> list[str]:
+    return [line for line in data.decode().split("\n") if line]
+
+
+def messages(frame: str) -> list[str]:
+    assert frame.startswith("a"), frame
+    return json.loads(frame[1:])
+
+
+class Server:
+    def __init__(self, extra: str = "", backends: tuple[int, ...] = ()):
+        self.port = free_port()
+        self.echo = free_port()
+        config = (
+            "[global]\nsession.ping_interval = 30\nsession.ping_timeout = 2\n" + extra
+            + f"\n[listen]\nhttp://127.0.0.1:{self.port}\necho://127.0.0.1:{self.echo}\n"
+            + "[access]\n" + "".join(f"* -> 127.0.0.1:{port}\n" for port in (self.echo, *backends))
+        )
+        self.process = OrbitedProcess(config, wait_for=self.port)
+        self.base = f"http://127.0.0.1:{self.port}/sockjs"
+
+    def session(self) -> str:
+        return f"{self.base}/000/{uuid.uuid4().hex}"
+
+    def connections(self) -> int:
+        return self.process.status()["proxy"]["connections"]
+
+    def wait_connections(self, count: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.connections() != count:
+            assert time.monotonic() < deadline, f"proxy connections stayed at {self.connections()}, not {count}"
+            time.sleep(0.05)
+
+    def __enter__(self) -> Server:
+        self.process.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.stop()
+
+
+@pytest.fixture(scope="module")
+def server():
+    with Server() as running:
+        yield running
+
+
+def poll_until(url: str, wanted: int) -> list[str]:
+    """xhr-poll until ``wanted`` messages arrived."""
+    got: list[str] = []
+    while len(got) < wanted:
+        r = request("POST", url + "/xhr", timeout=10)
+        assert r.status == 200
+        for frame in frames_of(r.body):
+            if frame != "h":
+                got += messages(frame)
+    return got
+
+
+def send(url: str, *texts: str) -> None:
+    r = request("POST", url + "/xhr_send", body=json.dumps(list(texts)))
+    assert r.status == 204, r.body
+
+
+# ---------------------------------------------------------------------------
+# every transport carries a TCPSocket
+
+
+def test_xhr_polling_round_trip(server):
+    url = server.session()
+    assert request("POST", url + "/xhr").body == b"o\n"
+    send(url, f"127.0.0.1:{server.echo}")
+    assert poll_until(url, 1) == ["1"]
+    send(url, b64(PAYLOAD))
+    assert base64.b64decode("".join(poll_until(url, 1))) == PAYLOAD
+
+
+def stream_frames(transport: str, chunk: bytes) -> list[str]:
+    """The SockJS frames in one chunk of a streaming response, whatever the wire."""
+    text = chunk.decode()
+    if transport.startswith("eventsource"):
+        return [unquote(line[len("data: "):]) for line in text.split("\r\n") if line.startswith("data: ")]
+    if transport.startswith("htmlfile"):
+        return [json.loads(found) for found in re.findall(r'p\((".*?")\);', text)]
+    return frames_of(chunk)
+
+
+@pytest.mark.parametrize(("method", "transport"), [("POST", "xhr_streaming"), ("GET", "eventsource"),
+                                                    ("GET", "htmlfile?c=cb")])
+def test_streaming_round_trip(server, method, transport):
+    url = server.session()
+    s = stream(method, f"{url}/{transport}")
+    assert s.status == 200
+    s.read()  # prelude
+    assert stream_frames(transport, s.read()) == ["o"]
+    send(url, f"127.0.0.1:{server.echo}\n")
+    assert stream_frames(transport, s.read()) == ['a["1"]']
+    send(url, b64(PAYLOAD[:100]), b64(PAYLOAD[100:]))
+    got = b""
+    while len(got) < len(PAYLOAD):
+        for frame in stream_frames(transport, s.read()):
+            got += b"".join(base64.b64decode(m) for m in messages(frame))
+    assert got == PAYLOAD
+    s.close()
+
+
+def test_jsonp_round_trip(server):
+    url = server.session()
+    assert request("GET", url + "/jsonp?c=cb").body == b'/**/cb("o");\r\n'
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    r = request("POST", url + "/jsonp_send", form, body="d=" + quote(json.dumps([f"127.0.0.1:{server.echo}"])))
+    assert r.body == b"ok"
+    assert request("GET", url + "/jsonp?c=cb").body == b'/**/cb("a[\\"1\\"]");\r\n'
+
+
+def test_websocket_round_trip(server):
+    with ws_connect(server.session().replace("http:", "ws:") + "/websocket") as ws:
+        assert ws.recv() == "o"
+        ws.send(json.dumps([f"127.0.0.1:{server.echo}"]))
+        assert ws.recv() == 'a["1"]'
+        ws.send(json.dumps([b64(PAYLOAD)]))
+        got = b""
+        while len(got) < len(PAYLOAD):
+            got += b"".join(base64.b64decode(m) for m in messages(ws.recv()))
+        assert got == PAYLOAD
+
+
+def test_raw_websocket_round_trip(server):
+    with ws_connect(server.base.replace("http:", "ws:") + "/websocket") as ws:
+        ws.send(f"127.0.0.1:{server.echo}")
+        assert ws.recv() == "1"
+        ws.send(b64(b"raw"))
+        assert base64.b64decode(ws.recv()) == b"raw"
+
+
+def test_info_says_websocket_and_no_cookie(server):
+    info = json.loads(request("GET", server.base + "/info").body)
+    assert info["websocket"] is True and info["cookie_needed"] is False
+
+
+# ---------------------------------------------------------------------------
+# refusals and bad input
+
+
+def test_unauthorized_destination_gets_0106_and_a_4106_close(server):
+    url = server.session()
+    request("POST", url + "/xhr")
+    send(url, "127.0.0.1:1")
+    r = request("POST", url + "/xhr")
+    frames = frames_of(r.body)
+    if frames == ['a["0106"]']:
+        frames = frames_of(request("POST", url + "/xhr").body)
+    else:
+        assert frames[0] == 'a["0106"]'
+        frames = frames[1:]
+    code, reason = json.loads(frames[-1][1:])
+    assert code == 4106 and "unauthorized" in reason
+
+
+def test_bad_base64_closes_with_1007_and_releases_the_backend():
+    with Server("session.ping_timeout = 10\n") as server:
+        url = server.session()
+        request("POST", url + "/xhr")
+        send(url, f"127.0.0.1:{server.echo}")
+        assert poll_until(url, 1) == ["1"]
+        server.wait_connections(1)
+        send(url, "%%% not base64 %%%")
+        assert request("POST", url + "/xhr").body == b'c[1007,"message is not base64"]\n'
+        assert "message is not base64" in server.process.log()
+
+
+def test_unknown_session_is_404(server):
+    assert request("POST", server.session() + "/xhr_send", body='["x"]').status == 404
+
+
+def test_broken_json_is_500_with_the_protocol_text(server):
+    url = server.session()
+    request("POST", url + "/xhr")
+    r = request("POST", url + "/xhr_send", body='["x')
+    assert r.status == 500 and b"Broken JSON encoding." in r.body
+    r = request("POST", url + "/xhr_send", body="")
+    assert r.status == 500 and b"Payload expected." in r.body
+
+
+def test_bodies_over_http_max_body_get_413():
+    with Server("http.max_body = 1000\n") as small:
+        url = small.session()
+        request("POST", url + "/xhr")
+        r = request("POST", url + "/xhr_send", body=json.dumps(["x" * 1000]))
+        assert r.status == 413
+        r = request("POST", url + "/jsonp_send", {"Content-Type": "text/plain"}, body=json.dumps(["x" * 1000]))
+        assert r.status == 413
+        assert request("POST", url + "/xhr_send", body=json.dumps(["x" * 10])).status == 204
+        assert "over http.max_body" in small.process.log()
+
+
+def test_too_many_sessions_get_503():
+    with Server("proxy.max_sessions = 1\n") as tiny:
+        assert request("POST", tiny.session() + "/xhr").body == b"o\n"
+        assert request("POST", tiny.session() + "/xhr").status == 503
+
+
+def test_originless_transports_refused_when_origins_are_restricted():
+    with Server("origins = http://app.example\n") as strict:
+        url = strict.session()
+        for method, suffix in (("GET", "/jsonp?c=cb"), ("GET", "/htmlfile?c=cb"), ("POST", "/jsonp_send")):
+            r = request(method, url + suffix)
+            assert r.status == 403 and b"Origin" in r.body
+        for page in ("/iframe.html", "/iframe-1.6.1.html"):
+            assert request("GET", strict.base + page).status == 403
+        assert request("POST", url + "/xhr", {"Origin": "http://app.example"}).body == b"o\n"
+        assert "refused jsonp" in strict.process.log()
+
+
+def test_disallowed_origin_gets_0106():
+    with Server("origins = http://app.example\n") as strict:
+        url = strict.session()
+        request("POST", url + "/xhr", {"Origin": "http://evil.example"})
+        send(url, f"127.0.0.1:{strict.echo}")
+        assert poll_until(url, 1) == ["0106"]
+
+
+# ---------------------------------------------------------------------------
+# sessions end, and their backends go with them
+
+
+@pytest.mark.parametrize(("method", "transport"), [("POST", "xhr_streaming"), ("GET", "eventsource"),
+                                                    ("POST", "xhr"), ("websocket", "websocket")])
+def test_a_browser_that_vanishes_releases_its_backend_at_once(method, transport):
+    with Server("session.ping_timeout = 30\n") as server:
+        url = server.session()
+        if method == "websocket":
+            ws = ws_connect(url.replace("http:", "ws:") + "/websocket")
+            assert ws.recv() == "o"
+            ws.send(json.dumps([f"127.0.0.1:{server.echo}"]))
+            assert ws.recv() == 'a["1"]'
+            server.wait_connections(1)
+            ws.socket.close()  # no close handshake: the network dropped it
+        else:
+            request("POST", url + "/xhr")
+            send(url, f"127.0.0.1:{server.echo}")
+            assert poll_until(url, 1) == ["1"]
+            waiting = Connection(url)  # a receiver that waits
+            waiting.send_request(method, f"{url}/{transport}")
+            if transport != "xhr":  # a poll's head only comes with its frame
+                waiting.read_head()
+                waiting.read_chunk()
+            server.wait_connections(1)
+            time.sleep(0.1)
+            waiting.close()
+        server.wait_connections(0, timeout=3)  # at once, not after ping_timeout
+        assert "browser connection lost" in server.process.log()
+
+
+def test_a_session_without_receiver_for_ping_timeout_is_closed():
+    with Server("session.ping_timeout = 1\n") as quick:
+        url = quick.session()
+        request("POST", url + "/xhr")
+        send(url, f"127.0.0.1:{quick.echo}")
+        assert poll_until(url, 1) == ["1"]
+        quick.wait_connections(1)
+        time.sleep(1.5)
+        quick.wait_connections(0, timeout=2)
+        assert "no receiving connection for 1s" in quick.process.log()
+        assert request("POST", url + "/xhr").body == b"o\n"  # a new session
+
+
+def test_heartbeats_follow_ping_interval():
+    with Server("session.ping_interval = 1\n") as quick:
+        url = quick.session()
+        s = stream("POST", url + "/xhr_streaming")
+        s.read()
+        assert s.read() == b"o\n"
+        started = time.monotonic()
+        assert s.read() == b"h\n"
+        assert 0.8 < time.monotonic() - started < 4  # 1 s, with room for a loaded machine
+        s.close()
+
+
+def test_a_stalled_browser_is_closed_with_a_logged_reason():
+    """A streaming browser that stops reading: the backend is paused, then the session closed."""
+    source = free_port()
+    backend = subprocess.Popen([sys.executable, "-m", "tests.support.backends", "source", str(source),
+                                str(64 << 20)], stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        assert backend.stdout.readline().strip() == b"ready"
+        # A response limit that never ends the stream: the only way out is the stall.
+        with Server("session.ping_timeout = 1\nsockjs.response_limit = 1000000000\n",
+                    backends=(source,)) as server:
+            url = server.session()
+            request("POST", url + "/xhr")
+            send(url, f"127.0.0.1:{source}")
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", server.port))
+            path = url.split(str(server.port), 1)[1]
+            sock.sendall(f"POST {path}/xhr_streaming HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode())
+            assert b"200 OK" in sock.recv(100)
+            # ...and never reads again, while the backend has 64 MB to send.
+            deadline = time.monotonic() + 15
+            while "browser stopped reading" not in server.process.log():
+                assert time.monotonic() < deadline, server.process.log()
+                time.sleep(0.1)
+            server.wait_connections(0, timeout=5)
+            sock.close()
+            assert request("POST", url + "/xhr").body == b"o\n"  # that session is gone
+            assert server.process.status()["proxy"]["bytes_from_backend"] < 8 << 20  # paused, not drained
+    finally:
+        stop_process(backend)
+        backend.stdout.close()
+
+
+def test_a_browser_that_never_polls_again_is_closed_after_ping_timeout():
+    source = free_port()
+    backend = subprocess.Popen([sys.executable, "-m", "tests.support.backends", "source", str(source),
+                                str(64 << 20)], stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        assert backend.stdout.readline().strip() == b"ready"
+        with Server("session.ping_timeout = 1\n", backends=(source,)) as server:
+            url = server.session()
+            request("POST", url + "/xhr")
+            send(url, f"127.0.0.1:{source}")
+            first = frames_of(request("POST", url + "/xhr").body)
+            assert messages(first[0])[0] == "1"
+            server.wait_connections(1)
+            time.sleep(0.5)
+            status = server.process.status()
+            # The backend is paused at a quarter of session.max_buffer; memory stays bounded.
+            assert status["proxy"]["bytes_from_backend"] < 4 << 20
+            server.wait_connections(0, timeout=5)
+            assert "no receiving connection for 1s" in server.process.log()
+    finally:
+        stop_process(backend)
+        backend.stdout.close()
