@@ -158,8 +158,9 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         "Largest HTTP request body accepted by Comet upstream endpoints; larger "
         "ones get 413."),
     Key("http.engine", choice(HTTP_ENGINES), "lean",
-        "HTTP server under the resource tree: 'lean' (orbited.http, see docs/http.md) "
-        "or 'twisted' (twisted.web, kept during the transition; to be removed)."),
+        "HTTP server under the resource tree: 'lean' (orbited.http, see docs/http.md; about "
+        "4x cheaper a request) or 'twisted' (twisted.web: a fallback, and the baseline the "
+        "lean layer is measured and cross-checked against)."),
     Key("workers", worker_count, 0,
         "Worker processes that serve /ws WebSocket sessions on plain http:// listeners, so that "
         "they use every core; 'auto' is one per CPU. 0: one process does everything. Comet "
@@ -438,12 +439,9 @@ def build_config(sections: dict[str, Section], path: str) -> tuple[Config | None
             warn(entry.line, f"unknown key '{entry.key}' in [test] is ignored")
 
     logs.check_logging_sections(sections, path, problems)
-    try:  # TEMPORARY: until the broker has landed
-        from orbited.stomp.settings import check_stomp_section
-    except ImportError:
-        check_stomp_section = None
-    if check_stomp_section is not None:
-        check_stomp_section(sections, path, problems)
+    from orbited.stomp.settings import check_stomp_section  # the broker owns its section
+
+    check_stomp_section(sections, path, problems)
 
     if any(p.fatal for p in problems):
         return None, problems

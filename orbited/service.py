@@ -132,11 +132,9 @@ class OrbitedServer:
                      f"[{address.host}]" if ":" in address.host else address.host, address.port)
 
     def _attach_broker(self) -> None:
-        from orbited.web import _landed
+        from orbited import stomp
 
-        attach = _landed("orbited.stomp", "attach")
-        if attach is not None:
-            attach(self.context)
+        stomp.attach(self.context)
 
     def _factory_for(self, listener: Listener) -> Any:
         if listener.scheme in ("http", "https"):

@@ -148,8 +148,9 @@ class RootResource(Resource):
 
 
 class OrbitedSite(Site):
-    """TEMPORARY (``http.engine = twisted``): the twisted.web Site for the tree; access lines go to
-    stdlib logging.  Goes when /sockjs and the conformance servers no longer need it."""
+    """``http.engine = twisted``: twisted.web's server for the same tree, kept as a fallback and as
+    the baseline the lean layer is measured against (bench/scenarios/http_core.py); access lines go
+    to stdlib logging."""
 
     def log(self, request: Request) -> None:
         import logging
@@ -178,30 +179,18 @@ def build_root(context: ServerContext, extra_children: dict[bytes, Resource] | N
 def transport_children(context: ServerContext) -> dict[bytes, Resource]:
     """The TCPSocket endpoints (when proxy.enabled) and STOMP over WebSocket."""
     children: dict[bytes, Resource] = {}
+    from orbited.stomp import stomp_children
+    from orbited.transports.legacy import legacy_resource
+    from orbited.transports.sockjs import sockjs_resource
+
     if context.config.settings["proxy.enabled"]:
         from orbited.transports.websocket import websocket_resource
 
         children[b"ws"] = websocket_resource(context)
-        sockjs_resource = _landed("orbited.transports.sockjs", "sockjs_resource")
-        if sockjs_resource is not None:
-            children[b"sockjs"] = sockjs_resource(context)
-        legacy_resource = _landed("orbited.transports.legacy", "legacy_resource")
-        if legacy_resource is not None:
-            children[b"tcp"] = legacy_resource(context)
-    stomp_children = _landed("orbited.stomp", "stomp_children")
-    if stomp_children is not None:
-        children.update(stomp_children(context))
+        children[b"sockjs"] = sockjs_resource(context)
+        children[b"tcp"] = legacy_resource(context)
+    children.update(stomp_children(context))
     return children
-
-
-def _landed(module: str, name: str):
-    """TEMPORARY while transports are being built side by side: the entry point, if present."""
-    import importlib
-
-    try:
-        return getattr(importlib.import_module(module), name, None)
-    except ImportError:
-        return None
 
 
 def build_site(context: ServerContext, extra_children: dict[bytes, Resource] | None = None) -> LeanSite | OrbitedSite:

@@ -95,9 +95,9 @@ class WebSocketSession(WebSocketServerProtocol):
         return SUBPROTOCOL if SUBPROTOCOL in request.protocols else None
 
     def onOpen(self) -> None:
-        # TEMPORARY (http.engine = twisted): twisted.web's channel registered
-        # itself as this socket's producer; the lean layer never does.  The
-        # session protocol registers the backend instead.
+        # With http.engine = twisted, twisted.web's channel registered itself
+        # as this socket's producer (the lean layer never does).  The session
+        # protocol registers the backend instead.
         transport = self.transport
         if getattr(transport, "producer", None) is not None:
             transport.unregisterProducer()
