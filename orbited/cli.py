@@ -123,12 +123,29 @@ def serve(config: Config, ready: Any = None) -> int:
             ready(message)
         return EXIT_START_FAILED
     server.install_signal_handlers()
+    tune_garbage_collector()
     log.info("Orbited %s running (pid %d)", __version__, os.getpid())
     if ready is not None:
         reactor.callWhenRunning(ready, None)
     reactor.run()
     log.info("stopped")
     return EXIT_OK
+
+
+def tune_garbage_collector() -> None:
+    """Keep CPython's cyclic collector off the latency path of a long-running server.
+
+    Everything built at start-up (modules, the resource tree, the config) lives
+    as long as the process: freezing it keeps it out of every later full
+    collection, which with 1,000 polling sessions otherwise took 70-140 ms every
+    few seconds.  Higher thresholds make young collections rarer on a hot path
+    that allocates per message; cyclic garbage is still collected, later.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 50, 100)
 
 
 def worker_args(config: Config) -> list[str]:

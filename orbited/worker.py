@@ -192,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     channel.setblocking(False)
     worker = Worker(args.index, channel, config, reactor)
     reactor.addReader(worker)
+    from orbited.cli import tune_garbage_collector
+
+    tune_garbage_collector()
     LoopingCall(worker.report).start(1.0)
     reactor.addSystemEventTrigger("before", "shutdown", worker.shutdown)
     reactor.run(installSignalHandlers=True)
