@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from typing import Any
 
@@ -112,6 +113,10 @@ def serve(config: Config, ready: Any = None) -> int:
     from orbited.service import OrbitedServer, StartupError
 
     server = OrbitedServer(config, reactor)
+    # Until reactor.run() installs Twisted's handlers, a SIGTERM or SIGINT must
+    # still mean "stop cleanly", not an abrupt death: queue a stop for the loop.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: reactor.callFromThread(reactor.stop))
     try:
         server.listen()
         server.start_workers(worker_args(config))

@@ -101,6 +101,8 @@ def test_write_now_sends_at_once_and_queues_the_rest():
     from twisted.internet.protocol import Protocol
 
     transport = tcp.Connection(client, Protocol(), reactor=Reactor())
+    transport.connected = True
+    peer.settimeout(5)
     for name in ("dataBuffer", "offset", "_tempDataLen", "_writeDisconnected", "socket"):
         assert hasattr(transport, name), name
     write_now(transport, b"at once")
