@@ -10,7 +10,8 @@ does not take goes through ``transport.write`` as before, so ordering, flow
 control (producer pausing) and error handling stay Twisted's.
 
 This reads Twisted's ``FileDescriptor`` buffer attributes (``dataBuffer``,
-``offset``, ``_tempDataLen``); tests/test_directwrite.py pins them.
+``_tempDataLen``, ``_writeDisconnected``); tests/test_wsframes.py pins them.
+Used by /ws, the proxy's backend side, the HTTP layer and the STOMP broker.
 """
 
 from __future__ import annotations
@@ -27,16 +28,13 @@ def write_now(transport: Any, data: bytes) -> None:
         and not transport.disconnecting
         and not transport._writeDisconnected
         and not transport._tempDataLen
-        and transport.offset == len(transport.dataBuffer)
+        and not transport.dataBuffer
     ):
-        try:
-            sent = transport.socket.send(data)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            transport.write(data)  # Twisted's write path notices and reports the failure
-            return
-        if sent == len(data):
-            return
-        data = data[sent:]
+        # writeSomeData is Twisted's own send: it maps EWOULDBLOCK to 0 and a
+        # failed socket to an exception value, which transport.write then handles.
+        sent = transport.writeSomeData(data)
+        if type(sent) is int:
+            if sent == len(data):
+                return
+            data = data[sent:]
     transport.write(data)

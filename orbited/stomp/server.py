@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
+from orbited.directwrite import write_now
 from orbited.stomp.broker import StompBroker
 from orbited.stomp.codec import Frame, encode_frame
 from orbited.stomp.connection import StompConnection
@@ -29,27 +30,6 @@ def peer_address(peer: object) -> str:
     host = getattr(peer, "host", "?")
     port = getattr(peer, "port", 0)
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def send_now(transport: Any, data: bytes) -> None:
-    """``transport.write``, minus Twisted's buffer when it is empty.
-
-    A fan-out writes to a thousand idle sockets at once; through
-    ``transport.write`` each costs two epoll_ctl calls (start, then stop
-    writing) besides the send.  When nothing is queued we send at once and
-    hand Twisted only what the socket did not take, so ordering, flow
-    control (its producer pause) and error handling stay Twisted's.  Only
-    plain TCP transports qualify (they keep ``_tempDataLen``); others,
-    such as TLS, always take the ordinary path.
-    """
-    if not getattr(transport, "_tempDataLen", 1) and not transport.dataBuffer and transport.connected \
-            and not transport.disconnecting:
-        sent = transport.writeSomeData(data)
-        if type(sent) is int:
-            if sent == len(data):
-                return
-            data = data[sent:]
-    transport.write(data)
 
 
 def close_gracefully(transport: Any, reactor: Any, producer_registered: bool) -> None:
@@ -112,12 +92,12 @@ class StompProtocol(Protocol):
             self._held = [data]
             self.batch.held.append(self)
         else:
-            send_now(self.transport, data)
+            write_now(self.transport, data)
 
     def flush(self) -> None:
         held, self._held = self._held, None
         if held:
-            send_now(self.transport, held[0] if len(held) == 1 else b"".join(held))
+            write_now(self.transport, held[0] if len(held) == 1 else b"".join(held))
 
     def close(self, abort: bool) -> None:
         if self._closing:
