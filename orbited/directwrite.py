@@ -29,6 +29,8 @@ def write_now(transport: Any, data: bytes) -> None:
         and not transport._writeDisconnected
         and not transport._tempDataLen
         and not transport.dataBuffer
+        # a pull producer (a static file) is asked for more only when Twisted's buffer drains
+        and (transport.producer is None or transport.streamingProducer)
     ):
         # writeSomeData is Twisted's own send: it maps EWOULDBLOCK to 0 and a
         # failed socket to an exception value, which transport.write then handles.
