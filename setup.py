@@ -41,7 +41,7 @@ setup(
             "ruff==0.17.6",
         ],
         # `make bench`: the plots of docs/performance.md (the peers install themselves under bench/.work).
-        "bench": ["matplotlib>=3.8"],
+        "bench": ["matplotlib>=3.8", "uvloop>=0.19"],
     },
     entry_points={"console_scripts": ["orbited = orbited.cli:main"]},
     classifiers=[
