@@ -18,7 +18,8 @@ import time
 from importlib import resources
 from typing import TYPE_CHECKING
 
-from twisted.web.resource import NoResource, Resource
+from twisted.web.pages import notFound
+from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from orbited import __version__
@@ -125,7 +126,7 @@ class SystemResource(Resource):
     def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"":
             return self
-        return NoResource()
+        return notFound()
 
 
 class RootResource(Resource):
@@ -140,7 +141,7 @@ class RootResource(Resource):
             return self.index.getChildWithDefault(path, request)
         if path == b"":
             return self
-        return NoResource()
+        return notFound()
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"text/html; charset=utf-8")

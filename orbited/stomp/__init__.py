@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from twisted.web.resource import NoResource, Resource
+from twisted.web.pages import notFound
+from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from orbited.stomp.broker import StompBroker
@@ -63,11 +64,11 @@ class StompResource(Resource):
             return self.publish_endpoint
         if path == b"" and self.websocket is not None and not request.postpath:
             return self.websocket
-        return NoResource()
+        return notFound()
 
     def render(self, request: Request) -> bytes:
         if self.websocket is None:
-            return NoResource().render(request)
+            return notFound().render(request)
         return self.websocket.render(request)
 
 
