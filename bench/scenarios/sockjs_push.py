@@ -79,6 +79,37 @@ class Plan:
 
 # =========================================================================== Node programs
 
+PUSH_SCHEDULE_JS = r"""
+// The push schedule, the same in both pushers: each connection belongs to one of `slots` evenly
+// spaced slots of the interval and gets one timestamped message per interval in its slot, so the
+// load is spread evenly (independent sessions, not one broadcast).  stdin: 'stats' prints the
+// counters, 'interval MS' changes the rate.
+const SLOTS = cfg.slots;
+const slots = Array.from({ length: SLOTS }, () => new Set());
+let nextSlot = 0, tick = 0, timer = null, sent = 0, skipped = 0;
+function join(conn) {
+  const slot = slots[nextSlot++ % SLOTS];
+  slot.add(conn);
+  return () => slot.delete(conn);
+}
+function schedule(interval) {
+  if (timer) clearInterval(timer);
+  timer = setInterval(() => {
+    const slot = slots[tick++ % SLOTS];
+    if (!slot.size) return;
+    const stamp = (performance.timeOrigin + performance.now()).toFixed(3).padEnd(cfg.size - 1, ' ');
+    push(slot, stamp);
+  }, interval / SLOTS);
+}
+schedule(cfg.interval);
+require('readline').createInterface({ input: process.stdin }).on('line', (line) => {
+  const [cmd, arg] = line.trim().split(' ');
+  if (cmd === 'interval') { schedule(+arg); return; }
+  process.stdout.write(JSON.stringify({ event: 'stats', sent, skipped }) + '\n');
+});
+process.on('SIGTERM', () => process.exit(0));
+"""
+
 PUSH_BACKEND_JS = r"""
 // A TCP backend for Orbited's TCPSockets: pushes timestamped lines to every connection on a schedule.
 'use strict';
@@ -103,35 +134,7 @@ function push(slot, stamp) {
   }
 }
 
-// The push schedule, the same in both pushers: each connection belongs to one of `slots` evenly
-// spaced slots of the interval and gets one timestamped message per interval in its slot, so the
-// load is spread evenly (independent sessions, not one broadcast).  stdin: 'stats' prints the
-// counters, 'interval MS' changes the rate.
-const SLOTS = cfg.slots;
-const slots = Array.from({ length: SLOTS }, () => new Set());
-let nextSlot = 0, tick = 0, timer = null, sent = 0, skipped = 0;
-function join(conn) {
-  const slot = slots[nextSlot++ % SLOTS];
-  slot.add(conn);
-  return () => slot.delete(conn);
-}
-function schedule(interval) {
-  if (timer) clearInterval(timer);
-  timer = setInterval(() => {
-    const slot = slots[tick++ % SLOTS];
-    if (!slot.size) return;
-    const stamp = (performance.timeOrigin + performance.now()).toFixed(3).padEnd(cfg.size - 1, ' ');
-    push(slot, stamp);
-  }, interval / SLOTS);
-}
-schedule(cfg.interval);
-require('readline').createInterface({ input: process.stdin }).on('line', (line) => {
-  const [cmd, arg] = line.trim().split(' ');
-  if (cmd === 'interval') { schedule(+arg); return; }
-  process.stdout.write(JSON.stringify({ event: 'stats', sent, skipped }) + '\n');
-});
-process.on('SIGTERM', () => process.exit(0));
-"""
+""" + PUSH_SCHEDULE_JS
 
 SOCKJS_PEER_JS = r"""
 // sockjs-node 0.3.24 pushing the same messages on the same schedule from its own handler.
@@ -151,35 +154,7 @@ function push(slot, stamp) {
   for (const conn of slot) { conn.write(stamp); sent++; }  // no backpressure in sockjs-node: it queues
 }
 
-// The push schedule, the same in both pushers: each connection belongs to one of `slots` evenly
-// spaced slots of the interval and gets one timestamped message per interval in its slot, so the
-// load is spread evenly (independent sessions, not one broadcast).  stdin: 'stats' prints the
-// counters, 'interval MS' changes the rate.
-const SLOTS = cfg.slots;
-const slots = Array.from({ length: SLOTS }, () => new Set());
-let nextSlot = 0, tick = 0, timer = null, sent = 0, skipped = 0;
-function join(conn) {
-  const slot = slots[nextSlot++ % SLOTS];
-  slot.add(conn);
-  return () => slot.delete(conn);
-}
-function schedule(interval) {
-  if (timer) clearInterval(timer);
-  timer = setInterval(() => {
-    const slot = slots[tick++ % SLOTS];
-    if (!slot.size) return;
-    const stamp = (performance.timeOrigin + performance.now()).toFixed(3).padEnd(cfg.size - 1, ' ');
-    push(slot, stamp);
-  }, interval / SLOTS);
-}
-schedule(cfg.interval);
-require('readline').createInterface({ input: process.stdin }).on('line', (line) => {
-  const [cmd, arg] = line.trim().split(' ');
-  if (cmd === 'interval') { schedule(+arg); return; }
-  process.stdout.write(JSON.stringify({ event: 'stats', sent, skipped }) + '\n');
-});
-process.on('SIGTERM', () => process.exit(0));
-"""
+""" + PUSH_SCHEDULE_JS
 
 CLIENT_JS = r"""
 // The SockJS load client: n sessions over xhr_streaming or xhr (polling), raw HTTP/1.1 on `net`.
