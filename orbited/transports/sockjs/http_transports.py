@@ -33,7 +33,7 @@ from orbited.transports.sockjs.service import (
     SessionRequest,
     SockJSService,
 )
-from orbited.transports.sockjs.session import SockJSSession
+from orbited.transports.sockjs.session import ReceiverFlow, SockJSSession
 
 if TYPE_CHECKING:
     from orbited.transports.sockjs.ws_transports import WebSocketUpgrade
@@ -69,7 +69,7 @@ def session_request(request: Request, session_id: str, transport: str) -> Sessio
 
 
 @implementer(IPushProducer)
-class HttpReceiver:
+class HttpReceiver(ReceiverFlow):
     """One receiving HTTP response: a poll (one frame) or a stream (frames up to a byte limit).
 
     It is the response's push producer, so a browser that reads slowly pauses
@@ -166,21 +166,6 @@ class HttpReceiver:
             why += f" ({result.getErrorMessage()})"
         self.session.detach(self, lost=why)
 
-    # IPushProducer: the browser's TCP buffer is full, or has room again
-
-    def pauseProducing(self) -> None:
-        if not self.paused:
-            self.paused = True
-            self.session.receiver_paused(self)
-
-    def resumeProducing(self) -> None:
-        if self.paused:
-            self.paused = False
-            if not self.done:
-                self.session.receiver_resumed(self)
-
-    def stopProducing(self) -> None:
-        """The connection is going; notifyFinish reports it."""
 
 
 class SockJSResource(Resource):

@@ -106,6 +106,31 @@ class Receiver(Protocol):
     def resume_reading(self) -> None: ...
 
 
+class ReceiverFlow:
+    """The IPushProducer half every receiver shares: its transport's buffer filled or
+    drained, so the session holds or resumes messages.  A receiver's end is reported
+    by the receiver itself (notifyFinish, onClose, connectionLost), so stopProducing
+    does nothing."""
+
+    session: SockJSSession
+    paused: bool
+    done: bool
+
+    def pauseProducing(self) -> None:
+        if not self.paused:
+            self.paused = True
+            self.session.receiver_paused(self)
+
+    def resumeProducing(self) -> None:
+        if self.paused:
+            self.paused = False
+            if not self.done:
+                self.session.receiver_resumed(self)
+
+    def stopProducing(self) -> None:
+        pass
+
+
 class State(Enum):
     CONNECTING = "connecting"  # no receiver has had the open frame yet
     OPEN = "open"

@@ -37,7 +37,7 @@ from orbited.transports.sockjs.service import (
     SessionRequest,
     SockJSService,
 )
-from orbited.transports.sockjs.session import SockJSSession
+from orbited.transports.sockjs.session import ReceiverFlow, SockJSSession
 
 log = logging.getLogger("orbited.sockjs")
 
@@ -65,7 +65,7 @@ def send_close(protocol: WebSocketServerProtocol, code: int, reason: str) -> Non
 
 
 @implementer(IPushProducer)
-class WebSocketReceiver:
+class WebSocketReceiver(ReceiverFlow):
     """The receiving side of one autobahn socket, framed or raw."""
 
     def __init__(self, protocol: SockJSWebSocketProtocol, session: SockJSSession, raw: bool):
@@ -112,21 +112,6 @@ class WebSocketReceiver:
     def resume_reading(self) -> None:
         self.protocol.transport.resumeProducing()
 
-    # IPushProducer, registered with the socket's TCP transport
-
-    def pauseProducing(self) -> None:
-        if not self.paused:
-            self.paused = True
-            self.session.receiver_paused(self)
-
-    def resumeProducing(self) -> None:
-        if self.paused:
-            self.paused = False
-            if not self.done:
-                self.session.receiver_resumed(self)
-
-    def stopProducing(self) -> None:
-        """The socket is closing; onClose reports it."""
 
 
 class SockJSWebSocketProtocol(WebSocketServerProtocol):
@@ -229,7 +214,7 @@ class SockJSWebSocketProtocol(WebSocketServerProtocol):
 
 
 @implementer(IPushProducer)
-class Hixie76Connection(Protocol):
+class Hixie76Connection(ReceiverFlow, Protocol):
     """A framed SockJS session over hixie-76: protocol and receiver in one."""
 
     def __init__(self, session: SockJSSession, key1: str, key2: str, head: bytes, max_message: int):
@@ -318,19 +303,6 @@ class Hixie76Connection(Protocol):
     def resume_reading(self) -> None:
         self.transport.resumeProducing()
 
-    def pauseProducing(self) -> None:
-        if not self.paused:
-            self.paused = True
-            self.session.receiver_paused(self)
-
-    def resumeProducing(self) -> None:
-        if self.paused:
-            self.paused = False
-            if not self.done:
-                self.session.receiver_resumed(self)
-
-    def stopProducing(self) -> None:
-        pass
 
 
 # ---------------------------------------------------------------------------
