@@ -16,7 +16,6 @@ import json
 import os
 import selectors
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -26,26 +25,7 @@ from typing import Any, Self
 _LIVE: set[subprocess.Popen] = set()
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port the kernel just gave out on ``host``; racy, but only our own processes bind here."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 30.0,
-              proc: subprocess.Popen | None = None) -> None:
-    """Block until something accepts on ``host:port``; fail early if ``proc`` died."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode} before {host}:{port} opened")
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"{host}:{port} did not open within {timeout}s")
+from orbited.testing.ports import free_port, wait_port  # noqa: F401 (re-exported)
 
 
 def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
