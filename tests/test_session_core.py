@@ -18,6 +18,7 @@ from orbited.config import load_text
 from orbited.context import ServerContext
 from orbited.proxy import BackendConnection, State, TCPSocketProxy
 from orbited.session import ISession
+from tests.support.fakes import RecordingProducer
 
 
 @implementer(ISession)
@@ -177,17 +178,6 @@ class CometProbe(CometSession):
         self.finish(reason)
 
 
-class Producer:
-    def __init__(self) -> None:
-        self.paused = False
-
-    def pauseProducing(self) -> None:
-        self.paused = True
-
-    def resumeProducing(self) -> None:
-        self.paused = False
-
-
 def comet(max_buffer: int = 4000) -> CometProbe:
     context = ServerContext(load_text(f"[global]\nsession.max_buffer = {max_buffer}\n", "t.cfg"),
                             MemoryReactorClock())
@@ -198,7 +188,7 @@ def comet(max_buffer: int = 4000) -> CometProbe:
 
 def test_comet_watermarks_pause_and_resume_the_backend():
     session = comet(4000)
-    producer = Producer()
+    producer = RecordingProducer()
     session.registerProducer(producer, True)
     session.write(b"x" * 900)
     assert not producer.paused

@@ -17,6 +17,7 @@ from orbited.session import SHUTDOWN_REASON
 from orbited.transports.sockjs.service import SessionRefused, SessionRequest, SockJSOptions, SockJSService
 from orbited.transports.sockjs.session import SockJSHandler, SockJSSession, State
 from orbited.transports.sockjs.tcpsocket import SockJSTCPSocket, tcpsocket_service
+from tests.support.fakes import RecordingProducer
 
 HEARTBEAT = 25.0
 DELAY = 5.0
@@ -538,7 +539,7 @@ def test_tcpsocket_a_browser_that_never_drains_is_closed_and_released(clock, cap
     context, proxies = tcp_context(clock)
     session, adapter = tcp_session(clock, context)
     receiver(session, polling=True)
-    backend = FakeBackend()
+    backend = RecordingProducer()
     adapter.registerProducer(backend, True)
     adapter.write(b"x" * 300)  # 400 base64 characters: over high (250), under the bound (1000)
     assert backend.paused
@@ -554,7 +555,7 @@ def test_tcpsocket_backend_resumes_when_the_browser_drains(clock):
     context, _ = tcp_context(clock)
     session, adapter = tcp_session(clock, context)
     receiver(session, polling=True)
-    backend = FakeBackend()
+    backend = RecordingProducer()
     adapter.registerProducer(backend, True)
     adapter.write(b"x" * 300)
     assert backend.paused
@@ -584,20 +585,6 @@ def test_tcpsocket_service_refuses_when_full_and_originless_when_origins_restric
     assert refused.value.status == 503
     open_context, _ = tcp_context(clock)
     assert tcpsocket_service(open_context).originless_refusal() is None
-
-
-class FakeBackend:
-    def __init__(self) -> None:
-        self.paused = False
-
-    def pauseProducing(self) -> None:
-        self.paused = True
-
-    def resumeProducing(self) -> None:
-        self.paused = False
-
-    def stopProducing(self) -> None:
-        pass
 
 
 # ---------------------------------------------------------------------------
