@@ -291,6 +291,7 @@ RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
 def start_rabbitmq(ctx: Any) -> dict:
     """RabbitMQ 3.10 (Debian) with the STOMP and Web-STOMP plugins, all state in the work dir."""
     from bench.common import SetupError, free_port, wait_port
+    from tests.support.peers import rabbitmq_env  # the same loopback-only node setup as the tests'
 
     if not (RABBIT_BIN / "rabbitmq-server").exists():
         raise SetupError("rabbitmq-server is not installed (apt-get install rabbitmq-server)")
@@ -304,21 +305,7 @@ def start_rabbitmq(ctx: Any) -> dict:
         f"web_stomp.tcp.port = {ws_port}\n"
         "web_stomp.tcp.ip = 127.0.0.1\n"
         "loopback_users = none\n")
-    env = {
-        "HOME": str(work / "home"),
-        "RABBITMQ_NODENAME": f"bench{stomp_port}@localhost",
-        "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
-        "RABBITMQ_NODE_PORT": str(amqp_port),
-        "RABBITMQ_DIST_PORT": str(dist_port),
-        "ERL_EPMD_ADDRESS": "127.0.0.1",
-        "ERL_EPMD_PORT": str(epmd_port),
-        "RABBITMQ_MNESIA_BASE": str(work / "mnesia"),
-        "RABBITMQ_LOG_BASE": str(work / "log"),
-        "RABBITMQ_CONFIG_FILE": str(work / "rabbitmq"),
-        "RABBITMQ_ENABLED_PLUGINS_FILE": str(work / "enabled_plugins"),
-        "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
-        "PATH": f"{RABBIT_BIN}:{os.environ['PATH']}",
-    }
+    env = rabbitmq_env(work, f"bench{stomp_port}", amqp_port, dist_port, epmd_port)
     full_env = {**os.environ, **env}
     subprocess.run([str(RABBIT_BIN / "rabbitmq-plugins"), "enable", "--offline", "rabbitmq_stomp",
                     "rabbitmq_web_stomp"], env=full_env, check=True, capture_output=True)

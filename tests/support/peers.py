@@ -120,9 +120,32 @@ def start_prosody(users: dict[str, str]) -> Peer:
     return peer
 
 
+RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
+
+
+def rabbitmq_env(work: Path, node: str, amqp_port: int, dist_port: int, epmd_port: int) -> dict[str, str]:
+    """A RabbitMQ node with every port on loopback and all state under ``work`` (run as root,
+    without the Debian wrappers); ``work`` holds home/, mnesia/, log/ and rabbitmq.conf."""
+    return {
+        "HOME": str(work / "home"),
+        "RABBITMQ_NODENAME": f"{node}@localhost",
+        "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+        "RABBITMQ_NODE_PORT": str(amqp_port),
+        "RABBITMQ_DIST_PORT": str(dist_port),
+        "ERL_EPMD_ADDRESS": "127.0.0.1",
+        "ERL_EPMD_PORT": str(epmd_port),
+        "RABBITMQ_MNESIA_BASE": str(work / "mnesia"),
+        "RABBITMQ_LOG_BASE": str(work / "log"),
+        "RABBITMQ_CONFIG_FILE": str(work / "rabbitmq"),
+        "RABBITMQ_ENABLED_PLUGINS_FILE": str(work / "enabled_plugins"),
+        "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+        "PATH": f"{RABBITMQ_BIN}:{os.environ['PATH']}",
+    }
+
+
 def start_rabbitmq() -> Peer:
     """RabbitMQ with the STOMP plugin; peer.port is the STOMP port (guest/guest)."""
-    bindir = Path("/usr/lib/rabbitmq/bin")
+    bindir = RABBITMQ_BIN
     if not (bindir / "rabbitmq-server").exists():
         raise PeerMissing("rabbitmq-server is not installed (make test installs it with apt-get)")
     work = scratch_dir("rabbitmq-")
@@ -134,23 +157,7 @@ def start_rabbitmq() -> Peer:
         f"stomp.listeners.tcp.1 = 127.0.0.1:{stomp_port}\n"
         "loopback_users = none\n"
     )
-    nodename = f"orbited{stomp_port}@localhost"
-    env = {
-        **os.environ,
-        "HOME": str(work / "home"),
-        "RABBITMQ_NODENAME": nodename,
-        "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
-        "RABBITMQ_NODE_PORT": str(amqp_port),
-        "RABBITMQ_DIST_PORT": str(dist_port),
-        "ERL_EPMD_ADDRESS": "127.0.0.1",
-        "ERL_EPMD_PORT": str(epmd_port),
-        "RABBITMQ_MNESIA_BASE": str(work / "mnesia"),
-        "RABBITMQ_LOG_BASE": str(work / "log"),
-        "RABBITMQ_CONFIG_FILE": str(work / "rabbitmq"),
-        "RABBITMQ_ENABLED_PLUGINS_FILE": str(work / "enabled_plugins"),
-        "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
-        "PATH": f"{bindir}:{os.environ['PATH']}",
-    }
+    env = {**os.environ, **rabbitmq_env(work, f"orbited{stomp_port}", amqp_port, dist_port, epmd_port)}
     subprocess.run([str(bindir / "rabbitmq-plugins"), "enable", "--offline", "rabbitmq_stomp"],
                    env=env, check=True, capture_output=True)
     log = open(work / "out", "wb")
