@@ -25,6 +25,7 @@ from bench.peers import (
     REPO,
     WORK,
     SetupError,
+    c_client,
     node,
     node_modules,
     python_venv,
@@ -34,7 +35,7 @@ from bench.procs import JsonLines, ProcessSet, free_port, stop_process, wait_por
 __all__ = [
     "BENCH", "PEERS", "REPO", "WORK",
     "CpuWindow", "JsonLines", "Memory", "ProcessSet", "ScenarioContext", "SetupError",
-    "free_port", "group_cpu_seconds", "group_memory", "group_pids", "machine_cpu_seconds",
+    "c_client", "free_port", "group_cpu_seconds", "group_memory", "group_pids", "machine_cpu_seconds",
     "machine_info", "node", "node_modules", "percentile", "python_venv", "stop_process",
     "summarize", "wait_for_quiet", "wait_port",
 ]

@@ -54,6 +54,25 @@ def node() -> str:
     return path
 
 
+def c_client(name: str) -> Path:
+    """``bench/client/<name>.c`` compiled to ``bench/.work/bin/<name>``, rebuilt when the source is newer.
+
+    Load clients that must cost the machine almost nothing per connection or per
+    delivery are written in C (one epoll loop, fixed buffers); the servers they
+    measure share the same two cores with them.
+    """
+    source = BENCH / "client" / f"{name}.c"
+    binary = WORK / "bin" / name
+    if binary.exists() and binary.stat().st_mtime >= source.stat().st_mtime:
+        return binary
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise SetupError("no C compiler for the load clients (apt-get install gcc)")
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    _run([compiler, "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(binary), str(source)], f"compile {source.name}")
+    return binary
+
+
 def node_modules() -> Path:
     """``bench/node_modules`` installed from ``bench/package-lock.json`` (npm ci) when missing or stale."""
     modules = BENCH / "node_modules"
