@@ -28,6 +28,8 @@ from bench.peers import (
     c_client,
     node,
     node_modules,
+    python27,
+    python27_packages,
     python_venv,
 )
 from bench.procs import JsonLines, ProcessSet, free_port, stop_process, wait_port
@@ -36,6 +38,6 @@ __all__ = [
     "BENCH", "PEERS", "REPO", "WORK",
     "CpuWindow", "JsonLines", "Memory", "ProcessSet", "ScenarioContext", "SetupError",
     "c_client", "free_port", "group_cpu_seconds", "group_memory", "group_pids", "machine_cpu_seconds",
-    "machine_info", "node", "node_modules", "percentile", "python_venv", "stop_process",
-    "summarize", "wait_for_quiet", "wait_port",
+    "machine_info", "node", "node_modules", "percentile", "python27", "python27_packages", "python_venv",
+    "stop_process", "summarize", "wait_for_quiet", "wait_port",
 ]

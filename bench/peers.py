@@ -10,6 +10,7 @@ lock file, the same way ``.ci/test-deps`` installs ``tests/js``.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -45,6 +46,41 @@ def python_venv(name: str, requirements: Sequence[str]) -> Path:
          f"pip install {' '.join(requirements)} for {name}")
     stamp.write_text(wanted)
     return venv / "bin"
+
+
+def python27() -> Path:
+    """The image's CPython 2.7 (pyenv), for peers that only run on Python 2; never needed by CI."""
+    roots = [Path(os.environ["PYENV_ROOT"])] if os.environ.get("PYENV_ROOT") else []
+    roots.append(Path.home() / ".pyenv")
+    for root in roots:
+        for candidate in sorted((root / "versions").glob("2.7*/bin/python2.7"), reverse=True):
+            return candidate
+    raise SetupError("no CPython 2.7 under pyenv (pyenv install 2.7.18); the Orbited 0.7 peer needs it")
+
+
+def python27_packages(name: str, requirements: Sequence[str]) -> Path:
+    """``requirements`` pip-installed for CPython 2.7 into ``bench/.work/peers/<name>/lib`` (a PYTHONPATH dir).
+
+    ``--target`` rather than a venv: 2.7's venv support is virtualenv, not in the
+    image.  Namespace packages (zope) get the ``__init__.py`` that their .pth
+    file would otherwise provide, since PYTHONPATH directories skip .pth files.
+    """
+    home = PEERS / name
+    lib = home / "lib"
+    stamp = home / ".installed"
+    wanted = "\n".join(requirements) + "\n"
+    if stamp.exists() and stamp.read_text() == wanted and lib.is_dir():
+        return lib
+    if lib.exists():
+        shutil.rmtree(lib)
+    home.mkdir(parents=True, exist_ok=True)
+    _run([str(python27()), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target",
+          str(lib), *requirements], f"pip install {' '.join(requirements)} for {name} (CPython 2.7)")
+    for namespace in ("zope",):
+        if (lib / namespace).is_dir():
+            (lib / namespace / "__init__.py").touch()
+    stamp.write_text(wanted)
+    return lib
 
 
 def node() -> str:
