@@ -417,18 +417,6 @@ def orbited_config(workdir: Path, port: int, backend: int) -> Path:
     return config
 
 
-def start_orbited(ctx: ScenarioContext, backend: int, tag: str):
-    busy = wait_for_quiet()
-    if busy > 0.3:
-        ctx.log(f"machine still busy ({busy:.2f} cores used by other processes); measuring anyway")
-    workdir = fresh_dir(ctx.workdir / f"orbited-{tag}")
-    port = free_port()
-    config = orbited_config(workdir, port, backend)
-    proc = ctx.procs.start([*ctx.orbited, "--config", str(config)], log=workdir / "server.log", cwd=workdir)
-    wait_port(port, proc=proc)
-    return proc, port
-
-
 def fresh_dir(base: Path) -> Path:
     """``base``, or ``base-2``, ``base-3``... for repeated runs of one measurement."""
     path, index = base, 1
@@ -449,16 +437,22 @@ def orbited07_config(workdir: Path, port: int, backend: int) -> Path:
     return config
 
 
-def start_orbited07(ctx: ScenarioContext, backend: int, tag: str, lib: Path):
+def start_server(ctx: ScenarioContext, backend: int, tag: str, lib07: Path | None = None):
+    """A fresh Orbited, or with ``lib07`` a fresh Orbited 0.7.10, on a free port; (process, port)."""
     busy = wait_for_quiet()
     if busy > 0.3:
         ctx.log(f"machine still busy ({busy:.2f} cores used by other processes); measuring anyway")
-    workdir = fresh_dir(ctx.workdir / f"orbited07-{tag}")
     port = free_port()
-    config = orbited07_config(workdir, port, backend)
-    launch = "import sys; from orbited.start import main; sys.argv = ['orbited', '--config', sys.argv[1]]; main()"
-    argv = [str(python27()), "-c", launch, str(config)]
-    proc = ctx.procs.start(argv, log=workdir / "server.log", cwd=workdir, env={"PYTHONPATH": str(lib)})
+    env = None
+    if lib07 is None:
+        workdir = fresh_dir(ctx.workdir / f"orbited-{tag}")
+        argv = [*ctx.orbited, "--config", str(orbited_config(workdir, port, backend))]
+    else:
+        workdir = fresh_dir(ctx.workdir / f"orbited07-{tag}")
+        launch = "import sys; from orbited.start import main; sys.argv = ['orbited', '--config', sys.argv[1]]; main()"
+        argv = [str(python27()), "-c", launch, str(orbited07_config(workdir, port, backend))]
+        env = {"PYTHONPATH": str(lib07)}
+    proc = ctx.procs.start(argv, log=workdir / "server.log", cwd=workdir, env=env)
     wait_port(port, proc=proc)
     return proc, port
 
@@ -474,10 +468,7 @@ def measure_echo(ctx: ScenarioContext, plan: Plan, backend: int, backend_pid: in
                  lib07: Path | None = None) -> dict:
     """Orbited, or with ``lib07`` Orbited 0.7.10, under the echo load."""
     label = "orbited07" if lib07 is not None else "orbited"
-    if lib07 is not None:
-        proc, port = start_orbited07(ctx, backend, f"echo-{transport}", lib07)
-    else:
-        proc, port = start_orbited(ctx, backend, f"echo-{transport}")
+    proc, port = start_server(ctx, backend, f"echo-{transport}", lib07)
     try:
         lines = start_client(ctx, f"echo-{transport}-{label}", mode="echo", port=port, transport=transport,
                              target=f"127.0.0.1:{backend}", n=plan.sessions, size=plan.size,
@@ -507,7 +498,7 @@ def fd_count(pid: int) -> int:
 
 
 def measure_idle(ctx: ScenarioContext, plan: Plan, backend: int) -> dict:
-    proc, port = start_orbited(ctx, backend, "idle")
+    proc, port = start_server(ctx, backend, "idle")
     try:
         warm = start_client(ctx, "idle-warm", mode="hold", port=port, target=f"127.0.0.1:{backend}", n=1)
         warm.expect("step", 60)
