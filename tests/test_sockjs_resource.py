@@ -20,24 +20,9 @@ from orbited.transports.sockjs.http_transports import SockJSResource
 from orbited.transports.sockjs.tcpsocket import tcpsocket_service
 from orbited.transports.sockjs.ws_transports import SockJSWebSocketProtocol, WebSocketUpgrade
 from orbited.transports.websocket import websocket_factory
+from tests.support.fakes import RecordingProxy
 
-
-class FakeProxy:
-    def __init__(self) -> None:
-        self.data: list[bytes] = []
-        self.closed: list[str] = []
-
-    def sessionOpened(self, session) -> None:
-        self.session = session
-
-    def dataReceived(self, data: bytes) -> None:
-        self.data.append(data)
-
-    def sessionClosed(self, reason: str) -> None:
-        self.closed.append(reason)
-
-
-ENGINES = getattr(config, "HTTP_ENGINES", ("twisted",))
+ENGINES = config.HTTP_ENGINES
 
 
 class Harness:
@@ -45,10 +30,10 @@ class Harness:
         self.clock = Clock()
         self.context = ServerContext(load_text("[global]\nsession.ping_interval = 25\nsession.ping_timeout = 5\n"
                                                + extra), self.clock)
-        self.proxies: list[FakeProxy] = []
+        self.proxies: list[RecordingProxy] = []
 
-        def new_protocol() -> FakeProxy:
-            self.proxies.append(FakeProxy())
+        def new_protocol() -> RecordingProxy:
+            self.proxies.append(RecordingProxy())
             return self.proxies[-1]
 
         self.context.newSessionProtocol = new_protocol  # type: ignore[method-assign]

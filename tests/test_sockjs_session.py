@@ -17,7 +17,7 @@ from orbited.session import SHUTDOWN_REASON
 from orbited.transports.sockjs.service import SessionRefused, SessionRequest, SockJSOptions, SockJSService
 from orbited.transports.sockjs.session import SockJSHandler, SockJSSession, State
 from orbited.transports.sockjs.tcpsocket import SockJSTCPSocket, tcpsocket_service
-from tests.support.fakes import RecordingProducer
+from tests.support.fakes import RecordingProducer, RecordingProxy
 
 HEARTBEAT = 25.0
 DELAY = 5.0
@@ -446,29 +446,13 @@ def test_service_keeps_http_sessions_and_forgets_them_at_the_end(clock):
 # the TCPSocket adapter
 
 
-class FakeProxy:
-    def __init__(self) -> None:
-        self.session = None
-        self.data: list[bytes] = []
-        self.closed: list[str] = []
-
-    def sessionOpened(self, session) -> None:
-        self.session = session
-
-    def dataReceived(self, data: bytes) -> None:
-        self.data.append(data)
-
-    def sessionClosed(self, reason: str) -> None:
-        self.closed.append(reason)
-
-
-def tcp_context(clock: Clock, extra: str = "") -> tuple[ServerContext, list[FakeProxy]]:
+def tcp_context(clock: Clock, extra: str = "") -> tuple[ServerContext, list[RecordingProxy]]:
     context = ServerContext(load_text("[global]\nsession.ping_interval = 25\nsession.ping_timeout = 5\n"
                                       "session.max_buffer = 1000\n" + extra), clock)
-    proxies: list[FakeProxy] = []
+    proxies: list[RecordingProxy] = []
 
-    def new_protocol() -> FakeProxy:
-        proxies.append(FakeProxy())
+    def new_protocol() -> RecordingProxy:
+        proxies.append(RecordingProxy())
         return proxies[-1]
 
     context.newSessionProtocol = new_protocol  # type: ignore[method-assign]

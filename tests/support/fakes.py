@@ -1,4 +1,4 @@
-"""Test doubles for Twisted's producer interfaces, where no real peer is involved."""
+"""Test doubles for Twisted's producer interfaces and for the proxy side of a session, where no real peer is involved."""
 
 from __future__ import annotations
 
@@ -18,3 +18,21 @@ class RecordingProducer:
 
     def stopProducing(self) -> None:
         self.stopped = True
+
+
+class RecordingProxy:
+    """An ISessionProtocol that records what a session hands it, in place of the TCP proxy."""
+
+    def __init__(self) -> None:
+        self.session = None
+        self.data: list[bytes] = []
+        self.closed: list[str] = []
+
+    def sessionOpened(self, session) -> None:
+        self.session = session
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data.append(data)
+
+    def sessionClosed(self, reason: str) -> None:
+        self.closed.append(reason)
