@@ -24,6 +24,26 @@ log = logging.getLogger("orbited.session")
 # Close reason used for every session when the server stops.
 SHUTDOWN_REASON = "server shutting down"
 
+# The close codes a browser sees, the same on /ws and /sockjs: 4000 + the TCPSocket
+# error code (4106 for Unauthorized) after a refused handshake, 1001 at shutdown,
+# 1000 otherwise.
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+ERROR_CLOSE_BASE = 4000
+MAX_CLOSE_REASON = 123  # bytes of UTF-8 in a WebSocket close frame; SockJS keeps the same bound
+
+
+def close_code(reason: str, code: int | None) -> int:
+    """The close code for ``ISession.close(reason, code)``."""
+    if code is not None:
+        return ERROR_CLOSE_BASE + code
+    return CLOSE_GOING_AWAY if reason == SHUTDOWN_REASON else CLOSE_NORMAL
+
+
+def close_reason(reason: str) -> str:
+    """``reason`` cut to the close-frame bound, between characters."""
+    return reason.encode("utf-8")[:MAX_CLOSE_REASON].decode("utf-8", "ignore")
+
 
 class ISession(IPushProducer, IConsumer):
     """One browser socket, whatever carries it.

@@ -33,7 +33,7 @@ from autobahn.websocket.types import ConnectionDeny
 from zope.interface import implementer
 
 from orbited.directwrite import write_now
-from orbited.session import SHUTDOWN_REASON, ISession, ISessionProtocol
+from orbited.session import ISession, ISessionProtocol, close_code, close_reason
 from orbited.transports.wsframes import binary_frame_header, take_binary_frames
 
 if TYPE_CHECKING:
@@ -42,15 +42,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("orbited.transports.websocket")
 
 SUBPROTOCOL = "binary"
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-ERROR_CLOSE_BASE = 4000  # + the TCPSocket error code: 4106 for Unauthorized
-
-
-def close_reason(reason: str) -> bytes:
-    """A close reason must fit the 123-byte limit of a close frame, as whole UTF-8 characters."""
-    return reason.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
-
 
 class _LazyFormat:
     """pformat on demand: autobahn formats its options for a debug line on every
@@ -160,14 +151,8 @@ class WebSocketSession(WebSocketServerProtocol):
         self.sendMessage(reply.encode("ascii"), False)
 
     def close(self, reason: str, code: int | None = None) -> None:
-        if code is not None:
-            wscode = ERROR_CLOSE_BASE + code
-        elif reason == SHUTDOWN_REASON:
-            wscode = CLOSE_GOING_AWAY
-        else:
-            wscode = CLOSE_NORMAL
         # sendCloseFrame, not sendClose: autobahn's sendClose refuses 1001 (going away).
-        self.sendCloseFrame(wscode, close_reason(reason))
+        self.sendCloseFrame(close_code(reason, code), close_reason(reason).encode("utf-8"))
 
     def pauseProducing(self) -> None:
         self.transport.pauseProducing()

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from zope.interface import implementer
 
 from orbited.comet import CometSession
-from orbited.session import SHUTDOWN_REASON, ISession
+from orbited.session import ISession, close_code, close_reason
 from orbited.transports.sockjs.http_transports import SockJSResource
 from orbited.transports.sockjs.service import (
     SessionRefused,
@@ -46,11 +46,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("orbited.sockjs")
 
-ERROR_CLOSE_BASE = 4000  # + the TCPSocket error code, as on /ws
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
 CLOSE_BAD_MESSAGE = 1007  # RFC 6455's "data inconsistent with the message type"
-MAX_REASON = 123  # the same bound as a WebSocket close reason
 
 ORIGINLESS_REFUSAL = (
     "this transport cannot carry a checkable Origin header and [global] origins restricts "
@@ -58,8 +54,6 @@ ORIGINLESS_REFUSAL = (
 )
 
 
-def close_reason(reason: str) -> str:
-    return reason.encode("utf-8")[:MAX_REASON].decode("utf-8", "ignore")
 
 
 @implementer(ISession, ISockJSHandler)
@@ -122,15 +116,9 @@ class SockJSTCPSocket(CometSession):
         connection = self.connection
         if connection is None:
             return
-        if code is not None:
-            sockjs_code = ERROR_CLOSE_BASE + code
-        elif reason == SHUTDOWN_REASON:
-            sockjs_code = CLOSE_GOING_AWAY
-        else:
-            sockjs_code = CLOSE_NORMAL
         # Over the bound: the browser is not reading, so what is queued will never go.
         stalled = self.queued_bytes > self.limit
-        connection.close(sockjs_code, close_reason(reason), discard=stalled)
+        connection.close(close_code(reason, code), close_reason(reason), discard=stalled)
 
     def pauseProducing(self) -> None:
         super().pauseProducing()

@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
+from orbited.session import close_reason
 from orbited.transports.sockjs import framing, hixie76
 from orbited.transports.sockjs.http_transports import client_address, session_request
 from orbited.transports.sockjs.routing import Kind, Route
@@ -50,14 +51,9 @@ def ws_close_code(code: int) -> int:
     return code if code in (WS_NORMAL, 1001) or 3000 <= code <= 4999 else WS_NORMAL
 
 
-def ws_close_reason(reason: str) -> bytes:
-    """A WebSocket close reason must fit in 123 bytes of UTF-8, cut between characters."""
-    return reason.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
-
-
 def send_close(protocol: WebSocketServerProtocol, code: int, reason: str) -> None:
     # sendCloseFrame, not sendClose: autobahn's sendClose refuses 1001.
-    protocol.sendCloseFrame(ws_close_code(code), ws_close_reason(reason), isReply=False)
+    protocol.sendCloseFrame(ws_close_code(code), close_reason(reason).encode("utf-8"), isReply=False)
 
 
 # ---------------------------------------------------------------------------
