@@ -75,7 +75,6 @@ function frame(opcode, payload) {
 // payload bytes of data frames as they arrive (a frame may come in pieces).
 class Session {
   constructor() {
-    this.t = { start: 0, open: 0, ready: 0, echo: 0 };
     this.sock = null;
     this.closed = false;
     this.onData = null;
@@ -92,8 +91,6 @@ class Session {
   // when there is one) and, with `probe`, after the probe's echo came back.
   open(probe) {
     return new Promise((resolve, reject) => {
-      const t = this.t;
-      t.start = now();
       let settled = false;
       const fail = (why) => {
         if (settled) return;
@@ -104,13 +101,11 @@ class Session {
       const done = () => { settled = true; this.onData = null; resolve(this); };
       let got = 0;
       const ready = () => {
-        t.ready = now();
         if (!probe) { done(); return; }
-        this.onData = (buf, a, b) => { got += b - a; if (got >= PROBE_SIZE) { t.echo = now(); done(); } };
+        this.onData = (buf, a, b) => { got += b - a; if (got >= PROBE_SIZE) done(); };
         this.sock.write(probe);
       };
       this.onOpen = () => {
-        t.open = now();
         if (!cfg.target) { ready(); return; }
         this.onData = (buf, a, b) => {
           if (this.op !== 1 || b - a !== 1 || buf[a] !== 0x31) {

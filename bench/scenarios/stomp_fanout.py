@@ -28,8 +28,10 @@ import os
 import pwd
 import subprocess
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+
+from bench.common import CpuWindow, SetupError, c_client, free_port, wait_for_quiet, wait_port
+from tests.support.peers import RABBITMQ_BIN, rabbitmq_env  # the same loopback-only node setup as the tests'
 
 NAME = "stomp_fanout"
 TOPIC = "/topic/bench-fanout"
@@ -60,8 +62,6 @@ def _root_user_line() -> str:
 
 
 def start_orbited(ctx: Any, label: str) -> dict:
-    from bench.common import free_port, wait_port
-
     http, stomp = free_port(), free_port()
     cfg = ctx.workdir / f"{label}.cfg"
     cfg.write_text(f"""\
@@ -83,15 +83,9 @@ heartbeat = 0,0
             "stop": lambda: ctx.procs.stop(proc)}
 
 
-RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
-
-
 def start_rabbitmq(ctx: Any) -> dict:
     """RabbitMQ 3.10 (Debian) with the STOMP and Web-STOMP plugins, all state in the work dir."""
-    from bench.common import SetupError, free_port, wait_port
-    from tests.support.peers import rabbitmq_env  # the same loopback-only node setup as the tests'
-
-    if not (RABBIT_BIN / "rabbitmq-server").exists():
+    if not (RABBITMQ_BIN / "rabbitmq-server").exists():
         raise SetupError("rabbitmq-server is not installed (apt-get install rabbitmq-server)")
     work = ctx.workdir / "rabbitmq"
     for sub in ("home", "mnesia", "log"):
@@ -105,18 +99,18 @@ def start_rabbitmq(ctx: Any) -> dict:
         "loopback_users = none\n")
     env = rabbitmq_env(work, f"bench{stomp_port}", amqp_port, dist_port, epmd_port)
     full_env = {**os.environ, **env}
-    subprocess.run([str(RABBIT_BIN / "rabbitmq-plugins"), "enable", "--offline", "rabbitmq_stomp",
+    subprocess.run([str(RABBITMQ_BIN / "rabbitmq-plugins"), "enable", "--offline", "rabbitmq_stomp",
                     "rabbitmq_web_stomp"], env=full_env, check=True, capture_output=True)
-    proc = ctx.procs.start([RABBIT_BIN / "rabbitmq-server"], log=work / "out", env=env)
+    proc = ctx.procs.start([RABBITMQ_BIN / "rabbitmq-server"], log=work / "out", env=env)
     wait_port(stomp_port, timeout=90)
     wait_port(ws_port, timeout=60)
-    subprocess.run([str(RABBIT_BIN / "rabbitmqctl"), "await_startup", "--timeout", "60"], env=full_env,
+    subprocess.run([str(RABBITMQ_BIN / "rabbitmqctl"), "await_startup", "--timeout", "60"], env=full_env,
                    check=True, capture_output=True, timeout=90)
-    version = subprocess.run([str(RABBIT_BIN / "rabbitmqctl"), "version"], env=full_env, capture_output=True,
+    version = subprocess.run([str(RABBITMQ_BIN / "rabbitmqctl"), "version"], env=full_env, capture_output=True,
                              text=True, timeout=60).stdout.strip() or "3.10"
 
     def stop() -> None:
-        subprocess.run([str(RABBIT_BIN / "rabbitmqctl"), "stop"], env=full_env, capture_output=True, timeout=60)
+        subprocess.run([str(RABBITMQ_BIN / "rabbitmqctl"), "stop"], env=full_env, capture_output=True, timeout=60)
         ctx.procs.stop(proc)
         subprocess.run(["epmd", "-kill"], env=full_env, capture_output=True, timeout=20)
 
@@ -129,8 +123,6 @@ def start_rabbitmq(ctx: Any) -> dict:
 
 
 def measure(ctx: Any, broker: dict, transport: str, plan: Plan, label: str) -> dict:
-    from bench.common import CpuWindow, c_client, wait_for_quiet
-
     binary = c_client("stompload")  # before waiting for quiet: the first use compiles it
     busy = wait_for_quiet(max_wait=60)  # other people's load on this shared machine
     port = broker["tcp_port"] if transport == "tcp" else broker["ws_port"]
