@@ -97,9 +97,16 @@ def main(argv: list[str] | None = None) -> int:
 def install_reactor(name: str | None) -> None:
     """[global] reactor, installed before anything imports twisted.internet.reactor."""
     if name in (None, "default"):
+        # Twisted's default is epoll wherever epoll exists; there, Orbited's leaner subclass of it.
+        if not hasattr(__import__("select"), "epoll"):
+            return
+        name = "epoll"
+    if name == "epoll":
+        from orbited import reactor
+
+        reactor.install()
         return
-    module = {"epoll": "epollreactor", "poll": "pollreactor", "select": "selectreactor",
-              "kqueue": "kqreactor"}[name]
+    module = {"poll": "pollreactor", "select": "selectreactor", "kqueue": "kqreactor"}[name]
     installer = __import__(f"twisted.internet.{module}", fromlist=["install"])
     installer.install()
     if name == "select":
