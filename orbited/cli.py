@@ -106,7 +106,8 @@ def install_reactor(name: str | None) -> None:
 
         reactor.install()
         return
-    module = {"poll": "pollreactor", "select": "selectreactor", "kqueue": "kqreactor"}[name]
+    module = {"twisted-epoll": "epollreactor", "poll": "pollreactor", "select": "selectreactor",
+              "kqueue": "kqreactor"}[name]
     installer = __import__(f"twisted.internet.{module}", fromlist=["install"])
     installer.install()
     if name == "select":

@@ -26,7 +26,7 @@ TEST_SERVER_SCHEMES = ("echo", "lineecho", "rude", "announce", "monitor")
 LISTEN_SCHEMES = ("http", "https", "stomp", *TEST_SERVER_SCHEMES)
 DEFAULT_PORTS = {"http": 80, "https": 443, "stomp": 61613}
 
-REACTORS = ("epoll", "poll", "select", "kqueue", "default")
+REACTORS = ("epoll", "poll", "select", "kqueue", "default", "twisted-epoll")
 HTTP_ENGINES = ("lean", "twisted")
 STATUS_MODES = ("local", "on", "off")
 
@@ -173,7 +173,9 @@ GLOBAL_KEYS: tuple[Key, ...] = (
     Key("reactor", choice(REACTORS), None,
         "Twisted reactor to install: epoll, poll, select or default; kqueue "
         "where the platform has it (otherwise ignored with a warning). epoll, "
-        "the default where it exists, is Orbited's leaner subclass of Twisted's."),
+        "the default where it exists, is Orbited's subclass of Twisted's that "
+        "sends each loop iteration's writes at its end; twisted-epoll is "
+        "Twisted's own, unchanged."),
     Key("user", text_value, None,
         "Account to switch to once every socket is bound. Required when started "
         "as root."),
@@ -358,6 +360,10 @@ def build_config(sections: dict[str, Section], path: str) -> tuple[Config | None
             values[key.name] = key.parse(entry.value)
         except ValueError as exc:
             error(entry.line, f"[global] {entry.key}: {exc}")
+    if values["reactor"] in ("epoll", "twisted-epoll") and not hasattr(__import__("select"), "epoll"):
+        entry = sections["global"].get("reactor")
+        warn(entry.line if entry else 0, f"reactor '{values['reactor']}' is not available here; using the default")
+        values["reactor"] = None
     if values["reactor"] == "kqueue" and not hasattr(__import__("select"), "kqueue"):
         entry = sections["global"].get("reactor")
         warn(entry.line if entry else 0, "reactor 'kqueue' is not available here; using the default")

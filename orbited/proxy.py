@@ -23,7 +23,6 @@ from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from orbited.directwrite import write_now
 from orbited.session import ISession, ISessionProtocol
 
 if TYPE_CHECKING:
@@ -132,7 +131,7 @@ class TCPSocketProxy:
     def dataReceived(self, data: bytes) -> None:
         if self.phase is State.OPEN:
             self.bytes_up += len(data)
-            write_now(self.backend.transport, data)
+            self.backend.transport.write(data)
         elif self.phase is State.HANDSHAKE:
             self._handshake(data)
         elif self.phase is State.CONNECTING:

@@ -24,6 +24,7 @@ def run_child(code: str, timeout: float = 30) -> str:
 
 @pytest.mark.parametrize(("name", "expected"), [(None, "LeanEPollReactor"), ("default", "LeanEPollReactor"),
                                                 ("epoll", "LeanEPollReactor"), ("poll", "PollReactor"),
+                                                ("twisted-epoll", "EPollReactor"),
                                                 ("select", "SelectReactor")])
 def test_install_reactor_installs_the_lean_epoll_reactor_by_default(name: str | None, expected: str) -> None:
     out = run_child(f"""
@@ -104,3 +105,98 @@ def test_echo_a_failing_handler_and_a_hangup_behave_as_on_twisteds_epoll_reactor
     # the failing connection was closed with its error; the hung-up and the closed one ended cleanly
     assert lost == str(["ConnectionDone", "ConnectionDone", "ValueError"])
     assert failures == "1"  # the handler's exception was logged once
+
+
+# Writes: made during event handling they leave at the end of the iteration without an EPOLLOUT
+# registration; what the kernel does not take waits for EPOLLOUT; a timer's write leaves before the
+# loop waits again; a pull producer streams intact; loseConnection after a write delivers, then closes.
+WRITES_CHILD = """
+    import hashlib, socket, threading, time
+    INSTALL
+    from twisted.internet import protocol, reactor, threads
+    from twisted.protocols.basic import FileSender
+    import io
+
+    BIG = bytes(range(256)) * (32 * 4096)  # 32 MiB: more than the kernel's buffers take at once
+    out = {}
+
+    class Server(protocol.Protocol):
+        def dataReceived(self, data):
+            command = data.strip()
+            if command == b"echo":
+                self.transport.write(b"echoed")
+                out["registered_after_echo"] = self.transport.fileno() in reactor._writes
+            elif command == b"big":
+                self.transport.write(BIG)
+            elif command == b"timer":
+                reactor.callLater(0.2, self.transport.write, b"from a timer")
+            elif command == b"file":
+                FileSender().beginFileTransfer(io.BytesIO(BIG), self.transport).addCallback(
+                    lambda _: self.transport.loseConnection())
+            elif command == b"bye":
+                self.transport.write(b"last words")
+                self.transport.loseConnection()
+
+    port = reactor.listenTCP(0, protocol.Factory.forProtocol(Server), interface="127.0.0.1")
+    address = ("127.0.0.1", port.getHost().port)
+
+    def read_exactly(sock, n):
+        chunks, got = [], 0
+        while got < n:
+            chunk = sock.recv(min(1 << 20, n - got))
+            assert chunk, "closed early"
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+
+    def read_to_end(sock):
+        chunks = []
+        while chunk := sock.recv(1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def client_side():
+        with socket.create_connection(address) as s:
+            s.settimeout(10)
+            s.sendall(b"echo")
+            out["echo"] = s.recv(100)
+            s.sendall(b"big")
+            time.sleep(0.5)  # not reading: the server must wait for EPOLLOUT
+            out["registered_while_full"] = reactor._writes and True
+            out["big"] = hashlib.sha256(read_exactly(s, len(BIG))).hexdigest() == hashlib.sha256(BIG).hexdigest()
+            s.sendall(b"timer")
+            started = time.monotonic()
+            out["timer"] = s.recv(100)
+            out["timer_delay_ok"] = 0.15 < time.monotonic() - started < 1.0
+        with socket.create_connection(address) as s:
+            s.settimeout(10)
+            s.sendall(b"file")
+            out["file"] = read_to_end(s) == BIG
+        with socket.create_connection(address) as s:
+            s.settimeout(10)
+            s.sendall(b"bye")
+            out["bye"] = read_to_end(s)
+
+    def main():
+        d = threads.deferToThread(client_side)
+        d.addBoth(lambda result: (out.setdefault("thread", repr(result)), reactor.stop()))
+
+    reactor.callWhenRunning(main)
+    reactor.run()
+    for key in sorted(out):
+        print(key, out[key])
+"""
+
+
+@pytest.mark.parametrize("which", ["lean", "stock"])
+def test_writes_leave_intact_in_order_and_without_waiting(which: str) -> None:
+    out = dict(line.split(" ", 1) for line in run_child(WRITES_CHILD.replace("INSTALL", INSTALLERS[which]),
+                                                        timeout=90).splitlines())
+    assert out["thread"] == "None"
+    assert out["echo"] == repr(b"echoed")
+    assert out["big"] == "True" and out["file"] == "True"
+    assert out["registered_while_full"] == "True"  # the rest waited for EPOLLOUT
+    assert out["timer"] == repr(b"from a timer") and out["timer_delay_ok"] == "True"
+    assert out["bye"] == repr(b"last words")
+    # the lean reactor sent the echo within the iteration, with no epoll registration at all
+    assert out["registered_after_echo"] == ("False" if which == "lean" else "True")

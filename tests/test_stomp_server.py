@@ -176,6 +176,16 @@ def test_silent_connection_is_closed_after_connect_timeout(server):
     assert 1.5 < time.monotonic() - started < 6
 
 
+def test_a_client_that_misses_its_heart_beats_gets_error_then_close():
+    # The ERROR frame must reach the socket before the close (an abort would drop it).
+    with Server(stomp_section="heartbeat = 0,500\n") as srv:
+        raw = Raw(srv.port, extra="heart-beat:500,0\n")  # promises a beat every 500 ms, then is silent
+        started = time.monotonic()
+        error = raw.error_then_close()
+        assert header(error, "message") == "heart-beat timeout"
+        assert 0.8 < time.monotonic() - started < 5
+
+
 def test_error_over_websocket(server):
     ws = websocket.create_connection(f"ws://127.0.0.1:{server.http}/stomp", subprotocols=["v12.stomp"])
     assert ws.getsubprotocol() == "v12.stomp"

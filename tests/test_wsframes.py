@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import os
-import socket
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.internet import tcp
 
-from orbited.directwrite import write_now
 from orbited.transports.wsframes import binary_frame_header, take_binary_frames, unmask
 
 
@@ -78,37 +75,3 @@ def test_server_frame_headers():
 def test_garbage_never_raises(data):
     taken, used = take_binary_frames(data, limit=1000)
     assert 0 <= used <= len(data) and all(len(p) <= 1000 for p in taken)
-
-
-def test_write_now_sends_at_once_and_queues_the_rest():
-    """Pins the Twisted buffer attributes write_now relies on."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    client = socket.create_connection(server.getsockname())
-    peer, _ = server.accept()
-    client.setblocking(False)
-
-    class Reactor:
-        def addWriter(self, _):
-            self.writing = True
-
-        def removeWriter(self, _):
-            pass
-
-        writing = False
-
-    from twisted.internet.protocol import Protocol
-
-    transport = tcp.Connection(client, Protocol(), reactor=Reactor())
-    transport.connected = True
-    peer.settimeout(5)
-    for name in ("dataBuffer", "offset", "_tempDataLen", "_writeDisconnected", "socket"):
-        assert hasattr(transport, name), name
-    write_now(transport, b"at once")
-    assert peer.recv(100) == b"at once" and not transport.reactor.writing
-    transport.write(b"queued")  # something is pending: write_now must queue behind it
-    write_now(transport, b" after")
-    assert transport._tempDataLen == len(b"queued after") and transport.reactor.writing
-    for sock in (client, peer, server):
-        sock.close()

@@ -408,10 +408,11 @@ def client_main(argv: list[str]) -> None:
 # =========================================================================== the scenario
 
 
-def orbited_config(workdir: Path, port: int, backend: int) -> Path:
+def orbited_config(workdir: Path, port: int, backend: int, reactor: str | None = None) -> Path:
     config = workdir / "orbited.cfg"
     # Pings far apart so that idle sessions stay idle while they are measured.
-    config.write_text(f"[global]\nuser = root\nproxy.max_sessions = 0\nsession.ping_interval = 300\n"
+    chosen = f"reactor = {reactor}\n" if reactor else ""
+    config.write_text(f"[global]\n{chosen}user = root\nproxy.max_sessions = 0\nsession.ping_interval = 300\n"
                       f"session.ping_timeout = 60\n\n[listen]\nhttp://127.0.0.1:{port}\n\n"
                       f"[access]\n* -> 127.0.0.1:{backend}\n")
     return config
@@ -437,8 +438,10 @@ def orbited07_config(workdir: Path, port: int, backend: int) -> Path:
     return config
 
 
-def start_server(ctx: ScenarioContext, backend: int, tag: str, lib07: Path | None = None):
-    """A fresh Orbited, or with ``lib07`` a fresh Orbited 0.7.10, on a free port; (process, port)."""
+def start_server(ctx: ScenarioContext, backend: int, tag: str, lib07: Path | None = None,
+                 reactor: str | None = None):
+    """A fresh Orbited (``reactor``: its [global] reactor), or with ``lib07`` a fresh Orbited 0.7.10,
+    on a free port; (process, port)."""
     busy = wait_for_quiet()
     if busy > 0.3:
         ctx.log(f"machine still busy ({busy:.2f} cores used by other processes); measuring anyway")
@@ -446,7 +449,7 @@ def start_server(ctx: ScenarioContext, backend: int, tag: str, lib07: Path | Non
     env = None
     if lib07 is None:
         workdir = fresh_dir(ctx.workdir / f"orbited-{tag}")
-        argv = [*ctx.orbited, "--config", str(orbited_config(workdir, port, backend))]
+        argv = [*ctx.orbited, "--config", str(orbited_config(workdir, port, backend, reactor))]
     else:
         workdir = fresh_dir(ctx.workdir / f"orbited07-{tag}")
         launch = "import sys; from orbited.start import main; sys.argv = ['orbited', '--config', sys.argv[1]]; main()"
@@ -465,10 +468,10 @@ def start_client(ctx: ScenarioContext, tag: str, **config: Any) -> JsonLines:
 
 
 def measure_echo(ctx: ScenarioContext, plan: Plan, backend: int, backend_pid: int, transport: str,
-                 lib07: Path | None = None) -> dict:
-    """Orbited, or with ``lib07`` Orbited 0.7.10, under the echo load."""
-    label = "orbited07" if lib07 is not None else "orbited"
-    proc, port = start_server(ctx, backend, f"echo-{transport}", lib07)
+                 lib07: Path | None = None, reactor: str | None = None) -> dict:
+    """Orbited (``reactor``: its [global] reactor), or with ``lib07`` Orbited 0.7.10, under the echo load."""
+    label = "orbited07" if lib07 is not None else f"orbited-{reactor}" if reactor else "orbited"
+    proc, port = start_server(ctx, backend, f"echo-{transport}", lib07, reactor)
     try:
         lines = start_client(ctx, f"echo-{transport}-{label}", mode="echo", port=port, transport=transport,
                              target=f"127.0.0.1:{backend}", n=plan.sessions, size=plan.size,

@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
-from orbited.directwrite import write_now
 from orbited.http.events import NEED_DATA, BodyData, EndOfRequest, RequestError, RequestHead
 from orbited.http.parser import RequestParser
 from orbited.http.request import Request
@@ -74,8 +72,8 @@ class HTTPChannel(Protocol):
         self.peer = transport.getPeer()
         self.host = transport.getHost()
         self.secure = ISSLTransport.providedBy(transport)
-        # every response byte goes through here: sent at once when nothing is queued
-        self.send = partial(write_now, transport)
+        # every response byte goes through here (sent at the end of the loop iteration: orbited.reactor)
+        self.send = transport.write
         self.site.watch(self)
 
     @staticmethod

@@ -348,7 +348,9 @@ class StompConnection:
             self.last_read = now  # we are not reading; its silence is ours
         silent = now - self.last_read
         if silent >= self.receive_timeout:
-            self.fail("heart-beat timeout", f"no data from the client for {silent:.1f} s", abort=True)
+            # Not an abort: that would drop the ERROR frame, which a silent but live client should get.
+            # A dead one never reads it, and the outbox cuts the connection after its linger time.
+            self.fail("heart-beat timeout", f"no data from the client for {silent:.1f} s")
             return
         self._timers["watch"] = self.clock.callLater(self.receive_timeout - silent, self._watch)
 

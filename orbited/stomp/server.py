@@ -16,7 +16,6 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
-from orbited.directwrite import write_now
 from orbited.stomp.broker import StompBroker
 from orbited.stomp.codec import Frame, encode_frame
 from orbited.stomp.connection import StompConnection
@@ -92,12 +91,12 @@ class StompProtocol(Protocol):
             self._held = [data]
             self.batch.held.append(self)
         else:
-            write_now(self.transport, data)
+            self.transport.write(data)
 
     def flush(self) -> None:
         held, self._held = self._held, None
         if held:
-            write_now(self.transport, held[0] if len(held) == 1 else b"".join(held))
+            self.transport.write(held[0] if len(held) == 1 else b"".join(held))
 
     def close(self, abort: bool) -> None:
         if self._closing:

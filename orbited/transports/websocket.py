@@ -32,7 +32,6 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.types import ConnectionDeny
 from zope.interface import implementer
 
-from orbited.directwrite import write_now
 from orbited.session import ISession, ISessionProtocol, close_code, close_reason
 from orbited.transports.wsframes import binary_frame_header, take_binary_frames
 
@@ -143,7 +142,7 @@ class WebSocketSession(WebSocketServerProtocol):
 
     def write(self, data: bytes) -> None:
         if self.state == WebSocketServerProtocol.STATE_OPEN and self._perMessageCompress is None:
-            write_now(self.transport, binary_frame_header(len(data)) + data)
+            self.transport.write(binary_frame_header(len(data)) + data)
         else:
             self.sendMessage(data, True)
 
