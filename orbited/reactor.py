@@ -17,6 +17,8 @@
    write at once (docs/performance.md has the figures).  A write made outside
    event handling (a timer, a thread's callFromThread) goes out before the
    loop next waits.  Ordering per socket is Twisted's own buffer, unchanged.
+   The STOMP broker, which batches its fan-out itself, sends at once instead
+   (orbited.directwrite says why).
    A pull producer (a static file) still gets one chunk per iteration: a
    writer that starts writing again from its own ``doWrite`` is registered
    for EPOLLOUT, so one big download cannot hold the loop.

@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
+from orbited.directwrite import write_now
 from orbited.stomp.broker import StompBroker
 from orbited.stomp.codec import Frame, encode_frame
 from orbited.stomp.connection import StompConnection
@@ -91,12 +92,12 @@ class StompProtocol(Protocol):
             self._held = [data]
             self.batch.held.append(self)
         else:
-            self.transport.write(data)
+            write_now(self.transport, data)
 
     def flush(self) -> None:
         held, self._held = self._held, None
         if held:
-            self.transport.write(held[0] if len(held) == 1 else b"".join(held))
+            write_now(self.transport, held[0] if len(held) == 1 else b"".join(held))
 
     def close(self, abort: bool) -> None:
         if self._closing:

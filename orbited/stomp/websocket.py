@@ -26,6 +26,7 @@ from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
+from orbited.directwrite import write_now
 from orbited.stomp.connection import StompConnection
 from orbited.stomp.server import LINGER, peer_address
 from orbited.transports.websocket import websocket_factory
@@ -125,12 +126,12 @@ class StompWebSocket(WebSocketServerProtocol):
             self._heldFrames = [frame]
             self.stompConnection.broker.batch.held.append(self)
         else:
-            self.transport.write(frame)
+            write_now(self.transport, frame)
 
     def flush(self) -> None:
         held, self._heldFrames = self._heldFrames, None
         if held and self.state == STATE_OPEN:
-            self.transport.write(held[0] if len(held) == 1 else b"".join(held))
+            write_now(self.transport, held[0] if len(held) == 1 else b"".join(held))
 
     def close(self, abort: bool) -> None:
         if self._closingStomp:
