@@ -360,13 +360,10 @@ def build_config(sections: dict[str, Section], path: str) -> tuple[Config | None
             values[key.name] = key.parse(entry.value)
         except ValueError as exc:
             error(entry.line, f"[global] {entry.key}: {exc}")
-    if values["reactor"] in ("epoll", "twisted-epoll") and not hasattr(__import__("select"), "epoll"):
+    needs = {"epoll": "epoll", "twisted-epoll": "epoll", "kqueue": "kqueue"}.get(values["reactor"])
+    if needs and not hasattr(__import__("select"), needs):
         entry = sections["global"].get("reactor")
         warn(entry.line if entry else 0, f"reactor '{values['reactor']}' is not available here; using the default")
-        values["reactor"] = None
-    if values["reactor"] == "kqueue" and not hasattr(__import__("select"), "kqueue"):
-        entry = sections["global"].get("reactor")
-        warn(entry.line if entry else 0, "reactor 'kqueue' is not available here; using the default")
         values["reactor"] = None
     for name, lookup in (("user", "getpwnam"), ("group", "getgrnam")):
         if values[name] is not None:

@@ -229,3 +229,15 @@ def test_docs_describe_every_global_key():
     assert render(reference) == reference, "docs/configuration.md is stale: run `make docs`"
     for key in GLOBAL_KEYS:
         assert f"`{key.name}`" in reference, key.name
+
+
+@pytest.mark.parametrize(("reactor", "missing"), [("epoll", "epoll"), ("twisted-epoll", "epoll"),
+                                                  ("kqueue", "kqueue")])
+def test_a_reactor_the_platform_lacks_is_a_warning_and_the_default(monkeypatch, reactor, missing):
+    import select
+
+    monkeypatch.delattr(select, missing, raising=False)
+    config = load_text(f"[global]\nreactor = {reactor}\n", "x.cfg")
+    assert config.settings["reactor"] is None
+    assert f"x.cfg:2: warning: reactor '{reactor}' is not available here; using the default" in [
+        str(w) for w in config.warnings]

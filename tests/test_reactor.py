@@ -39,9 +39,9 @@ def test_install_reactor_installs_the_lean_epoll_reactor_by_default(name: str | 
 # One child: an echo server, a protocol that raises in dataReceived, and a peer that hangs up;
 # the loop must log the failure, drop only that connection, and keep serving the others.
 EVENTS_CHILD = """
-    import socket, sys
+    import socket
     INSTALL
-    from twisted.internet import protocol, reactor
+    from twisted.internet import protocol, reactor, threads
     from twisted.python import log
 
     errors = []
@@ -79,7 +79,7 @@ EVENTS_CHILD = """
         good.close()
 
     def main():
-        d = __import__("twisted.internet.threads", fromlist=["deferToThread"]).deferToThread(client_side)
+        d = threads.deferToThread(client_side)
         d.addBoth(lambda result: (results.setdefault("thread", repr(result)),
                                   reactor.callLater(0.5, reactor.stop)))
 
@@ -111,11 +111,10 @@ def test_echo_a_failing_handler_and_a_hangup_behave_as_on_twisteds_epoll_reactor
 # registration; what the kernel does not take waits for EPOLLOUT; a timer's write leaves before the
 # loop waits again; a pull producer streams intact; loseConnection after a write delivers, then closes.
 WRITES_CHILD = """
-    import hashlib, socket, threading, time
+    import hashlib, io, socket, time
     INSTALL
     from twisted.internet import protocol, reactor, threads
     from twisted.protocols.basic import FileSender
-    import io
 
     BIG = bytes(range(256)) * (32 * 4096)  # 32 MiB: more than the kernel's buffers take at once
     out = {}

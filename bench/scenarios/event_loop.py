@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.common import JsonLines, ScenarioContext, node, node_modules
-from bench.scenarios.legacy_comet import BACKENDS, Plan, measure_echo
+from bench.scenarios.legacy_comet import BACKENDS, Plan, measure_echo, median_run
 
 NAME = "event_loop"
 PEER = "Twisted's epoll reactor (reactor = twisted-epoll)"
@@ -39,8 +39,7 @@ def run(ctx: ScenarioContext) -> dict:
             runs["lean"].append(measure_echo(ctx, plan, backend, backend_proc.pid, transport))
             runs["stock"].append(measure_echo(ctx, plan, backend, backend_proc.pid, transport,
                                               reactor="twisted-epoll"))
-        data[transport] = {side: {**sorted(done, key=lambda r: r["rate"])[len(done) // 2],
-                                  "rates": [r["rate"] for r in done]} for side, done in runs.items()}
+        data[transport] = {side: median_run(done) for side, done in runs.items()}
     return build_result(plan, data)
 
 

@@ -533,6 +533,11 @@ def measure_idle(ctx: ScenarioContext, plan: Plan, backend: int) -> dict:
         ctx.procs.stop(proc)
 
 
+def median_run(done: list[dict]) -> dict:
+    """The run with the median rate, plus every run's rate (this VM's speed drifts between runs)."""
+    return {**sorted(done, key=lambda run: run["rate"])[len(done) // 2], "rates": [run["rate"] for run in done]}
+
+
 def run(ctx: ScenarioContext) -> dict:
     plan = Plan.for_run(ctx.quick)
     node_modules()
@@ -553,8 +558,7 @@ def run(ctx: ScenarioContext) -> dict:
                 runs[f"{transport}07"].append(measure_echo(ctx, plan, backend, backend_proc.pid, transport, lib07))
         for key, done in runs.items():
             if done:
-                data[key] = {**sorted(done, key=lambda run: run["rate"])[len(done) // 2],
-                             "rates": [run["rate"] for run in done]}
+                data[key] = median_run(done)
     data["idle"] = measure_idle(ctx, plan, backend)
     (ctx.workdir / "raw.json").write_text(json.dumps(data, indent=1))
     return build_result(plan, data)
