@@ -77,23 +77,48 @@ def test_argument_limit():
         decoder.feed(b"04,abcd")
 
 
+packets_strategy = st.lists(st.lists(st.binary(max_size=40), min_size=1, max_size=5), max_size=8)
+
+
+def whole_body_by_stream_decoder(data: bytes) -> object:
+    """What decode_packets must answer for ``data``: the incremental decoder's packets, or its error."""
+    decoder = PacketDecoder()
+    try:
+        packets = decoder.feed(data)
+    except PacketError as exc:
+        return str(exc)
+    return "body ends inside a packet" if decoder.pending else packets
+
+
+def whole_body(data: bytes) -> object:
+    try:
+        return decode_packets(data)
+    except PacketError as exc:
+        return str(exc)
+
+
 def test_exhaustive_short_inputs_never_raise_anything_else():
-    """Every string up to 5 bytes over the codec's alphabet."""
+    """Every string up to 5 bytes over the codec's alphabet; the whole-body decoder agrees with the
+    incremental one on every packet and every error."""
     alphabet = b"01,9a x"
     for size in range(6):
         for combo in itertools.product(alphabet, repeat=size):
             data = bytes(combo)
-            try:
-                decode_packets(data)
-            except PacketError:
-                pass
+            assert whole_body(data) == whole_body_by_stream_decoder(data), data
             try:
                 PacketDecoder(skip=b" x").feed(data)
             except PacketError:
                 pass
 
 
-packets_strategy = st.lists(st.lists(st.binary(max_size=40), min_size=1, max_size=5), max_size=8)
+@given(packets_strategy, st.lists(st.tuples(st.integers(min_value=0, max_value=400), st.binary(max_size=3)), max_size=4))
+def test_whole_body_decoder_agrees_with_the_incremental_one(packets, edits):
+    """Valid bodies with bytes replaced, cut or inserted: the same packets or the same error."""
+    data = encode_packets(packets)
+    for at, replacement in edits:
+        at = min(at, len(data))
+        data = data[:at] + replacement + data[at + len(replacement) // 2:]
+    assert whole_body(data) == whole_body_by_stream_decoder(data)
 
 
 @given(packets_strategy)
