@@ -471,15 +471,24 @@ def fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def measure_orbited(ctx: ScenarioContext, plan: Plan, programs: dict[str, Path], transport: str) -> dict:
-    label = f"orbited-{transport}"
+def quiet(ctx: ScenarioContext) -> None:
     busy = wait_for_quiet()
     if busy > 0.3:
         ctx.log(f"machine still busy ({busy:.2f} cores used by other processes); measuring anyway")
+
+
+def start_pushbackend(ctx: ScenarioContext, plan: Plan, label: str) -> tuple[Any, JsonLines]:
+    """The C push backend (bench/client/pushbackend.c) behind Orbited and the relaying peer."""
     backend = ctx.procs.start([c_client("pushbackend"), str(plan.latency_interval_ms), str(plan.size),
                                str(plan.slots)], stdout_pipe=True, stdin=True,
                               log=ctx.workdir / f"backend-{label}.log")
-    backend_lines = JsonLines(backend, "pushbackend")
+    return backend, JsonLines(backend, "pushbackend")
+
+
+def measure_orbited(ctx: ScenarioContext, plan: Plan, programs: dict[str, Path], transport: str) -> dict:
+    label = f"orbited-{transport}"
+    quiet(ctx)
+    backend, backend_lines = start_pushbackend(ctx, plan, label)
     server = None
     try:
         backend_port = backend_lines.expect("ready", 30)["port"]
@@ -500,9 +509,7 @@ def measure_orbited(ctx: ScenarioContext, plan: Plan, programs: dict[str, Path],
 def measure_peer(ctx: ScenarioContext, plan: Plan, programs: dict[str, Path], module: Path,
                  transport: str) -> dict:
     label = f"sockjs-node-{transport}"
-    busy = wait_for_quiet()
-    if busy > 0.3:
-        ctx.log(f"machine still busy ({busy:.2f} cores used by other processes); measuring anyway")
+    quiet(ctx)
     peer, lines = start_node(ctx, programs["peer"], {"interval": plan.latency_interval_ms, "size": plan.size,
                                                      "slots": plan.slots, "sockjs": str(module)}, ctx.workdir / f"{label}.log")
     try:
@@ -516,13 +523,8 @@ def measure_relay(ctx: ScenarioContext, plan: Plan, programs: dict[str, Path], m
                   transport: str) -> dict:
     """sockjs-node relaying from the same C push backend as Orbited, one TCP connection per session."""
     label = f"sockjs-node-relay-{transport}"
-    busy = wait_for_quiet()
-    if busy > 0.3:
-        ctx.log(f"machine still busy ({busy:.2f} cores used by other processes); measuring anyway")
-    backend = ctx.procs.start([c_client("pushbackend"), str(plan.latency_interval_ms), str(plan.size),
-                               str(plan.slots)], stdout_pipe=True, stdin=True,
-                              log=ctx.workdir / f"backend-{label}.log")
-    backend_lines = JsonLines(backend, "pushbackend")
+    quiet(ctx)
+    backend, backend_lines = start_pushbackend(ctx, plan, label)
     relay = None
     try:
         backend_port = backend_lines.expect("ready", 30)["port"]
