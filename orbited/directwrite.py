@@ -15,7 +15,8 @@ kernel does not take goes through ``transport.write`` as before, so ordering,
 flow control (producer pausing) and error handling stay Twisted's.
 
 This reads Twisted's ``FileDescriptor`` buffer attributes (``dataBuffer``,
-``_tempDataLen``, ``_writeDisconnected``); tests/test_directwrite.py pins them.
+``_tempDataLen``, ``_writeDisconnected``, ...); tests/test_directwrite.py and
+tests/test_reactor.py pin them.
 """
 
 from __future__ import annotations
@@ -25,17 +26,30 @@ from typing import Any
 from twisted.internet.tcp import Connection
 
 
+def sends_directly(connection: Any) -> bool:
+    """Whether Twisted's ``doWrite`` would do nothing but send for this TCP connection.
+
+    Connected, no TLS of its own, nothing left over from a partial send, no
+    close or half-close under way, and no producer waiting to be asked for
+    more (a pull producer such as a static file is asked only when Twisted's
+    buffer drains; a paused push producer is resumed then).  Shared by
+    :func:`write_now` and the lean reactor's end-of-iteration send
+    (orbited.reactor), which both bypass ``doWrite`` only then.
+    """
+    producer = connection.producer
+    return bool(
+        connection.connected
+        and not connection.TLS
+        and not connection.dataBuffer
+        and not connection.disconnecting
+        and not connection._writeDisconnecting
+        and not connection._writeDisconnected
+        and (producer is None or (connection.streamingProducer and not connection.producerPaused))
+    )
+
+
 def write_now(transport: Any, data: bytes) -> None:
-    if (
-        isinstance(transport, Connection)
-        and transport.connected
-        and not transport.disconnecting
-        and not transport._writeDisconnected
-        and not transport._tempDataLen
-        and not transport.dataBuffer
-        # a pull producer (a static file) is asked for more only when Twisted's buffer drains
-        and (transport.producer is None or transport.streamingProducer)
-    ):
+    if isinstance(transport, Connection) and not transport._tempDataLen and sends_directly(transport):
         # writeSomeData is Twisted's own send: it maps EWOULDBLOCK to 0 and a
         # failed socket to an exception value, which transport.write then handles.
         sent = transport.writeSomeData(data)

@@ -57,6 +57,8 @@ from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST
 from twisted.python import log
 
+from orbited.directwrite import sends_directly
+
 FLUSH_PASSES = 4  # writes made while flushing (by other sockets' doWrite) get this many passes
 # Twisted's own TCP transports: their reads and simple writes take the short paths below
 # (tests/test_reactor.py pins the FileDescriptor attributes these read and reset).
@@ -184,11 +186,7 @@ def _send_all(connection: Any) -> bool:
     send, an error to report, a producer to resume, a close to finish, a client still
     connecting (its doWrite is doConnect), TLS, or over ``SEND_LIMIT``.
     """
-    if (not connection.connected or connection.TLS or connection.dataBuffer or connection.disconnecting
-            or connection._writeDisconnecting):
-        return False
-    producer = connection.producer
-    if producer is not None and (not connection.streamingProducer or connection.producerPaused):
+    if not sends_directly(connection):
         return False
     chunks = connection._tempDataBuffer
     data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
