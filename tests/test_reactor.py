@@ -95,6 +95,25 @@ EVENTS_CHILD = """
 INSTALLERS = {"lean": "from orbited import reactor as lean; lean.install()",
               "stock": "from twisted.internet import epollreactor; epollreactor.install()"}
 
+# The end of a child that fills the dict ``out`` from ``client_side`` (run in a thread against the
+# reactor): stop a moment after it returns (connects still under way finish), print ``key value`` lines.
+CLIENT_SIDE_THEN_REPORT = """
+    def main():
+        d = threads.deferToThread(client_side)
+        d.addBoth(lambda result: (out.setdefault("thread", repr(result)), reactor.callLater(0.2, reactor.stop)))
+
+    reactor.callWhenRunning(main)
+    reactor.run()
+    for key in sorted(out):
+        print(key, out[key])
+"""
+
+
+def run_report(child: str, which: str) -> dict[str, str]:
+    """Run a child ending in CLIENT_SIDE_THEN_REPORT on reactor ``which``; its report as a dict."""
+    lines = run_child(child.replace("INSTALL", INSTALLERS[which]), timeout=90).splitlines()
+    return dict(line.split(" ", 1) for line in lines)
+
 
 @pytest.mark.parametrize("which", ["lean", "stock"])
 def test_echo_a_failing_handler_and_a_hangup_behave_as_on_twisteds_epoll_reactor(which: str) -> None:
@@ -175,22 +194,12 @@ WRITES_CHILD = """
             s.settimeout(10)
             s.sendall(b"bye")
             out["bye"] = read_to_end(s)
-
-    def main():
-        d = threads.deferToThread(client_side)
-        d.addBoth(lambda result: (out.setdefault("thread", repr(result)), reactor.stop()))
-
-    reactor.callWhenRunning(main)
-    reactor.run()
-    for key in sorted(out):
-        print(key, out[key])
-"""
+""" + CLIENT_SIDE_THEN_REPORT
 
 
 @pytest.mark.parametrize("which", ["lean", "stock"])
 def test_writes_leave_intact_in_order_and_without_waiting(which: str) -> None:
-    out = dict(line.split(" ", 1) for line in run_child(WRITES_CHILD.replace("INSTALL", INSTALLERS[which]),
-                                                        timeout=90).splitlines())
+    out = run_report(WRITES_CHILD, which)
     assert out["thread"] == "None"
     assert out["echo"] == repr(b"echoed")
     assert out["big"] == "True" and out["file"] == "True"
@@ -294,22 +303,12 @@ PLAIN_TCP_CHILD = """
                 got += len(chunk)
             out["pushed_bytes"] = got
             out["client_digest"] = digest.hexdigest()
-
-    def main():
-        d = threads.deferToThread(client_side)
-        d.addBoth(lambda result: (out.setdefault("thread", repr(result)), reactor.callLater(0.2, reactor.stop)))
-
-    reactor.callWhenRunning(main)
-    reactor.run()
-    for key in sorted(out):
-        print(key, out[key])
-"""
+""" + CLIENT_SIDE_THEN_REPORT
 
 
 @pytest.mark.parametrize("which", ["lean", "stock"])
 def test_partial_sends_paused_producers_and_connecting_clients_keep_twisteds_behaviour(which: str) -> None:
-    out = dict(line.split(" ", 1) for line in run_child(PLAIN_TCP_CHILD.replace("INSTALL", INSTALLERS[which]),
-                                                        timeout=90).splitlines())
+    out = run_report(PLAIN_TCP_CHILD, which)
     assert out["thread"] == "None"
     assert out["client_got"] == repr(b"FROM A TWISTED CLIENT")
     assert out["refused"] == "True"
@@ -321,7 +320,7 @@ def test_partial_sends_paused_producers_and_connecting_clients_keep_twisteds_beh
 
 
 def test_the_short_paths_read_twisteds_own_tcp_attributes():
-    """orbited.reactor's _read and _send_all use these FileDescriptor/Connection attributes as
+    """orbited.reactor's _read and _send_all (and directwrite.sends_directly) use these attributes as
     Twisted's doRead and doWrite do; a Twisted that renames one must fail here, not in production."""
     from twisted.internet import abstract, tcp
 
@@ -333,7 +332,7 @@ def test_the_short_paths_read_twisteds_own_tcp_attributes():
         assert cls.TLS is False and isinstance(cls.SEND_LIMIT, int) and isinstance(cls.bufferSize, int)
     transport = tcp.Connection(__import__("socket").socket(), None, reactor=object())
     for name in ("dataBuffer", "offset", "_tempDataBuffer", "_tempDataLen", "disconnecting",
-                 "_writeDisconnecting", "producer", "streamingProducer", "producerPaused", "connected",
-                 "socket", "protocol"):
+                 "_writeDisconnecting", "_writeDisconnected", "producer", "streamingProducer", "producerPaused",
+                 "connected", "socket", "protocol"):
         assert hasattr(transport, name), name
     transport.socket.close()
