@@ -174,8 +174,9 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         "Twisted reactor to install: epoll, poll, select or default; kqueue "
         "where the platform has it (otherwise ignored with a warning). epoll, "
         "the default where it exists, is Orbited's subclass of Twisted's that "
-        "sends each loop iteration's writes at its end; twisted-epoll is "
-        "Twisted's own, unchanged."),
+        "sends each loop iteration's writes at its end and takes short paths "
+        "for plain TCP reads and whole sends; twisted-epoll is Twisted's own, "
+        "unchanged."),
     Key("user", text_value, None,
         "Account to switch to once every socket is bound. Required when started "
         "as root."),
