@@ -6,13 +6,19 @@ echo round trips per second with 50 sessions over ``xhrstream`` and over
 one POST, the echo back on the downstream), and server memory (PSS) and file
 descriptors per idle xhrstream session with 5,000 sessions open.
 
-The targets are stated against Orbited 0.7.11's figures as the issue records
-them for this machine kind, so those constants are what ``met`` is judged on.
-Beside them, when the image has CPython 2.7 (pyenv), the scenario runs
+The issue states its targets against Orbited 0.7.11 (CPython 2.7, Twisted
+20.3), so that is the peer the targets are judged on.  0.7.11 was never
+released to PyPI: when a copy of its ``daemon/`` directory is on this machine
+(``$ORBITED_0711_DAEMON``, else ``bench/.work/peers/orbited-0.7.11/daemon``;
+bench/README.md says where to get one; it is never committed), the scenario
+runs it with Twisted 20.3.0 for CPython 2.7 (pyenv) on the same backend with
+the same client in the same run, alternating with Orbited, for the echo loads
+and the idle sessions.  Without it, the targets fall back to the figures the
+issue records for 0.7.11 on this machine kind, and the report says so.
 Orbited 0.7.10, the last release on PyPI, with Twisted 10.2 (the newest that
-still has ``reactor.listenWith``, which 0.7.10 calls), on the same backend
-with the same client in the same run, and reports it as a second peer.
-Neither is ever needed by CI.
+still has ``reactor.listenWith``, which 0.7.10 calls), runs too when pyenv
+has a 2.7, as a second same-run peer without targets.  None of this is ever
+needed by CI.
 
 The load client is in this file (``python -m bench.scenarios.legacy_comet
 client JSON``): raw asyncio protocols with prebuilt requests, so that its cost
@@ -35,6 +41,7 @@ from typing import Any
 
 from bench.common import (
     BENCH,
+    PEERS,
     CpuWindow,
     JsonLines,
     ScenarioContext,
@@ -53,15 +60,56 @@ from bench.common import (
 NAME = "legacy_comet"
 BACKENDS = BENCH / "client" / "backends.js"
 
-# Orbited 0.7.11 on CPython 2.7.18 + Twisted 20.3, same machine kind, same load shape (recorded by hand).
-PEER = "Orbited 0.7.11"
+# Orbited 0.7.11 on CPython 2.7.18 + Twisted 20.3, same machine kind, same load shape, as the issue records it:
+# the targets' baseline when 0.7.11 cannot run here.
+PEER = "Orbited 0.7.11 (issue's figures)"
 PEER_XHRSTREAM_RATE, PEER_XHRSTREAM_P99 = 2085.0, 53.0
 PEER_LONGPOLL_RATE, PEER_LONGPOLL_P99 = 1281.0, 122.0
 PEER_KB_PER_SESSION, PEER_FDS_PER_SESSION = 46.0, 3.0
 
-# The same-run peer: Orbited 0.7.10 from PyPI on CPython 2.7 (see the module docstring).
-PEER07 = "Orbited 0.7.10 (this run)"
-PEER07_REQUIREMENTS = ("twisted==10.2.0", "zope.interface<5", "demjson==2.2.4", "morbid==0.8.7.3", "orbited==0.7.10")
+PEER0711_DAEMON_ENV = "ORBITED_0711_DAEMON"
+PEER0711_REQUIREMENTS = ("twisted==20.3.0", "zope.interface<5", "demjson==2.2.4", "morbid==0.8.7.3")
+PEER0710_REQUIREMENTS = ("twisted==10.2.0", "zope.interface<5", "demjson==2.2.4", "morbid==0.8.7.3", "orbited==0.7.10")
+# Twisted 16 dropped Request.received_headers, which 0.7.11 reads twice (the Host header when a session is
+# made, tcp-encoding on each POST); this puts back the dict view that Twisted 10-15 gave, nothing else.
+PEER0711_PRELUDE = ("import twisted.web.http as http; "
+                    "http.Request.received_headers = property(lambda self: self.getAllHeaders()); ")
+LOGGING_0711 = ("[loggers]\nkeys = root\n\n[handlers]\nkeys = console\n\n[formatters]\nkeys = generic\n\n"
+                "[logger_root]\nlevel = WARN\nhandlers = console\n\n[handler_console]\nclass = StreamHandler\n"
+                "args = (sys.stderr,)\nlevel = WARN\nformatter = generic\n\n[formatter_generic]\n"
+                "format = %(asctime)s %(levelname)s [%(name)s] %(message)s\n")
+# 0.7.10's own [logging] form, warnings and errors only.
+LOGGING_0710 = "[logging]\ndebug =\ninfo =\naccess =\nwarn = STDERR\nerror = STDERR\nenabled.default = warn,error\n"
+
+
+@dataclass(frozen=True)
+class OldOrbited:
+    """An Orbited 0.7 release on CPython 2.7, run as a same-run peer; ``key`` names its rows in raw.json."""
+
+    key: str  # "0711", "0710"
+    version: str
+    pythonpath: str
+    prelude: str
+    logging: str
+
+    @property
+    def name(self) -> str:
+        return f"Orbited {self.version} (this run)"
+
+
+def orbited_0711() -> OldOrbited:
+    """0.7.11 from a copy of its daemon/ directory (not on PyPI) with Twisted 20.3 from PyPI."""
+    given = os.environ.get(PEER0711_DAEMON_ENV)
+    daemon = Path(given) if given else PEERS / "orbited-0.7.11" / "daemon"
+    if not (daemon / "orbited" / "start.py").is_file():
+        raise SetupError(f"no Orbited 0.7.11 sources at {daemon} (set {PEER0711_DAEMON_ENV}; see bench/README.md)")
+    lib = python27_packages("orbited-0.7.11", PEER0711_REQUIREMENTS)
+    return OldOrbited("0711", "0.7.11", f"{daemon}{os.pathsep}{lib}", PEER0711_PRELUDE, LOGGING_0711)
+
+
+def orbited_0710() -> OldOrbited:
+    lib = python27_packages("orbited-0.7.10", PEER0710_REQUIREMENTS)
+    return OldOrbited("0710", "0.7.10", str(lib), "", LOGGING_0710)
 
 
 @dataclass(frozen=True)
@@ -428,33 +476,33 @@ def fresh_dir(base: Path) -> Path:
     return path
 
 
-def orbited07_config(workdir: Path, port: int, backend: int) -> Path:
+def orbited07_config(workdir: Path, port: int, backend: int, old: OldOrbited) -> Path:
     config = workdir / "orbited07.cfg"
-    # 0.7.10 refuses to start as root without a user; its [logging] form, warnings and errors only.
+    # 0.7 refuses to start as root without a user; its own logging form, warnings and errors only.
     config.write_text(f"[global]\nreactor = epoll\nuser = root\nsession.ping_interval = 300\n"
                       f"session.ping_timeout = 60\n\n[listen]\nhttp://127.0.0.1:{port}\n\n"
-                      f"[access]\n* -> 127.0.0.1:{backend}\n\n[logging]\ndebug =\ninfo =\naccess =\n"
-                      f"warn = STDERR\nerror = STDERR\nenabled.default = warn,error\n")
+                      f"[access]\n* -> 127.0.0.1:{backend}\n\n{old.logging}")
     return config
 
 
-def start_server(ctx: ScenarioContext, backend: int, tag: str, lib07: Path | None = None,
+def start_server(ctx: ScenarioContext, backend: int, tag: str, old: OldOrbited | None = None,
                  reactor: str | None = None):
-    """A fresh Orbited (``reactor``: its [global] reactor), or with ``lib07`` a fresh Orbited 0.7.10,
-    on a free port; (process, port)."""
+    """A fresh Orbited (``reactor``: its [global] reactor), or a fresh ``old`` 0.7, on a free port;
+    (process, port)."""
     busy = wait_for_quiet()
     if busy > 0.3:
         ctx.log(f"machine still busy ({busy:.2f} cores used by other processes); measuring anyway")
     port = free_port()
     env = None
-    if lib07 is None:
+    if old is None:
         workdir = fresh_dir(ctx.workdir / f"orbited-{tag}")
         argv = [*ctx.orbited, "--config", str(orbited_config(workdir, port, backend, reactor))]
     else:
-        workdir = fresh_dir(ctx.workdir / f"orbited07-{tag}")
-        launch = "import sys; from orbited.start import main; sys.argv = ['orbited', '--config', sys.argv[1]]; main()"
-        argv = [str(python27()), "-c", launch, str(orbited07_config(workdir, port, backend))]
-        env = {"PYTHONPATH": str(lib07)}
+        workdir = fresh_dir(ctx.workdir / f"orbited{old.key}-{tag}")
+        launch = (f"import sys; {old.prelude}from orbited.start import main; "
+                  "sys.argv = ['orbited', '--config', sys.argv[1]]; main()")
+        argv = [str(python27()), "-c", launch, str(orbited07_config(workdir, port, backend, old))]
+        env = {"PYTHONPATH": old.pythonpath}
     proc = ctx.procs.start(argv, log=workdir / "server.log", cwd=workdir, env=env)
     wait_port(port, proc=proc)
     return proc, port
@@ -468,10 +516,10 @@ def start_client(ctx: ScenarioContext, tag: str, **config: Any) -> JsonLines:
 
 
 def measure_echo(ctx: ScenarioContext, plan: Plan, backend: int, backend_pid: int, transport: str,
-                 lib07: Path | None = None, reactor: str | None = None) -> dict:
-    """Orbited (``reactor``: its [global] reactor), or with ``lib07`` Orbited 0.7.10, under the echo load."""
-    label = "orbited07" if lib07 is not None else f"orbited-{reactor}" if reactor else "orbited"
-    proc, port = start_server(ctx, backend, f"echo-{transport}", lib07, reactor)
+                 old: OldOrbited | None = None, reactor: str | None = None) -> dict:
+    """Orbited (``reactor``: its [global] reactor), or the ``old`` 0.7, under the echo load."""
+    label = f"orbited{old.key}" if old is not None else f"orbited-{reactor}" if reactor else "orbited"
+    proc, port = start_server(ctx, backend, f"echo-{transport}", old, reactor)
     try:
         lines = start_client(ctx, f"echo-{transport}-{label}", mode="echo", port=port, transport=transport,
                              target=f"127.0.0.1:{backend}", n=plan.sessions, size=plan.size,
@@ -500,8 +548,9 @@ def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def measure_idle(ctx: ScenarioContext, plan: Plan, backend: int) -> dict:
-    proc, port = start_server(ctx, backend, "idle")
+def measure_idle(ctx: ScenarioContext, plan: Plan, backend: int, old: OldOrbited | None = None) -> dict:
+    label = f"orbited{old.key}" if old is not None else "orbited"
+    proc, port = start_server(ctx, backend, "idle", old)
     try:
         warm = start_client(ctx, "idle-warm", mode="hold", port=port, target=f"127.0.0.1:{backend}", n=1)
         warm.expect("step", 60)
@@ -526,7 +575,7 @@ def measure_idle(ctx: ScenarioContext, plan: Plan, backend: int) -> dict:
             "fds_per_session": (fds - base_fds) / opened,
             "base_pss": base_memory.pss, "pss": memory.pss, "base_fds": base_fds, "fds": fds,
         }
-        ctx.log(f"idle: {opened} xhrstream sessions in {step['seconds']} s: "
+        ctx.log(f"{label} idle: {opened} xhrstream sessions in {step['seconds']} s: "
                 f"{result['bytes_per_session'] / 1000:.1f} KB and {result['fds_per_session']:.2f} fds each")
         return result
     finally:
@@ -538,76 +587,120 @@ def median_run(done: list[dict]) -> dict:
     return {**sorted(done, key=lambda run: run["rate"])[len(done) // 2], "rates": [run["rate"] for run in done]}
 
 
+def old_peers(ctx: ScenarioContext) -> list[OldOrbited]:
+    """The 0.7 releases that can run here, 0.7.11 (the targets' peer) first."""
+    found = []
+    for make in (orbited_0711, orbited_0710):
+        try:
+            found.append(make())
+        except SetupError as exc:
+            ctx.log(f"no same-run peer: {exc}")
+    return found
+
+
 def run(ctx: ScenarioContext) -> dict:
     plan = Plan.for_run(ctx.quick)
     node_modules()
     backend_proc = ctx.procs.start([node(), str(BACKENDS)], stdout_pipe=True, log=ctx.workdir / "backends.log")
     backend = JsonLines(backend_proc, "backends").next(30)["echo"]
-    try:
-        lib07: Path | None = python27_packages("orbited-0.7.10", PEER07_REQUIREMENTS)
-    except SetupError as exc:
-        ctx.log(f"no same-run 0.7 peer: {exc}")
-        lib07 = None
+    olds = old_peers(ctx)
     data: dict[str, Any] = {}
     for transport in ("xhrstream", "longpoll"):
         # This VM's speed drifts by a third within minutes: alternate the servers, keep each one's median run.
-        runs: dict[str, list[dict]] = {transport: [], f"{transport}07": []}
+        runs: dict[str, list[dict]] = {transport: [], **{f"{transport}{old.key}": [] for old in olds}}
         for _ in range(plan.repeats):
             runs[transport].append(measure_echo(ctx, plan, backend, backend_proc.pid, transport))
-            if lib07 is not None:
-                runs[f"{transport}07"].append(measure_echo(ctx, plan, backend, backend_proc.pid, transport, lib07))
+            for old in olds:
+                runs[f"{transport}{old.key}"].append(measure_echo(ctx, plan, backend, backend_proc.pid, transport,
+                                                                  old))
         for key, done in runs.items():
-            if done:
-                data[key] = median_run(done)
+            data[key] = median_run(done)
     data["idle"] = measure_idle(ctx, plan, backend)
+    for old in olds:
+        if old.key == "0711":
+            data[f"idle{old.key}"] = measure_idle(ctx, plan, backend, old)
     (ctx.workdir / "raw.json").write_text(json.dumps(data, indent=1))
     return build_result(plan, data)
 
 
 def build_result(plan: Plan, data: dict[str, Any]) -> dict:
     x, lp, idle = data["xhrstream"], data["longpoll"], data["idle"]
+    ran_0711 = "xhrstream0711" in data
+    ran_0710 = "xhrstream0710" in data
 
-    def metric(name: str, unit: str, ours: float, theirs: float, better: str, target: str = "") -> dict:
-        return {"name": name, "unit": unit, "orbited": ours, "peer": theirs, "peer_name": PEER,
+    def metric(name: str, unit: str, ours: float, theirs: float, better: str, target: str = "",
+               peer_name: str = PEER) -> dict:
+        return {"name": name, "unit": unit, "orbited": ours, "peer": theirs, "peer_name": peer_name,
                 "better": better, "target": target}
 
+    def baseline(transport: str, field: str, recorded: float) -> tuple[float, str]:
+        """0.7.11's figure from this run when it ran here, else the one the issue records."""
+        if ran_0711:
+            return data[f"{transport}0711"][field], "Orbited 0.7.11 (this run)"
+        return recorded, PEER
+
     n = plan.sessions
-    metrics = [
-        metric(f"echo round trips, {n} sessions, xhrstream", "round trips/s", x["rate"], PEER_XHRSTREAM_RATE,
-               "higher", "≥ 3x Orbited 0.7.11"),
-        metric(f"echo round trip p99, {n} sessions, xhrstream", "ms", x["p99_ms"], PEER_XHRSTREAM_P99, "lower"),
-        metric(f"echo round trips, {n} sessions, longpoll", "round trips/s", lp["rate"], PEER_LONGPOLL_RATE,
-               "higher", "≥ 3x Orbited 0.7.11"),
-        metric(f"echo round trip p99, {n} sessions, longpoll", "ms", lp["p99_ms"], PEER_LONGPOLL_P99, "lower"),
+    metrics = []
+    for transport, ours, rate, p99 in (("xhrstream", x, PEER_XHRSTREAM_RATE, PEER_XHRSTREAM_P99),
+                                       ("longpoll", lp, PEER_LONGPOLL_RATE, PEER_LONGPOLL_P99)):
+        theirs, name = baseline(transport, "rate", rate)
+        metrics.append(metric(f"echo round trips, {n} sessions, {transport}", "round trips/s", ours["rate"],
+                              theirs, "higher", "≥ 3x Orbited 0.7.11", name))
+        theirs, name = baseline(transport, "p99_ms", p99)
+        metrics.append(metric(f"echo round trip p99, {n} sessions, {transport}", "ms", ours["p99_ms"], theirs,
+                              "lower", peer_name=name))
+    if "idle0711" in data:
+        old_idle, idle_peer = data["idle0711"], "Orbited 0.7.11 (this run)"
+        old_kb, old_fds = old_idle["bytes_per_session"] / 1000, old_idle["fds_per_session"]
+    else:
+        old_kb, old_fds, idle_peer = PEER_KB_PER_SESSION, PEER_FDS_PER_SESSION, PEER
+    metrics += [
         metric(f"server memory per idle xhrstream session ({idle['open']:,} open)", "KB",
-               idle["bytes_per_session"] / 1000, PEER_KB_PER_SESSION, "lower", "≤ 20 KB"),
+               idle["bytes_per_session"] / 1000, old_kb, "lower", "≤ 20 KB", idle_peer),
         metric(f"server file descriptors per idle xhrstream session ({idle['open']:,} open)", "fds",
-               idle["fds_per_session"], PEER_FDS_PER_SESSION, "lower", "≤ 2"),
+               idle["fds_per_session"], old_fds, "lower", "≤ 2", idle_peer),
     ]
-    same_run = [(label, data[f"{label}07"]) for label in ("xhrstream", "longpoll") if f"{label}07" in data]
-    for label, d in same_run:
-        ours = x if label == "xhrstream" else lp
-        metrics.append({"name": f"echo round trips, {n} sessions, {label}, vs 0.7 in this run",
-                        "unit": "round trips/s", "orbited": ours["rate"], "peer": d["rate"], "peer_name": PEER07,
-                        "better": "higher", "target": ""})
-        metrics.append({"name": f"echo round trip p99, {n} sessions, {label}, vs 0.7 in this run", "unit": "ms",
-                        "orbited": ours["p99_ms"], "peer": d["p99_ms"], "peer_name": PEER07, "better": "lower",
-                        "target": ""})
+    if ran_0711:
+        for transport, ours in (("xhrstream", x), ("longpoll", lp)):
+            metrics.append(metric(f"server CPU per round trip, {transport}", "µs",
+                                  ours["us_per_round_trip"]["server"],
+                                  data[f"{transport}0711"]["us_per_round_trip"]["server"], "lower",
+                                  peer_name="Orbited 0.7.11 (this run)"))
+    if ran_0710:
+        for transport, ours in (("xhrstream", x), ("longpoll", lp)):
+            d = data[f"{transport}0710"]
+            metrics.append(metric(f"echo round trips, {n} sessions, {transport}, vs 0.7.10", "round trips/s",
+                                  ours["rate"], d["rate"], "higher", peer_name="Orbited 0.7.10 (this run)"))
+            metrics.append(metric(f"echo round trip p99, {n} sessions, {transport}, vs 0.7.10", "ms",
+                                  ours["p99_ms"], d["p99_ms"], "lower", peer_name="Orbited 0.7.10 (this run)"))
+    if ran_0711:
+        judged = ("The targets are judged on Orbited 0.7.11, the issue's peer, run in this run: CPython 2.7.18, "
+                  "Twisted 20.3.0, epoll reactor, from a copy of its daemon/ directory (never committed; "
+                  "bench/README.md), with one shim: Twisted 16 dropped Request.received_headers, which 0.7.11 "
+                  "reads, so the launcher puts back the dict view Twisted 10-15 gave. "
+                  f"The issue's recorded figures for it, for comparison: {PEER_XHRSTREAM_RATE:,.0f} round trips/s "
+                  f"on xhrstream, {PEER_LONGPOLL_RATE:,.0f} on longpoll, {PEER_KB_PER_SESSION:.0f} KB and "
+                  f"{PEER_FDS_PER_SESSION:.0f} descriptors per session.")
+    else:
+        judged = ("Orbited 0.7.11 could not run here (no copy of its sources; bench/README.md), so the targets "
+                  "are judged on its figures as the issue records them for this machine kind (CPython 2.7.18, "
+                  "Twisted 20.3).")
+    if ran_0710:
+        judged += (" Orbited 0.7.10 (PyPI; CPython 2.7, Twisted 10.2.0, epoll reactor) ran too, on the same "
+                   "backend with the same client; its figures are the 'vs 0.7.10' rows, without targets.")
     notes = [
-        ("The targets are judged on Orbited 0.7.11's figures as the issue records them for this machine kind "
-         "(CPython 2.7.18, Twisted 20.3); they are constants here. "
-         + ("Orbited 0.7.10 (PyPI; CPython 2.7, Twisted 10.2.0, epoll reactor) ran in this run on the same "
-            "backend with the same client; its figures are the 'vs 0.7 in this run' rows."
-            if same_run else "No CPython 2.7 here, so no 0.7 ran in this run.")),
+        judged,
         (f"Load: {n} sessions, one {plan.size}-byte message in flight each (POST one data packet, wait for the "
          f"echo on the downstream), {plan.seconds:.0f} s after {plan.warmup:.0f} s warm-up; the Node echo "
          "backend of `bench/client/backends.js`; the client is the raw-asyncio one in this file (it speaks "
-         "both servers' HTTP: 0.7 answers everything chunked). "
+         "every server's HTTP: 0.7 answers everything chunked). "
          f"{plan.repeats} run(s) per server and transport, alternating servers; each figure is the server's "
          "median run, since this VM's speed drifts by up to a third within minutes."),
     ]
     runs = [(label, d) for label, d in (("xhrstream", x), ("longpoll", lp))]
-    runs += [(f"{label}, Orbited 0.7.10", d) for label, d in same_run]
+    for key, version in (("0711", "0.7.11"), ("0710", "0.7.10")):
+        runs += [(f"{transport}, Orbited {version}", data[f"{transport}{key}"])
+                 for transport in ("xhrstream", "longpoll") if f"{transport}{key}" in data]
     for label, d in runs:
         us = d["us_per_round_trip"]
         notes.append(
@@ -617,12 +710,15 @@ def build_result(plan: Plan, data: dict[str, Any]) -> dict:
             f"{d['cores']['client']:.2f} cores ({us['client']:.0f} µs), backend {d['cores']['backend']:.2f} "
             f"cores, other processes {d['others_cores']:.2f} cores; sessions did "
             f"{d['per_session_min']}-{d['per_session_max']} round trips each.")
-    notes.append(
-        f"Idle sessions: {idle['open']:,} xhrstream sessions, each a live stream plus a proxied backend "
-        f"connection (upstream connections closed after the handshake, as an idle page's would be), opened "
-        f"in {idle['seconds']} s. PSS of the server process after minus before, divided by the sessions: "
-        f"{idle['bytes_per_session'] / 1000:.1f} KB (RSS {idle['rss_bytes_per_session'] / 1000:.1f} KB); "
-        f"descriptors {idle['base_fds']} -> {idle['fds']}.")
+    for label, d in (("Orbited", idle), ("Orbited 0.7.11", data.get("idle0711"))):
+        if d is None:
+            continue
+        notes.append(
+            f"Idle sessions, {label}: {d['open']:,} xhrstream sessions, each a live stream plus a proxied "
+            f"backend connection (upstream connections closed after the handshake, as an idle page's would be), "
+            f"opened in {d['seconds']} s. PSS of the server process after minus before, divided by the sessions: "
+            f"{d['bytes_per_session'] / 1000:.1f} KB (RSS {d['rss_bytes_per_session'] / 1000:.1f} KB); "
+            f"descriptors {d['base_fds']} -> {d['fds']}.")
     return {"scenario": NAME, "title": "/tcp Orbited 0.7 wire protocol vs Orbited 0.7",
             "metrics": metrics, "notes": notes,
             "series": {"echo": {"xhrstream": x, "longpoll": lp}, "idle": idle}, "raw": data}
