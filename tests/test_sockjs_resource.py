@@ -185,3 +185,32 @@ def test_every_refusal_is_a_clean_http_answer(h):
         transport, _ = h.send(method, path, body)
         assert status_of(transport.value()) == status, path
         assert b"Traceback" not in transport.value()
+
+
+class NoDelayTransport(StringTransport):
+    """Records TCP_NODELAY requests the way a TCP transport would take them."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.no_delay_calls: list[bool] = []
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.no_delay_calls.append(enabled)
+
+
+def test_receiving_requests_turn_nagle_off_once_per_connection(h):
+    """Polls and streams are small frames that must not wait for a delayed ACK, and a keep-alive
+    connection that carries one poll after another must not pay a setsockopt for each."""
+    protocol = h.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    transport = NoDelayTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000),
+                                 hostAddress=IPv4Address("TCP", "127.0.0.1", 8000))
+    protocol.makeConnection(transport)
+    head = b"POST /sockjs/0/s1/xhr HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nContent-Length: 0\r\n\r\n"
+    protocol.dataReceived(head)
+    assert transport.value().endswith(b"o\n")
+    for index in range(3):
+        transport.clear()
+        h.proxies[0].session.write(b"m%d" % index)
+        protocol.dataReceived(head)
+        assert json.loads(body_of(transport.value())[1:]) == [base64.b64encode(b"m%d" % index).decode()]
+    assert transport.no_delay_calls == [True]

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 from twisted.internet.task import LoopingCall
 from twisted.web.resource import Resource
 
-from orbited.comet import new_session_key, request_identity
+from orbited.comet import new_session_key, no_delay, request_identity
 from orbited.transports.legacy.kinds import KINDS
-from orbited.transports.legacy.session import LegacySession, no_delay
+from orbited.transports.legacy.session import LegacySession
 from orbited.web import StaticFiles, bundled_static_dir
 
 if TYPE_CHECKING:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from twisted.web.server import NOT_DONE_YET
 
-from orbited.comet import CometSession
+from orbited.comet import CometSession, no_delay
 from orbited.transports.legacy.codec import PacketError
 from orbited.transports.legacy.kinds import MAX_PACKETS_PER_RESPONSE, DownstreamKind
 from orbited.transports.legacy.queue import CLOSE, OPT, PING, DownstreamQueue
@@ -55,23 +55,6 @@ def ack_of(request: Request) -> int | None:
         return None
     raw = values[0]
     return int(raw) if raw.isdigit() and len(raw) < 16 else None
-
-
-def no_delay(request: Request) -> None:
-    """Small packets go out at once: Nagle plus the client's delayed ACK cost 40 ms a round trip.
-
-    The lean HTTP layer sets TCP_NODELAY on every connection and its channel
-    says so (``noDelay``).  TEMPORARY, until ``http.engine = twisted`` goes:
-    on twisted.web it is set here, once per connection.
-    """
-    channel = request.channel
-    if channel is None or getattr(channel, "noDelay", False):
-        return
-    channel.noDelay = True
-    try:
-        request.transport.setTcpNoDelay(True)
-    except (AttributeError, OSError):
-        pass  # not a TCP socket (a test transport, a UNIX socket)
 
 
 class Downstream:

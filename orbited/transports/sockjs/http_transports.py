@@ -26,6 +26,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
+from orbited.comet import no_delay
 from orbited.transports.sockjs import framing, pages
 from orbited.transports.sockjs.routing import Kind, Route, Transport, route
 from orbited.transports.sockjs.service import (
@@ -88,11 +89,7 @@ class HttpReceiver(ReceiverFlow):
         if limit is not None:
             request.registerProducer(self, True)
         request.notifyFinish().addBoth(self._finished)
-        # Frames are small and must not wait for the browser's delayed ACK (Nagle).
-        transport = getattr(request.channel, "transport", None)
-        set_no_delay = getattr(transport, "setTcpNoDelay", None)
-        if set_no_delay is not None:
-            set_no_delay(True)
+        no_delay(request)  # frames are small and must not wait for the browser's delayed ACK (Nagle)
 
     # Receiver
 
