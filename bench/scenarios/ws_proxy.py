@@ -6,7 +6,10 @@ clients at once (to the first echoed byte, so Orbited's extra host:port
 handshake round trip is paid, not hidden), aggregate echo round trips per
 second with 50 and 200 clients, server memory per idle proxied session, how
 many sessions one server sustains, and single-stream bulk throughput in both
-directions.  Each measurement starts a fresh server process.  Every process
+directions.  The connect bursts also run against ``client/answer_at_once.js``,
+a server that answers at once and has no backend: its figure is the floor
+that the machine, the kernel and the load client set for any server, reported
+without a target.  Each measurement starts a fresh server process.  Every process
 runs in its own group and is stopped when the scenario ends, however it ends.
 """
 
@@ -42,6 +45,7 @@ NAME = "ws_proxy"
 WEBSOCKIFY = ("websockify==0.13.0", "numpy")
 CLIENT = BENCH / "client" / "wsload.js"
 BACKENDS = BENCH / "client" / "backends.js"
+FLOOR = BENCH / "client" / "answer_at_once.js"
 MIB = 1 << 20
 
 
@@ -84,6 +88,7 @@ class Server:
     backends: dict[str, int] = field(default_factory=dict)
     profiler: Profiler | None = None
     background: list[float] = field(default_factory=list)  # busy cores on the machine before each start
+    warm_connects = 5  # connects before the measured bursts
 
     @property
     def url(self) -> str:
@@ -152,6 +157,23 @@ class WebsockifyServer(Server):
         return [str(self.bin / "websockify"), f"127.0.0.1:{self.port}", f"127.0.0.1:{self.backend}"]
 
 
+class FloorServer(Server):
+    """The connect burst's floor: fixed answers, no backend (client/answer_at_once.js).
+
+    It is warmed with a full burst (the servers under test get 5 connects): V8 compiles its
+    handlers only after many calls, and a cold first burst measured 80 ms instead of 13-48.
+    A warm floor is the lower, stricter reference."""
+
+    warm_connects = 200
+
+    @property
+    def handshake(self) -> str:
+        return f"127.0.0.1:{self.backend}"  # answered "1" without a connect
+
+    def argv(self, workdir: Path) -> list[str]:
+        return [node(), str(FLOOR), str(self.port)]
+
+
 # --- the load client
 
 
@@ -194,7 +216,7 @@ def measure_connect(ctx: ScenarioContext, plan: Plan, servers: tuple[Server, ...
     try:
         for server in servers:
             server.start(backends, "echo", "connect")
-            warm = client(ctx, server, "connect", "warm", n=5, timeout=60)
+            warm = client(ctx, server, "connect", "warm", n=server.warm_connects, timeout=60)
             warm.expect("ready", 30)
             warm.send("go")
             warm.expect("connect", 60)
@@ -366,8 +388,9 @@ def run(ctx: ScenarioContext) -> dict:
     backend_proc = ctx.procs.start([node(), str(BACKENDS)], stdout_pipe=True, log=ctx.workdir / "backends.log")
     backends = JsonLines(backend_proc, "backends").next(30)
 
-    data: dict[str, dict[str, Any]] = {s.label: {} for s in servers}
-    for label, result in measure_connect(ctx, plan, servers, backends).items():
+    floor = FloorServer("floor", ctx)
+    data: dict[str, dict[str, Any]] = {s.label: {} for s in (*servers, floor)}
+    for label, result in measure_connect(ctx, plan, (*servers, floor), backends).items():
         data[label]["connect"] = result
     runs: dict[tuple[str, str], list[dict]] = {}
     for repeat in range(plan.max_repeats):
@@ -419,6 +442,13 @@ def build_result(plan: Plan, data: dict[str, dict[str, Any]]) -> dict:
                "≥ 10x lower than websockify"),
         metric(f"connect p99, {n} clients at once", "ms", o["connect"]["p99"], w["connect"]["p99"], "lower"),
     ]
+    if "floor" in data:
+        f = data["floor"]["connect"]
+        floor_name = "a server that answers at once, no backend (floor)"
+        metrics += [
+            {**metric(f"connect p50, {n} clients at once, vs the floor", "ms", o["connect"]["p50"], f["p50"],
+                      "lower"), "peer_name": floor_name},
+        ]
     for clients in plan.echo_clients:
         key = f"echo{clients}"
         metrics.append(metric(f"echo round trips, {clients} clients", "round trips/s", o[key]["rate"],
@@ -463,6 +493,16 @@ def _pairs(d: dict) -> str:
             f"(median {percentile(ratios, 50):.2f})")
 
 
+def _floor_note(plan: Plan, data: dict[str, dict[str, Any]]) -> str:
+    f, w = data["floor"]["connect"], data["websockify"]["connect"]
+    return (f"Floor: the same bursts against `bench/client/answer_at_once.js`, a Node server that answers the "
+            f"upgrade with a fixed 101, the handshake with '1' and echoes the probe itself, with no backend and "
+            f"no TCP connect, alternating with the two servers: p50 {f['p50']:.1f} ms (rounds "
+            f"{_rates(f['round_p50'])}), p99 {f['p99']:.1f} ms, {f['cpu_ms_per_connect']['server']:.2f} ms of "
+            f"CPU per connect. No server that proxies can go below it on this machine with this client. "
+            f"The 10x target needs a p50 of at most {w['p50'] / 10:.1f} ms in this run.")
+
+
 def notes(plan: Plan, data: dict[str, dict[str, Any]]) -> list[str]:
     o, w = data["orbited"], data["websockify"]
     top = f"echo{max(plan.echo_clients)}"
@@ -484,6 +524,7 @@ def notes(plan: Plan, data: dict[str, dict[str, Any]]) -> list[str]:
          f"{wc['cpu_ms_per_connect']['server']:.2f} ms over its processes (fork included); the load client "
          f"{oc['cpu_ms_per_connect']['client']:.2f} / {wc['cpu_ms_per_connect']['client']:.2f} ms. Failures: "
          f"Orbited {oc['failures'] or 'none'}, websockify {wc['failures'] or 'none'}."),
+        *([_floor_note(plan, data)] if "floor" in data else []),
         ("websockify listens with a backlog of 100 (`sock.listen(100)`), so a burst of 200 connects can "
          "overflow its accept queue and leave clients waiting for SYN retransmits (1 s, 3 s); Orbited listens "
          "with 4096. That is part of what is measured."),
@@ -556,7 +597,9 @@ def series(plan: Plan, data: dict[str, dict[str, Any]]) -> dict:
             "kind": "cdf", "logx": True,
             "title": f"{plan.connect_clients} clients connecting at once: time to first echoed byte",
             "xlabel": "ms from TCP connect (log scale)",
-            "data": {"Orbited": o["connect"]["echo_ms"], "websockify 0.13": w["connect"]["echo_ms"]},
+            "data": {"Orbited": o["connect"]["echo_ms"], "websockify 0.13": w["connect"]["echo_ms"],
+                     **({"floor: answers at once, no backend": data["floor"]["connect"]["echo_ms"]}
+                        if "floor" in data else {})},
         },
         "echo": {
             "kind": "bar", "title": "Aggregate echo round trips per second", "ylabel": "round trips/s",
