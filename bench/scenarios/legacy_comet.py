@@ -82,19 +82,35 @@ LOGGING_0711 = ("[loggers]\nkeys = root\n\n[handlers]\nkeys = console\n\n[format
 LOGGING_0710 = "[logging]\ndebug =\ninfo =\naccess =\nwarn = STDERR\nerror = STDERR\nenabled.default = warn,error\n"
 
 
+def this_run(version: str) -> str:
+    """A 0.7 release's name in the report's peer column."""
+    return f"Orbited {version} (this run)"
+
+
+def run_key(version: str) -> str:
+    """What names a 0.7 release's rows in raw.json: "0.7.11" -> "0711"."""
+    return version.replace(".", "")
+
+
 @dataclass(frozen=True)
 class OldOrbited:
-    """An Orbited 0.7 release on CPython 2.7, run as a same-run peer; ``key`` names its rows in raw.json."""
+    """An Orbited 0.7 release on CPython 2.7, run as a same-run peer."""
 
-    key: str  # "0711", "0710"
     version: str
     pythonpath: str
     prelude: str
     logging: str
 
     @property
-    def name(self) -> str:
-        return f"Orbited {self.version} (this run)"
+    def key(self) -> str:
+        return run_key(self.version)
+
+
+def server_label(old: OldOrbited | None = None, reactor: str | None = None) -> str:
+    """The server's name in logs: Orbited (with a non-default reactor), or a 0.7 release."""
+    if old is not None:
+        return f"orbited{old.key}"
+    return f"orbited-{reactor}" if reactor else "orbited"
 
 
 def orbited_0711() -> OldOrbited:
@@ -104,12 +120,12 @@ def orbited_0711() -> OldOrbited:
     if not (daemon / "orbited" / "start.py").is_file():
         raise SetupError(f"no Orbited 0.7.11 sources at {daemon} (set {PEER0711_DAEMON_ENV}; see bench/README.md)")
     lib = python27_packages("orbited-0.7.11", PEER0711_REQUIREMENTS)
-    return OldOrbited("0711", "0.7.11", f"{daemon}{os.pathsep}{lib}", PEER0711_PRELUDE, LOGGING_0711)
+    return OldOrbited("0.7.11", f"{daemon}{os.pathsep}{lib}", PEER0711_PRELUDE, LOGGING_0711)
 
 
 def orbited_0710() -> OldOrbited:
     lib = python27_packages("orbited-0.7.10", PEER0710_REQUIREMENTS)
-    return OldOrbited("0710", "0.7.10", str(lib), "", LOGGING_0710)
+    return OldOrbited("0.7.10", str(lib), "", LOGGING_0710)
 
 
 @dataclass(frozen=True)
@@ -518,7 +534,7 @@ def start_client(ctx: ScenarioContext, tag: str, **config: Any) -> JsonLines:
 def measure_echo(ctx: ScenarioContext, plan: Plan, backend: int, backend_pid: int, transport: str,
                  old: OldOrbited | None = None, reactor: str | None = None) -> dict:
     """Orbited (``reactor``: its [global] reactor), or the ``old`` 0.7, under the echo load."""
-    label = f"orbited{old.key}" if old is not None else f"orbited-{reactor}" if reactor else "orbited"
+    label = server_label(old, reactor)
     proc, port = start_server(ctx, backend, f"echo-{transport}", old, reactor)
     try:
         lines = start_client(ctx, f"echo-{transport}-{label}", mode="echo", port=port, transport=transport,
@@ -549,7 +565,7 @@ def fd_count(pid: int) -> int:
 
 
 def measure_idle(ctx: ScenarioContext, plan: Plan, backend: int, old: OldOrbited | None = None) -> dict:
-    label = f"orbited{old.key}" if old is not None else "orbited"
+    label = server_label(old)
     proc, port = start_server(ctx, backend, "idle", old)
     try:
         warm = start_client(ctx, "idle-warm", mode="hold", port=port, target=f"127.0.0.1:{backend}", n=1)
@@ -617,7 +633,7 @@ def run(ctx: ScenarioContext) -> dict:
             data[key] = median_run(done)
     data["idle"] = measure_idle(ctx, plan, backend)
     for old in olds:
-        if old.key == "0711":
+        if old.version == "0.7.11":
             data[f"idle{old.key}"] = measure_idle(ctx, plan, backend, old)
     (ctx.workdir / "raw.json").write_text(json.dumps(data, indent=1))
     return build_result(plan, data)
@@ -636,7 +652,7 @@ def build_result(plan: Plan, data: dict[str, Any]) -> dict:
     def baseline(transport: str, field: str, recorded: float) -> tuple[float, str]:
         """0.7.11's figure from this run when it ran here, else the one the issue records."""
         if ran_0711:
-            return data[f"{transport}0711"][field], "Orbited 0.7.11 (this run)"
+            return data[f"{transport}0711"][field], this_run("0.7.11")
         return recorded, PEER
 
     n = plan.sessions
@@ -650,7 +666,7 @@ def build_result(plan: Plan, data: dict[str, Any]) -> dict:
         metrics.append(metric(f"echo round trip p99, {n} sessions, {transport}", "ms", ours["p99_ms"], theirs,
                               "lower", peer_name=name))
     if "idle0711" in data:
-        old_idle, idle_peer = data["idle0711"], "Orbited 0.7.11 (this run)"
+        old_idle, idle_peer = data["idle0711"], this_run("0.7.11")
         old_kb, old_fds = old_idle["bytes_per_session"] / 1000, old_idle["fds_per_session"]
     else:
         old_kb, old_fds, idle_peer = PEER_KB_PER_SESSION, PEER_FDS_PER_SESSION, PEER
@@ -665,14 +681,14 @@ def build_result(plan: Plan, data: dict[str, Any]) -> dict:
             metrics.append(metric(f"server CPU per round trip, {transport}", "µs",
                                   ours["us_per_round_trip"]["server"],
                                   data[f"{transport}0711"]["us_per_round_trip"]["server"], "lower",
-                                  peer_name="Orbited 0.7.11 (this run)"))
+                                  peer_name=this_run("0.7.11")))
     if ran_0710:
         for transport, ours in (("xhrstream", x), ("longpoll", lp)):
             d = data[f"{transport}0710"]
             metrics.append(metric(f"echo round trips, {n} sessions, {transport}, vs 0.7.10", "round trips/s",
-                                  ours["rate"], d["rate"], "higher", peer_name="Orbited 0.7.10 (this run)"))
+                                  ours["rate"], d["rate"], "higher", peer_name=this_run("0.7.10")))
             metrics.append(metric(f"echo round trip p99, {n} sessions, {transport}, vs 0.7.10", "ms",
-                                  ours["p99_ms"], d["p99_ms"], "lower", peer_name="Orbited 0.7.10 (this run)"))
+                                  ours["p99_ms"], d["p99_ms"], "lower", peer_name=this_run("0.7.10")))
     if ran_0711:
         judged = ("The targets are judged on Orbited 0.7.11, the issue's peer, run in this run: CPython 2.7.18, "
                   "Twisted 20.3.0, epoll reactor, from a copy of its daemon/ directory (never committed; "
@@ -698,9 +714,9 @@ def build_result(plan: Plan, data: dict[str, Any]) -> dict:
          "median run, since this VM's speed drifts by up to a third within minutes."),
     ]
     runs = [(label, d) for label, d in (("xhrstream", x), ("longpoll", lp))]
-    for key, version in (("0711", "0.7.11"), ("0710", "0.7.10")):
-        runs += [(f"{transport}, Orbited {version}", data[f"{transport}{key}"])
-                 for transport in ("xhrstream", "longpoll") if f"{transport}{key}" in data]
+    for version in ("0.7.11", "0.7.10"):
+        runs += [(f"{transport}, Orbited {version}", data[f"{transport}{run_key(version)}"])
+                 for transport in ("xhrstream", "longpoll") if f"{transport}{run_key(version)}" in data]
     for label, d in runs:
         us = d["us_per_round_trip"]
         notes.append(
