@@ -211,6 +211,38 @@ def test_session_expires_after_the_delay_without_a_receiver(clock):
     assert handler.closed == ["no receiving connection for 5s"]
 
 
+def test_polls_move_the_expiry_and_heartbeat_without_a_timer_each(clock):
+    """Each poll moves what is due; the times stay exact though the reactor sees one timer per delay."""
+    armed: list[float] = []
+    call_later = clock.callLater
+    clock.callLater = lambda delay, *a, **kw: armed.append(delay) or call_later(delay, *a, **kw)
+    handler = Recorder()
+    session = new_session(clock, handler)
+    receiver(session, polling=True)
+    for _ in range(40):  # 20 s of polls, a message every 0.5 s
+        poll = receiver(session, polling=True)
+        clock.advance(0.3)
+        session.send("x")
+        assert poll.frames == [["x"]]
+        clock.advance(0.2)
+    assert session.state is State.OPEN
+    # At most two per delay (an early firing during a poll re-arms for its heartbeat, the next
+    # detach for the expiry); the old way armed one per poll, 40 here.
+    assert len(armed) <= 2 * 20 / DELAY + 2, armed
+
+    waiting = receiver(session, polling=True)  # the expiry is still armed: it fires early and re-arms
+    clock.advance(HEARTBEAT - 0.01)
+    assert waiting.frames == []
+    clock.advance(0.02)
+    assert waiting.frames == ["h"] and session.receiver is None  # the heartbeat ended the poll
+
+    clock.advance(DELAY - 0.02)
+    assert session.state is State.OPEN
+    clock.advance(0.02)
+    assert session.state is State.CLOSED and handler.closed == [f"no receiving connection for {DELAY:g}s"]
+    assert not [c for c in clock.getDelayedCalls() if c.active()]
+
+
 def test_a_session_nobody_receives_from_expires_too(clock):
     handler = Recorder()
     session = new_session(clock, handler)

@@ -158,6 +158,8 @@ class SockJSSession:
         self.close_code, self.close_reason = NORMAL_CLOSURE
         self.reading_paused = False
         self._timer: IDelayedCall | None = None
+        self._timer_at = 0.0  # when _timer fires
+        self._due = 0.0  # when the heartbeat or the expiry is due
         self._stall: IDelayedCall | None = None
         self._arm(disconnect_delay)
 
@@ -166,16 +168,22 @@ class SockJSSession:
 
     # ------------------------------------------------------------------
     # timers: a heartbeat while a receiver waits, an expiry while none does.
-    # One DelayedCall, moved rather than replaced: a poll attaches and detaches
-    # a receiver every few milliseconds.
+    # A poll attaches and detaches a receiver every few milliseconds, and each
+    # moves what is due (heartbeat on attach, expiry on detach).  Moving a
+    # reactor DelayedCall costs a cancel and a heap push; here a move only
+    # records ``_due``.  The one DelayedCall is replaced only when the new
+    # time is sooner than it; when it fires early it re-arms itself for
+    # ``_due``.  A polling session so arms at most two timers per
+    # ``disconnect_delay`` instead of one per poll, off the path that answers it.
 
     def _arm(self, delay: float) -> None:
-        timer = self._timer
-        if timer is not None and timer.active():
-            if timer.getTime() <= self.clock.seconds() + delay:
-                timer.reset(delay)  # later: O(1) in the reactor
-                return
-            timer.cancel()  # sooner: the reactor's reset would search its heap linearly
+        due = self.clock.seconds() + delay
+        self._due = due
+        if self._timer is not None:
+            if self._timer_at <= due:
+                return  # it fires first and re-arms for _due
+            self._timer.cancel()
+        self._timer_at = due
         self._timer = self.clock.callLater(delay, self._fire)
 
     def _cancel_timer(self) -> None:
@@ -185,6 +193,11 @@ class SockJSSession:
 
     def _fire(self) -> None:
         self._timer = None
+        early = self._due - self.clock.seconds()
+        if early > 0:
+            self._timer_at = self._due
+            self._timer = self.clock.callLater(early, self._fire)
+            return
         receiver = self.receiver
         if receiver is None:
             self._expire()
