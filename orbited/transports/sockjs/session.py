@@ -158,7 +158,6 @@ class SockJSSession:
         self.close_code, self.close_reason = NORMAL_CLOSURE
         self.reading_paused = False
         self._timer: IDelayedCall | None = None
-        self._timer_at = 0.0  # when _timer fires
         self._due = 0.0  # when the heartbeat or the expiry is due
         self._stall: IDelayedCall | None = None
         self._arm(disconnect_delay)
@@ -179,11 +178,11 @@ class SockJSSession:
     def _arm(self, delay: float) -> None:
         due = self.clock.seconds() + delay
         self._due = due
-        if self._timer is not None:
-            if self._timer_at <= due:
+        timer = self._timer
+        if timer is not None:
+            if timer.getTime() <= due:
                 return  # it fires first and re-arms for _due
-            self._timer.cancel()
-        self._timer_at = due
+            timer.cancel()
         self._timer = self.clock.callLater(delay, self._fire)
 
     def _cancel_timer(self) -> None:
@@ -195,7 +194,6 @@ class SockJSSession:
         self._timer = None
         early = self._due - self.clock.seconds()
         if early > 0:
-            self._timer_at = self._due
             self._timer = self.clock.callLater(early, self._fire)
             return
         receiver = self.receiver
