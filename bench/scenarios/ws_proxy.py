@@ -8,7 +8,9 @@ second with 50 and 200 clients, server memory per idle proxied session, how
 many sessions one server sustains, and single-stream bulk throughput in both
 directions.  The connect bursts also run against ``client/answer_at_once.js``,
 a server that answers at once and has no backend: its figure is the floor
-that the machine, the kernel and the load client set for any server, reported
+that the machine, the kernel and the load client set for any server, and against
+``client/bare_proxy.py``, a proxy on Orbited's own reactor with none of Orbited's
+features: its figure is what a Twisted proxy costs here.  Both are reported
 without a target.  Each measurement starts a fresh server process.  Every process
 runs in its own group and is stopped when the scenario ends, however it ends.
 """
@@ -46,6 +48,7 @@ WEBSOCKIFY = ("websockify==0.13.0", "numpy")
 CLIENT = BENCH / "client" / "wsload.js"
 BACKENDS = BENCH / "client" / "backends.js"
 FLOOR = BENCH / "client" / "answer_at_once.js"
+BARE_PROXY = BENCH / "client" / "bare_proxy.py"
 MIB = 1 << 20
 
 
@@ -172,6 +175,18 @@ class FloorServer(Server):
 
     def argv(self, workdir: Path) -> list[str]:
         return [node(), str(FLOOR), str(self.port)]
+
+
+class BareProxyServer(Server):
+    """The stack's floor: a real proxy on Orbited's reactor without Orbited's features
+    (client/bare_proxy.py), started and warmed like Orbited."""
+
+    @property
+    def handshake(self) -> str:
+        return f"127.0.0.1:{self.backend}"
+
+    def argv(self, workdir: Path) -> list[str]:
+        return [self.ctx.python, str(BARE_PROXY), str(self.port)]
 
 
 # --- the load client
@@ -388,9 +403,9 @@ def run(ctx: ScenarioContext) -> dict:
     backend_proc = ctx.procs.start([node(), str(BACKENDS)], stdout_pipe=True, log=ctx.workdir / "backends.log")
     backends = JsonLines(backend_proc, "backends").next(30)
 
-    floor = FloorServer("floor", ctx)
-    data: dict[str, dict[str, Any]] = {s.label: {} for s in (*servers, floor)}
-    for label, result in measure_connect(ctx, plan, (*servers, floor), backends).items():
+    floors = (FloorServer("floor", ctx), BareProxyServer("bare_proxy", ctx))
+    data: dict[str, dict[str, Any]] = {s.label: {} for s in (*servers, *floors)}
+    for label, result in measure_connect(ctx, plan, (*servers, *floors), backends).items():
         data[label]["connect"] = result
     runs: dict[tuple[str, str], list[dict]] = {}
     for repeat in range(plan.max_repeats):
@@ -449,6 +464,11 @@ def build_result(plan: Plan, data: dict[str, dict[str, Any]]) -> dict:
             {**metric(f"connect p50, {n} clients at once, vs the floor", "ms", o["connect"]["p50"], f["p50"],
                       "lower"), "peer_name": floor_name},
         ]
+    if "bare_proxy" in data:
+        b = data["bare_proxy"]["connect"]
+        metrics.append({**metric(f"connect p50, {n} clients at once, vs a bare Twisted proxy", "ms",
+                                 o["connect"]["p50"], b["p50"], "lower"),
+                        "peer_name": "a proxy on the same reactor without Orbited's features"})
     for clients in plan.echo_clients:
         key = f"echo{clients}"
         metrics.append(metric(f"echo round trips, {clients} clients", "round trips/s", o[key]["rate"],
@@ -503,6 +523,17 @@ def _floor_note(plan: Plan, data: dict[str, dict[str, Any]]) -> str:
             f"The 10x target needs a p50 of at most {w['p50'] / 10:.1f} ms in this run.")
 
 
+def _bare_note(data: dict[str, dict[str, Any]]) -> str:
+    b, o = data["bare_proxy"]["connect"], data["orbited"]["connect"]
+    return (f"Bare proxy: the same bursts against `bench/client/bare_proxy.py`, a proxy on Orbited's reactor "
+            f"that answers the upgrade by hand, connects to the backend the handshake names, answers '1' and "
+            f"relays, with no HTTP layer, no autobahn, no access or Origin rules, no session registry, no flow "
+            f"control and no log lines: p50 {b['p50']:.1f} ms (rounds {_rates(b['round_p50'])}), p99 "
+            f"{b['p99']:.1f} ms, {b['cpu_ms_per_connect']['server']:.2f} ms of CPU per connect against "
+            f"Orbited's {o['cpu_ms_per_connect']['server']:.2f}. It is what this stack costs before any of "
+            f"Orbited's features; the difference is what they cost.")
+
+
 def notes(plan: Plan, data: dict[str, dict[str, Any]]) -> list[str]:
     o, w = data["orbited"], data["websockify"]
     top = f"echo{max(plan.echo_clients)}"
@@ -525,6 +556,7 @@ def notes(plan: Plan, data: dict[str, dict[str, Any]]) -> list[str]:
          f"{oc['cpu_ms_per_connect']['client']:.2f} / {wc['cpu_ms_per_connect']['client']:.2f} ms. Failures: "
          f"Orbited {oc['failures'] or 'none'}, websockify {wc['failures'] or 'none'}."),
         *([_floor_note(plan, data)] if "floor" in data else []),
+        *([_bare_note(data)] if "bare_proxy" in data else []),
         ("websockify listens with a backlog of 100 (`sock.listen(100)`), so a burst of 200 connects can "
          "overflow its accept queue and leave clients waiting for SYN retransmits (1 s, 3 s); Orbited listens "
          "with 4096. That is part of what is measured."),
@@ -599,7 +631,9 @@ def series(plan: Plan, data: dict[str, dict[str, Any]]) -> dict:
             "xlabel": "ms from TCP connect (log scale)",
             "data": {"Orbited": o["connect"]["echo_ms"], "websockify 0.13": w["connect"]["echo_ms"],
                      **({"floor: answers at once, no backend": data["floor"]["connect"]["echo_ms"]}
-                        if "floor" in data else {})},
+                        if "floor" in data else {}),
+                     **({"bare Twisted proxy": data["bare_proxy"]["connect"]["echo_ms"]}
+                        if "bare_proxy" in data else {})},
         },
         "echo": {
             "kind": "bar", "title": "Aggregate echo round trips per second", "ylabel": "round trips/s",
