@@ -22,6 +22,7 @@ from websockets.sync.client import connect as ws_connect
 
 from orbited.testing.sockjs_client import Connection, request, stream
 from tests.support.procs import OrbitedProcess, free_port, stop_process
+from tests.support.rawws import masked, raw_upgrade
 
 PAYLOAD = bytes(range(256)) + "héllo ✓".encode()
 
@@ -199,6 +200,42 @@ def test_bad_base64_closes_with_1007_and_releases_the_backend():
         send(url, "%%% not base64 %%%")
         assert request("POST", url + "/xhr").body == b'c[1007,"message is not base64"]\n'
         assert "message is not base64" in server.process.log()
+
+
+@pytest.mark.parametrize("raw", [False, True], ids=["framed", "raw"])
+def test_backend_data_while_the_websocket_closes_is_dropped_quietly(raw):
+    """A browser that breaks the WebSocket protocol gets a close frame and the socket waits for
+    its reply; what the backend sends meanwhile must not raise (it was an unhandled error that
+    ended the session as 'backend lost')."""
+    backend = socket.socket()
+    backend.bind(("127.0.0.1", 0))
+    backend.listen(1)
+    port = backend.getsockname()[1]
+    with Server(backends=(port,)) as server:
+        if raw:
+            browser = raw_upgrade(server.port, b"/sockjs/websocket")
+            browser.sendall(masked(1, f"127.0.0.1:{port}".encode()))
+            answer = b"\x81\x011"
+        else:
+            browser = raw_upgrade(server.port, f"/sockjs/000/{uuid.uuid4().hex}/websocket".encode())
+            assert browser.recv(3) == b"\x81\x01o"
+            browser.sendall(masked(1, json.dumps([f"127.0.0.1:{port}"]).encode()))
+            answer = b'\x81\x06a["1"]'
+        conn, _ = backend.accept()
+        assert browser.recv(len(answer)) == answer
+        browser.sendall(masked(3, b"x"))  # a reserved opcode: autobahn fails the connection (1002)
+        assert browser.recv(2)[0] == 0x88  # its close frame; the browser never answers it
+        conn.sendall(b"late data")  # arrives while the WebSocket is closing
+        conn.settimeout(10)
+        assert conn.recv(10) == b""  # the backend is closed once the WebSocket is gone
+        conn.close()
+        browser.close()
+        server.wait_connections(0)
+        log = server.process.log()
+    backend.close()
+    assert "Traceback" not in log and "Unhandled" not in log, log
+    closed = [line for line in log.splitlines() if "closed after" in line]
+    assert len(closed) == 1 and "backend lost" not in closed[0], closed
 
 
 def test_unknown_session_is_404(server):

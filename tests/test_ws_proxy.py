@@ -16,6 +16,7 @@ from websockets.sync.client import connect as ws_connect
 
 from tests.support.backends import pattern, pattern_digest
 from tests.support.procs import OrbitedProcess, free_port, stop_process
+from tests.support.rawws import masked, raw_upgrade
 
 
 @contextmanager
@@ -274,6 +275,37 @@ def test_browser_close_closes_the_backend():
         assert conn.recv(10) == b""  # EOF: the backend connection was closed
         conn.close()
     backend.close()
+
+
+def test_backend_data_while_the_browser_side_closes_is_dropped_quietly():
+    """A browser that breaks the protocol gets a close frame and the socket waits for its reply;
+    what the backend sends meanwhile has nowhere to go and must not raise (it was logged as an
+    unhandled error and ended the session as 'backend lost')."""
+    backend = socket.socket()
+    backend.bind(("127.0.0.1", 0))
+    backend.listen(1)
+    port = backend.getsockname()[1]
+    with orbited_with(access=f"* -> 127.0.0.1:{port}") as orbited:
+        browser = raw_upgrade(orbited.port)
+        browser.sendall(masked(1, f"127.0.0.1:{port}".encode()))
+        conn, _ = backend.accept()
+        assert browser.recv(3) == b"\x81\x011"  # the text message "1"
+        browser.sendall(masked(3, b"x"))  # a reserved opcode: autobahn fails the connection (1002)
+        close = browser.recv(2)
+        assert close[0] == 0x88, close  # its close frame; the browser never answers it
+        conn.sendall(b"late data")  # arrives while the WebSocket is closing
+        conn.settimeout(10)
+        assert conn.recv(10) == b""  # the backend is closed once the WebSocket is gone
+        conn.close()
+        browser.close()
+        deadline = time.monotonic() + 5
+        while "closed after" not in orbited.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        log = orbited.log()
+    backend.close()
+    assert "Traceback" not in log and "Unhandled" not in log, log
+    closed = [line for line in log.splitlines() if "closed after" in line]
+    assert len(closed) == 1 and "backend lost" not in closed[0], closed
 
 
 def test_message_over_the_limit_closes_with_1009():

@@ -140,14 +140,20 @@ class WebSocketSession(WebSocketServerProtocol):
 
     # ISession
 
+    # After a close frame has gone either way, the browser will not read what the backend sends
+    # (autobahn's sendMessage would raise); onClose tells the session protocol soon after.
+
     def write(self, data: bytes) -> None:
-        if self.state == WebSocketServerProtocol.STATE_OPEN and self._perMessageCompress is None:
+        if self.state != WebSocketServerProtocol.STATE_OPEN:
+            return
+        if self._perMessageCompress is None:
             self.transport.write(binary_frame_header(len(data)) + data)
         else:
             self.sendMessage(data, True)
 
     def answerHandshake(self, reply: str) -> None:
-        self.sendMessage(reply.encode("ascii"), False)
+        if self.state == WebSocketServerProtocol.STATE_OPEN:
+            self.sendMessage(reply.encode("ascii"), False)
 
     def close(self, reason: str, code: int | None = None) -> None:
         # sendCloseFrame, not sendClose: autobahn's sendClose refuses 1001 (going away).

@@ -71,21 +71,26 @@ class WebSocketReceiver(ReceiverFlow):
         self.paused = False
         self.done = False
 
+    def _send(self, text: bytes) -> None:
+        # Once a close frame has gone either way the browser reads nothing more (and autobahn's
+        # sendMessage raises); the socket's onClose detaches this receiver soon after.
+        if self.protocol.state == WebSocketServerProtocol.STATE_OPEN:
+            self.protocol.sendMessage(text, False)
+
     def send_open(self) -> None:
         if not self.raw:
-            self.protocol.sendMessage(b"o", False)
+            self._send(b"o")
 
     def send_heartbeat(self) -> None:
         if not self.raw:
-            self.protocol.sendMessage(b"h", False)
+            self._send(b"h")
 
     def send_messages(self, messages: list[str]) -> None:
-        protocol = self.protocol
         if self.raw:
             for text in messages:
-                protocol.sendMessage(text.encode("utf-8", "replace"), False)
+                self._send(text.encode("utf-8", "replace"))
         else:
-            protocol.sendMessage(framing.message_frame(messages).encode("utf-8"), False)
+            self._send(framing.message_frame(messages).encode("utf-8"))
 
     def send_close(self, code: int, reason: str) -> None:
         if self.done:
@@ -94,7 +99,7 @@ class WebSocketReceiver(ReceiverFlow):
         if self.raw:
             send_close(self.protocol, code, reason)
         else:
-            self.protocol.sendMessage(framing.close_frame(code, reason).encode("utf-8"), False)
+            self._send(framing.close_frame(code, reason).encode("utf-8"))
             send_close(self.protocol, WS_NORMAL, "Normal closure")
         self.session.detach(self)
 

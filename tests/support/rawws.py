@@ -1,0 +1,23 @@
+"""A WebSocket client by hand, for tests that must break the protocol or leave a close unanswered."""
+
+from __future__ import annotations
+
+import socket
+
+
+def raw_upgrade(port: int, path: bytes = b"/ws") -> socket.socket:
+    """A WebSocket client that only does what the test tells it: no close replies, no pongs."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+                 b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 b"Sec-WebSocket-Version: 13\r\n\r\n" % port)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def masked(opcode: int, payload: bytes) -> bytes:
+    assert len(payload) < 126
+    return bytes((0x80 | opcode, 0x80 | len(payload))) + b"\0\0\0\0" + payload  # a zero mask key
