@@ -563,6 +563,51 @@ def test_max_queues():
     assert set(broker.queues) == {"/queue/a", "/queue/b"}
 
 
+def test_total_bound_drops_the_oldest_of_the_largest_queue(caplog):
+    broker = make_broker("queue.max_total_bytes = 4096")
+    for i in range(3):
+        broker.publish("/queue/big", b"%d" % i + b"x" * 999)
+    broker.publish("/queue/small", b"s" * 500)
+    with caplog.at_level(logging.WARNING, "orbited.stomp"):
+        broker.publish("/queue/small", b"t" * 1000)  # 4,500 bytes in all: over by 404
+    assert "queue /queue/big is full" in caplog.text and "queue.max_total_bytes" in caplog.text
+    assert [m.body[:1] for m in broker.queues["/queue/big"].waiting] == [b"1", b"2"]
+    assert len(broker.queues["/queue/small"].waiting) == 2  # the small queue keeps everything
+    assert broker.waiting.bytes == 3500 == broker.status()["waiting_bytes"]
+    assert broker.stats["dropped"] == 1
+
+
+def test_total_bound_with_reject_refuses_the_new_message():
+    broker = make_broker("queue.max_total_bytes = 2048\nqueue.overflow = reject")
+    broker.publish("/queue/a", b"x" * 1000)
+    broker.publish("/queue/b", b"x" * 1000)
+    with pytest.raises(DestinationFull):
+        broker.publish("/queue/c", b"x" * 100)
+    assert "/queue/c" not in broker.queues and broker.waiting.bytes == 2000
+    client = connected(broker)
+    client.send("SEND", b"y" * 100, destination="/queue/a")
+    error = client.frames()[0]
+    assert error.command == "ERROR" and error.headers["message"] == "queue full"
+    assert b"queue.max_total_bytes" in error.body
+    assert len(broker.queues["/queue/a"].waiting) == 1
+
+
+def test_total_follows_deliveries_and_returns(broker):
+    """The total is kept by each change to a queue; it must match the queues' own counts."""
+    client = connected(broker)
+    client.send("SUBSCRIBE", id="s", destination="/queue/q", ack="client")
+    for i in range(5):
+        broker.publish("/queue/q", b"m%d" % i)
+        broker.publish("/queue/other", b"o%d" % i)
+    assert broker.waiting.bytes == sum(q.waiting_bytes for q in broker.queues.values()) == 10
+    client.send("DISCONNECT")  # its five unacknowledged messages go back to /queue/q
+    assert broker.waiting.bytes == sum(q.waiting_bytes for q in broker.queues.values()) == 20
+    taker = connected(broker)
+    taker.send("SUBSCRIBE", id="t", destination="/queue/q")
+    taker.send("SUBSCRIBE", id="u", destination="/queue/other")
+    assert broker.waiting.bytes == 0 and not any(q.waiting for q in broker.queues.values())
+
+
 def test_empty_destinations_are_forgotten(broker):
     client = connected(broker)
     client.send("SUBSCRIBE", id="1", destination="/topic/t")

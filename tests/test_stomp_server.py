@@ -346,3 +346,26 @@ def test_max_connections():
         first.close()
         second.close()
         assert "refusing STOMP connection" in srv.log()
+
+
+def test_queues_together_stay_within_max_total_bytes():
+    """Parked messages cannot grow the broker without bound across many queues: past
+    queue.max_total_bytes the largest queue loses its oldest (logged), and the status says how
+    much waits."""
+    with Server("queue.max_total_bytes = 20000") as srv:
+        publisher = Raw(srv.port)
+        body = b"x" * 1000
+        for i in range(30):  # 30,000 bytes over 3 queues nobody reads
+            publisher.send(b"SEND\ndestination:/queue/q%d\nreceipt:r%d\n\n" % (i % 3, i) + body + b"\0")
+            assert publisher.frame().startswith(b"RECEIPT")
+        status = srv.proc.status(srv.http)["broker"]
+        assert status["waiting_bytes"] <= 20000 and status["waiting_messages"] == 20
+        subscriber = Raw(srv.port)
+        for i in range(3):
+            subscriber.send(b"SUBSCRIBE\nid:s%d\ndestination:/queue/q%d\nreceipt:go%d\n\n\0" % (i, i, i))
+        frames = [subscriber.frame() for _ in range(23)]  # 3 receipts and what was kept
+        assert sum(f.startswith(b"MESSAGE") for f in frames) == 20
+        assert srv.proc.status(srv.http)["broker"]["waiting_bytes"] == 0
+        publisher.close()
+        subscriber.close()
+        assert "queue.max_total_bytes" in srv.log() and "Traceback" not in srv.log()

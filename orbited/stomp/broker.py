@@ -32,6 +32,7 @@ from orbited.stomp.destinations import (
     Queue,
     Subscription,
     Topic,
+    WaitingTotal,
     destination_kind,
 )
 from orbited.stomp.errors import AccessRefused, DestinationFull, ProtocolError
@@ -80,6 +81,7 @@ class StompBroker:
         self.max_connections = settings["max_connections"] or max(16, file_limit() - 256)
         self.topics: dict[str, Topic] = {}
         self.queues: dict[str, Queue] = {}
+        self.waiting = WaitingTotal()  # body bytes in all queues (queue.max_total_bytes)
         self.connections: set[StompConnection] = set()
         self.publishers: set[StompConnection] = set()
         self.blocking: dict[StompConnection, Any] = {}  # congested subscribers holding publishers back
@@ -203,7 +205,7 @@ class StompBroker:
         if queue is None and create:
             settings = self.settings
             queue = self.queues[name] = Queue(name, settings["queue.max_messages"], settings["queue.max_bytes"],
-                                              settings["queue.overflow"])
+                                              settings["queue.overflow"], self.waiting)
         return queue
 
     def _maybe_forget(self, target: Topic | Queue) -> None:
@@ -267,7 +269,28 @@ class StompBroker:
         if dropped:
             self._overflow(name, len(dropped), f"it holds queue.max_messages ({queue.max_messages}) "
                            f"or queue.max_bytes ({queue.max_bytes})")
+        if self.waiting.bytes > self.settings["queue.max_total_bytes"]:
+            self._over_total(queue, message)
         self._maybe_forget(queue)
+
+    def _over_total(self, queue: Queue, message: Message) -> None:
+        """All queues together hold more than queue.max_total_bytes: refuse the new message
+        (reject), or drop the oldest messages of the largest queues (drop-oldest), so that one
+        queue that nobody reads cannot cost every other queue its messages."""
+        limit = self.settings["queue.max_total_bytes"]
+        why = f"the queues together hold queue.max_total_bytes ({limit})"
+        if self.settings["queue.overflow"] == "reject":
+            if queue.take_back(message):
+                self._maybe_forget(queue)
+                raise DestinationFull("queue full", f"{queue.name} cannot take the message: {why}")
+            return  # it went out at once; taken-back messages keep the total over until they go
+        while self.waiting.bytes > limit:
+            largest = max(self.queues.values(), key=lambda q: q.waiting_bytes)
+            count = largest.drop_oldest(self.waiting.bytes - limit)
+            if not count:
+                return  # nothing waits anywhere (cannot happen while the total is kept right)
+            self._overflow(largest.name, count, why + "; it is the largest")
+            self._maybe_forget(largest)
 
     def _overflow(self, name: str, count: int, why: str) -> None:
         if self.settings["queue.overflow"] == "reject":
@@ -297,6 +320,7 @@ class StompBroker:
             "topics": len(self.topics),
             "queues": len(self.queues),
             "waiting_messages": sum(len(q.waiting) for q in self.queues.values()),
+            "waiting_bytes": self.waiting.bytes,
             "largest_queues": {q.name: q.status() for q in queues[:10]},
             "development_mode": self.permissions.development_mode,
             **{name: self.stats[name] for name in ("connections_total", "messages_in", "deliveries", "dropped",

@@ -203,10 +203,21 @@ class Topic:
         return {"subscribers": len(self.subscribers)}
 
 
+class WaitingTotal:
+    """Body bytes waiting in all of one broker's queues together, kept by the queues as they
+    change, so that ``queue.max_total_bytes`` is checked without summing over every queue."""
+
+    __slots__ = ("bytes",)
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+
 class Queue:
     kind = "queue"
 
-    def __init__(self, name: str, max_messages: int, max_bytes: int, overflow: str):
+    def __init__(self, name: str, max_messages: int, max_bytes: int, overflow: str,
+                 total: WaitingTotal | None = None):
         self.name = name
         self.max_messages = max_messages
         self.max_bytes = max_bytes
@@ -214,6 +225,7 @@ class Queue:
         self.subscribers: list[Subscription] = []
         self.waiting: deque[Message] = deque()
         self.waiting_bytes = 0
+        self.total = total if total is not None else WaitingTotal()
         self.dropped = 0
         self._next = 0
         self._dispatching = False
@@ -244,21 +256,42 @@ class Queue:
         waiting = self.waiting
         waiting.append(message)
         self.waiting_bytes += message.size
+        self.total.bytes += message.size
         self.dispatch()
         dropped: list[Message] = []
         while waiting and (len(waiting) > self.max_messages or self.waiting_bytes > self.max_bytes):
             if self.overflow == "reject":
-                if waiting[-1] is not message:
+                if not self.take_back(message):
                     break  # the new message went out; returned ones keep the queue over its bound
-                waiting.pop()
-                self.waiting_bytes -= message.size
                 raise DestinationFull("queue full", f"{self.name} holds {len(waiting)} messages "
                                       f"({self.waiting_bytes} bytes), its bound; the message was refused")
-            old = waiting.popleft()
-            self.waiting_bytes -= old.size
-            dropped.append(old)
+            dropped.append(self._pop_oldest())
         self.dropped += len(dropped)
         return dropped
+
+    def take_back(self, message: Message) -> bool:
+        """Remove ``message`` if it is still the newest waiting one (a refused publish)."""
+        if not self.waiting or self.waiting[-1] is not message:
+            return False
+        self.waiting.pop()
+        self.waiting_bytes -= message.size
+        self.total.bytes -= message.size
+        return True
+
+    def drop_oldest(self, excess: int) -> int:
+        """Drop the oldest waiting messages until ``excess`` bytes are freed or none wait; how many."""
+        count = 0
+        while excess > 0 and self.waiting:
+            excess -= self._pop_oldest().size
+            count += 1
+        self.dropped += count
+        return count
+
+    def _pop_oldest(self) -> Message:
+        old = self.waiting.popleft()
+        self.waiting_bytes -= old.size
+        self.total.bytes -= old.size
+        return old
 
     def returned(self, messages: list[Message]) -> None:
         """Unacknowledged messages come back (disconnect, UNSUBSCRIBE, NACK): they go to the
@@ -268,6 +301,7 @@ class Queue:
         for message in reversed(messages):
             self.waiting.appendleft(message.redelivery())
             self.waiting_bytes += message.size
+            self.total.bytes += message.size
         self.dispatch()
 
     def dispatch(self) -> None:
@@ -286,6 +320,7 @@ class Queue:
                         break
                     message = waiting.popleft()
                     self.waiting_bytes -= message.size
+                    self.total.bytes -= message.size
                     sub.deliver(message)
                 if not self._again:
                     return

@@ -94,6 +94,10 @@ STOMP_KEYS: tuple[Key, ...] = (
     Key("queue.overflow", choice(("drop-oldest", "reject")), "drop-oldest",
         "What a full queue does with a new message: 'drop-oldest' drops its oldest waiting "
         "message (logged), 'reject' refuses the new one: the sender gets an ERROR frame."),
+    Key("queue.max_total_bytes", at_least(1024), 268435456,
+        "Most body bytes all /queue/ destinations hold together while nobody can take them. Past "
+        "it, 'drop-oldest' drops the oldest messages of the largest queue, 'reject' refuses the "
+        "new message as a full queue does."),
     Key("queue.max_queues", at_least(1), 10000,
         "Most /queue/ destinations that hold messages at once; a message for yet another queue "
         "is handled as by a full queue."),
