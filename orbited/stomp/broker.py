@@ -285,8 +285,9 @@ class StompBroker:
                 raise DestinationFull("queue full", f"{queue.name} cannot take the message: {why}")
             return  # it went out at once; taken-back messages keep the total over until they go
         while self.waiting.bytes > limit:
-            largest = max(self.queues.values(), key=lambda q: q.waiting_bytes)
-            count = largest.drop_oldest(self.waiting.bytes - limit)
+            # A scan of the queues, but only while over the bound: an overload, not the usual path.
+            largest = max(self.queues.values(), key=lambda q: q.waiting_bytes, default=None)
+            count = largest.drop_oldest(self.waiting.bytes - limit) if largest is not None else 0
             if not count:
                 return  # nothing waits anywhere (cannot happen while the total is kept right)
             self._overflow(largest.name, count, why + "; it is the largest")
