@@ -3,9 +3,8 @@
 The unit and hypothesis tests feed each parser on its own.  This runs them all
 at once in the daemon: mutated HTTP requests and upgrades, mutated WebSocket
 frames after a valid TCPSocket handshake (on /ws, /sockjs framed and raw, and
-/stomp, with the echo backend answering while sockets fail), mutated STOMP
-frames from connected clients, and in-session garbage for /tcp and /sockjs
-polling.  Meanwhile one /ws echo session and one STOMP subscriber must get
+/stomp, with the echo backend answering while sockets fail), and mutated
+STOMP frames from connected clients.  Meanwhile one /ws echo session and one STOMP subscriber must get
 every byte and every message, and the log must hold no traceback.  A by-hand
 run of this kind found that backend data arriving while autobahn closed a
 broken WebSocket was logged as an unhandled error.
