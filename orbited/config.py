@@ -122,6 +122,9 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         "static files, /stomp and /system."),
     Key("proxy.connect_timeout", positive_number, 10.0,
         "Seconds to wait for a backend TCP connect before answering 0104."),
+    Key("proxy.handshake_timeout", positive_number, 30.0,
+        "Seconds a TCPSocket may stay open without sending its handshake (host:port) before it is "
+        "closed with 0102; checked once a second."),
     Key("proxy.max_sessions", non_negative_int, 0,
         "Most TCPSocket sessions at once; further ones are refused with HTTP 503. "
         "0 derives the cap from the open-file limit (two descriptors a session)."),

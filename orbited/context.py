@@ -12,7 +12,7 @@ from typing import Any
 
 from orbited.access import AccessPolicy
 from orbited.config import Config
-from orbited.proxy import TCPSocketProxy
+from orbited.proxy import HandshakeDeadlines, TCPSocketProxy
 from orbited.session import ISessionProtocol, ServerStats, SessionRegistry
 
 
@@ -23,12 +23,14 @@ class ServerContext:
     policy: AccessPolicy = field(init=False)
     stats: ServerStats = field(default_factory=ServerStats)
     sessions: SessionRegistry = field(init=False)
+    handshakes: HandshakeDeadlines = field(init=False)
     broker: Any = None  # the built-in STOMP broker, when a stomp:// listener or /stomp runs
     workers: Any = None  # orbited.workers.WorkerPool when [global] workers > 0
 
     def __post_init__(self) -> None:
         self.policy = AccessPolicy.from_config(self.config)
         self.sessions = SessionRegistry(self.config.settings["proxy.max_sessions"])
+        self.handshakes = HandshakeDeadlines(self.reactor, self.config.settings["proxy.handshake_timeout"])
 
     def newSessionProtocol(self) -> ISessionProtocol:
         """What runs on every TCPSocket session: the access-checked proxy."""

@@ -14,12 +14,13 @@ import logging
 import time
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import error as neterror
 from twisted.internet.defer import CancelledError
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -127,6 +128,7 @@ class TCPSocketProxy:
 
     def sessionOpened(self, session: ISession) -> None:
         self.session = session
+        self.context.handshakes.add(self)
 
     def dataReceived(self, data: bytes) -> None:
         if self.phase is State.OPEN:
@@ -144,6 +146,8 @@ class TCPSocketProxy:
 
     def sessionClosed(self, reason: str) -> None:
         phase, self.phase = self.phase, State.CLOSED
+        if phase is State.HANDSHAKE:
+            self.context.handshakes.remove(self)
         if phase is State.CONNECTING and self.pending is not None:
             pending, self.pending = self.pending, None
             (pending.cancel if hasattr(pending, "cancel") else pending.stopConnecting)()
@@ -161,6 +165,7 @@ class TCPSocketProxy:
 
     def _handshake(self, data: bytes) -> None:
         context = self.context
+        context.handshakes.remove(self)
         try:
             self.destination = dest = parse_destination(data)
         except HandshakeError as exc:
@@ -193,6 +198,11 @@ class TCPSocketProxy:
             deferred.addTimeout(timeout, context.reactor)
             deferred.addErrback(self.connectFailed)
             self.pending = deferred
+
+    def handshakeTimedOut(self, timeout: float) -> None:
+        if self.phase is State.HANDSHAKE:
+            self._refuse(ProxyError.INVALID_HANDSHAKE,
+                         f"no handshake (host:port) within proxy.handshake_timeout ({timeout:g} s)")
 
     def connectFailed(self, reason: Failure) -> None:
         if self.phase is not State.CONNECTING:
@@ -305,3 +315,44 @@ class _ProtocolFactory(Factory):
 
     def buildProtocol(self, addr: object) -> BackendConnection:
         return BackendConnection(self.proxy)
+
+
+class HandshakeDeadlines:
+    """TCPSockets that have not sent their handshake yet, oldest first.
+
+    A socket that never says where to go would hold its session (and its
+    place under ``proxy.max_sessions``) for as long as it answers pings.  One
+    check a second over the oldest entries closes those past
+    ``proxy.handshake_timeout``, instead of a timer per session: browsers
+    send the handshake at once, so nearly every entry leaves within one
+    loop iteration of arriving, and the check only runs while entries wait.
+    """
+
+    def __init__(self, reactor: Any, timeout: float):
+        self.reactor = reactor
+        self.timeout = timeout
+        self.waiting: dict[TCPSocketProxy, float] = {}  # insertion order is deadline order
+        self.loop: LoopingCall | None = None
+
+    def add(self, proxy: TCPSocketProxy) -> None:
+        self.waiting[proxy] = self.reactor.seconds() + self.timeout
+        if self.loop is None:
+            self.loop = LoopingCall(self.check)
+            self.loop.clock = self.reactor
+            self.loop.start(1.0, now=False)
+
+    def remove(self, proxy: TCPSocketProxy) -> None:
+        self.waiting.pop(proxy, None)
+
+    def check(self) -> None:
+        now = self.reactor.seconds()
+        waiting = self.waiting
+        while waiting:
+            proxy, due = next(iter(waiting.items()))
+            if due > now:
+                return
+            del waiting[proxy]
+            proxy.handshakeTimedOut(self.timeout)
+        if self.loop is not None:
+            self.loop.stop()
+            self.loop = None

@@ -119,6 +119,30 @@ def test_close_while_connecting_cancels_the_connect():
     assert transport.disconnecting and session.answers == []
 
 
+def test_no_handshake_within_the_timeout_gets_0102_and_only_then():
+    proxy, session, reactor = make()  # opened at 0 s; proxy.handshake_timeout is 30 s
+    late, late_session = TCPSocketProxy(proxy.context), FakeSession()
+    reactor.advance(10)
+    late.sessionOpened(late_session)  # opened at 10 s
+    reactor.advance(20)  # 30 s: the first is due, the second not
+    reactor.advance(1)
+    assert session.answers == ["0102"] and session.closed[1] == 102
+    assert "proxy.handshake_timeout" in session.closed[0]
+    assert late_session.answers == [] and late_session.closed is None
+    late.dataReceived(b"127.0.0.1:7000")  # in time: no longer watched
+    reactor.advance(20)
+    assert late_session.answers == [] and late_session.closed is None
+    assert reactor.getDelayedCalls() == [] and not proxy.context.handshakes.waiting  # the check stops when idle
+
+
+def test_a_session_closed_before_its_handshake_is_forgotten():
+    proxy, session, reactor = make()
+    proxy.sessionClosed("browser gone")
+    assert not proxy.context.handshakes.waiting
+    reactor.advance(31)
+    assert session.answers == [] and reactor.getDelayedCalls() == []
+
+
 def test_timeout_and_refusal_map_to_104_and_108():
     proxy, session, _ = make()
     proxy.dataReceived(b"127.0.0.1:7000")

@@ -134,6 +134,21 @@ def test_garbage_handshakes_get_0102(garbage):
         assert answer == "0102" and code == 4102 and "invalid handshake" in reason
 
 
+def test_no_handshake_within_the_timeout_gets_0102():
+    with orbited_with(extra_global="proxy.handshake_timeout = 1") as orbited:
+        with ws_connect(f"ws://127.0.0.1:{orbited.port}/ws", subprotocols=["binary"]) as ws:
+            started = time.monotonic()
+            assert ws.recv(10) == "0102"  # sent nothing at all
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(10)
+            assert 0.9 < time.monotonic() - started < 5
+        assert closed.value.rcvd.code == 4102 and "handshake_timeout" in closed.value.rcvd.reason
+        deadline = time.monotonic() + 5
+        while orbited.status()["sessions"]["total"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert orbited.status()["sessions"]["total"] == 0  # its place under proxy.max_sessions is free
+
+
 def test_denied_destination_gets_0106_and_backend_never_sees_it():
     backend = Listener()
     with orbited_with() as orbited:
