@@ -23,6 +23,7 @@ import time
 from websockets.sync.client import connect as ws_connect
 
 from tests.support.procs import OrbitedProcess, free_port
+from tests.support.rawws import masked, upgrade_request
 
 SECONDS = 15.0
 SEED = 20261128
@@ -100,11 +101,9 @@ class Soak:
                 path = path % rng.randrange(10**9)
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                    sock.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
-                                 b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                                 b"Sec-WebSocket-Version: 13\r\n\r\n" % self.port)
+                    sock.sendall(upgrade_request(self.port, path))
                     sock.recv(4096)
-                    sock.sendall(bytes((0x81, 0x80 | len(hello))) + b"\0\0\0\0" + hello)
+                    sock.sendall(masked(1, hello))
                     for _ in range(rng.randint(1, 6)):
                         frame = client_frame(rng)
                         sock.sendall(mutate(rng, frame) if rng.random() < 0.4 else frame)

@@ -513,13 +513,18 @@ def _pairs(d: dict) -> str:
             f"(median {percentile(ratios, 50):.2f})")
 
 
+def _burst_figures(c: dict) -> str:
+    """A reference server's connect bursts, as the notes quote them."""
+    return (f"p50 {c['p50']:.1f} ms (rounds {_rates(c['round_p50'])}), p99 {c['p99']:.1f} ms, "
+            f"{c['cpu_ms_per_connect']['server']:.2f} ms of CPU per connect")
+
+
 def _floor_note(plan: Plan, data: dict[str, dict[str, Any]]) -> str:
     f, w = data["floor"]["connect"], data["websockify"]["connect"]
     return (f"Floor: the same bursts against `bench/client/answer_at_once.js`, a Node server that answers the "
             f"upgrade with a fixed 101, the handshake with '1' and echoes the probe itself, with no backend and "
-            f"no TCP connect, alternating with the two servers: p50 {f['p50']:.1f} ms (rounds "
-            f"{_rates(f['round_p50'])}), p99 {f['p99']:.1f} ms, {f['cpu_ms_per_connect']['server']:.2f} ms of "
-            f"CPU per connect. No server that proxies can go below it on this machine with this client. "
+            f"no TCP connect, alternating with the two servers: {_burst_figures(f)}. "
+            f"No server that proxies can go below it on this machine with this client. "
             f"The 10x target needs a p50 of at most {w['p50'] / 10:.1f} ms in this run.")
 
 
@@ -528,8 +533,7 @@ def _bare_note(data: dict[str, dict[str, Any]]) -> str:
     return (f"Bare proxy: the same bursts against `bench/client/bare_proxy.py`, a proxy on Orbited's reactor "
             f"that answers the upgrade by hand, connects to the backend the handshake names, answers '1' and "
             f"relays, with no HTTP layer, no autobahn, no access or Origin rules, no session registry, no flow "
-            f"control and no log lines: p50 {b['p50']:.1f} ms (rounds {_rates(b['round_p50'])}), p99 "
-            f"{b['p99']:.1f} ms, {b['cpu_ms_per_connect']['server']:.2f} ms of CPU per connect against "
+            f"control and no log lines: {_burst_figures(b)} against "
             f"Orbited's {o['cpu_ms_per_connect']['server']:.2f}. It is what this stack costs before any of "
             f"Orbited's features; the difference is what they cost.")
 

@@ -216,8 +216,7 @@ class WaitingTotal:
 class Queue:
     kind = "queue"
 
-    def __init__(self, name: str, max_messages: int, max_bytes: int, overflow: str,
-                 total: WaitingTotal | None = None):
+    def __init__(self, name: str, max_messages: int, max_bytes: int, overflow: str, total: WaitingTotal):
         self.name = name
         self.max_messages = max_messages
         self.max_bytes = max_bytes
@@ -225,7 +224,7 @@ class Queue:
         self.subscribers: list[Subscription] = []
         self.waiting: deque[Message] = deque()
         self.waiting_bytes = 0
-        self.total = total if total is not None else WaitingTotal()
+        self.total = total  # the broker's, shared by all its queues
         self.dropped = 0
         self._next = 0
         self._dispatching = False

@@ -5,12 +5,16 @@ from __future__ import annotations
 import socket
 
 
+def upgrade_request(port: int, path: bytes) -> bytes:
+    return (b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n" % port)
+
+
 def raw_upgrade(port: int, path: bytes = b"/ws") -> socket.socket:
     """A WebSocket client that only does what the test tells it: no close replies, no pongs."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
-                 b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                 b"Sec-WebSocket-Version: 13\r\n\r\n" % port)
+    sock.sendall(upgrade_request(port, path))
     head = b""
     while b"\r\n\r\n" not in head:
         head += sock.recv(1)
