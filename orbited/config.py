@@ -167,7 +167,9 @@ GLOBAL_KEYS: tuple[Key, ...] = (
     Key("workers", worker_count, 0,
         "Worker processes that serve /ws WebSocket sessions on plain http:// listeners, so that "
         "they use every core; 'auto' is one per CPU. 0: one process does everything. Comet "
-        "transports, /stomp, static files and TLS listeners stay in the main process."),
+        "transports, /stomp, static files and TLS listeners stay in the main process. With "
+        "workers, http:// listeners accept a connection once its first bytes are in "
+        "(TCP_DEFER_ACCEPT), so that a /ws upgrade goes to a worker unread."),
     Key("shutdown.timeout", positive_number, 5.0,
         "Seconds SIGTERM waits for sessions to close before exiting anyway."),
     Key("status", choice(STATUS_MODES), "local",

@@ -152,6 +152,12 @@ class OrbitedServer:
                 if listener.scheme == "https":
                     return self.reactor.listenSSL(listener.port, factory, self.tls,
                                                   backlog=LISTEN_BACKLOG, interface=interface)
+                if listener.scheme == "http" and self.config.settings["workers"]:
+                    from orbited.workers import HandoffPort
+
+                    port = HandoffPort(listener.port, factory, LISTEN_BACKLOG, interface, self.reactor)
+                    port.startListening()
+                    return port
                 return self.reactor.listenTCP(listener.port, factory, backlog=LISTEN_BACKLOG,
                                               interface=interface)
             except CannotListenError:

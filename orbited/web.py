@@ -99,6 +99,7 @@ def status_report(context: ServerContext) -> dict:
         proxy["bytes_to_backend"] += totals["bytes_up"]
         proxy["bytes_from_backend"] += totals["bytes_down"]
         report["workers"] = totals["workers"]
+        report["worker_handoffs"] = totals["handoffs"]
     if context.broker is not None and hasattr(context.broker, "status"):
         report["broker"] = context.broker.status()
     return report

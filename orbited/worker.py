@@ -91,7 +91,7 @@ class Worker:
                 transport = self.reactor.adoptStreamConnection(fd, header["family"], self.factory)
             finally:
                 os.close(fd)
-            if transport is not None:
+            if transport is not None and data:
                 transport.protocol.dataReceived(data)
         elif kind == "reload":
             self.reload()

@@ -28,6 +28,12 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet import tcp
+
+from orbited.http.events import END_OF_REQUEST, RequestError, RequestHead
+from orbited.http.parser import Limits, RequestParser
+from orbited.http.upgrade import wants_websocket
+
 if TYPE_CHECKING:
     from orbited.context import ServerContext
 
@@ -99,6 +105,8 @@ class WorkerPool:
         self.workers: list[Worker | None] = [None] * count
         self.next = 0
         self.stopping = False
+        self.handed_at_accept = 0  # /ws connections passed on by HandoffPort, unparsed
+        self.handed_after_parse = 0  # the others, passed on by the HTTP layer
 
     def start(self) -> None:
         for index in range(self.count):
@@ -129,8 +137,18 @@ class WorkerPool:
         Returns False (the caller keeps serving it) when no worker can take it
         now; on True the caller must forget the connection.
         """
+        if not hasattr(transport, "socket"):
+            return False
+        if self.dispatch_fd(transport.fileno(), transport.socket.family, data):
+            release(transport)
+            self.handed_after_parse += 1
+            return True
+        return False
+
+    def dispatch_fd(self, fd: int, family: int, data: bytes) -> bool:
+        """Pass a socket to a worker; the caller still closes its own descriptor."""
         live = [w for w in self.workers if w is not None and not w.stopping]
-        if not live or not hasattr(transport, "socket"):
+        if not live:
             return False
         # round robin; a worker that reports itself full is skipped
         for _ in range(len(live)):
@@ -139,12 +157,10 @@ class WorkerPool:
             if worker.status.get("full"):
                 continue
             try:
-                socket.send_fds(worker.channel, [encode("connection", {"family": transport.socket.family},
-                                                        data)], [transport.fileno()])
+                socket.send_fds(worker.channel, [encode("connection", {"family": family}, data)], [fd])
             except OSError as exc:  # the worker's queue is full, or it just died
                 log.warning("worker %d did not take a connection: %s", worker.index, exc)
                 continue
-            release(transport)
             return True
         return False
 
@@ -222,7 +238,8 @@ class WorkerPool:
     def totals(self) -> dict:
         """Counters of all workers, for /system/status."""
         total: dict = {"sessions": {}, "proxied_now": 0, "proxied_total": 0, "bytes_up": 0, "bytes_down": 0,
-                       "workers": []}
+                       "workers": [], "handoffs": {"at_accept": self.handed_at_accept,
+                                                   "after_parse": self.handed_after_parse}}
         for worker in self.workers:
             if worker is None:
                 continue
@@ -245,11 +262,95 @@ def release(transport: Any) -> None:
     transport.loseConnection()
 
 
-def is_worker_request(method: bytes, path: bytes, headers: dict[bytes, bytes]) -> bool:
-    """Requests a worker can serve alone: WebSocket upgrades for /ws."""
-    return (method == b"GET" and path.split(b"?", 1)[0].rstrip(b"/") == b"/ws"
-            and headers.get(b"upgrade", b"").lower() == b"websocket")
-
-
 def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+PEEK_SIZE = 4096  # a browser's upgrade head is well under this; a larger one goes the slow way
+# seconds the kernel may hold a connection that has sent nothing yet; HTTP clients speak first
+DEFER_ACCEPT = 1
+
+
+def is_ws_upgrade_head(data: bytes, limits: Limits) -> bool:
+    """Whether bytes peeked at accept start with one whole, valid ``GET /ws`` upgrade head.
+
+    The HTTP layer's own parser decides, so the fast path takes nothing the
+    HTTP layer would refuse; a partial, refused or odd head goes the ordinary
+    way, which still hands a /ws upgrade to a worker after parsing it."""
+    parser = RequestParser(limits)
+    parser.feed(data)
+    try:
+        head = parser.next_event()
+        if not isinstance(head, RequestHead) or parser.next_event() is not END_OF_REQUEST:
+            return False
+    except RequestError:
+        return False
+    return head.target.split(b"?", 1)[0].rstrip(b"/") == b"/ws" and wants_websocket(head)
+
+
+class HandoffPort(tcp.Port):
+    """An http:// listening port that passes /ws upgrades to workers at accept.
+
+    Without it the master builds an HTTP connection for every /ws connect,
+    waits for its head, parses it and only then passes the socket on: about
+    0.2 ms of the master's CPU each, which made the master the bottleneck of a
+    burst of connects.  Here the listening socket has TCP_DEFER_ACCEPT, so a
+    connection is accepted once its first bytes are in; the head is only
+    peeked at (MSG_PEEK), so the worker reads it from the socket itself, and
+    the master never builds a transport for the connection.  Everything else
+    is served exactly as by Twisted's Port.
+    """
+
+    def createInternetSocket(self) -> socket.socket:
+        skt = super().createInternetSocket()
+        skt.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT)
+        return skt
+
+    def doRead(self) -> None:
+        site = self.factory
+        delegates = getattr(site, "delegates_ws", None)  # http.engine = twisted has no hand-over
+        if delegates is None or not delegates():
+            return super().doRead()
+        pool = site.workers
+        for _ in range(self.numberAccepts):
+            try:
+                skt, addr = self.socket.accept()
+            except BlockingIOError:
+                return
+            except InterruptedError:
+                continue
+            except OSError:
+                return super().doRead()  # EMFILE and the like: Twisted's own handling and logging
+            try:
+                if self._handed_over(skt, site, pool):
+                    skt.close()
+                else:
+                    skt.setblocking(False)
+                    self._serve(skt, addr)
+            except Exception:  # as Twisted's Port does: log it, and keep listening
+                log.exception("serving a new connection from %s failed", addr)
+                skt.close()
+
+    def _handed_over(self, skt: socket.socket, site: Any, pool: WorkerPool) -> bool:
+        try:
+            head = skt.recv(PEEK_SIZE, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except OSError:
+            return False
+        if head and is_ws_upgrade_head(head, site.limits) and pool.dispatch_fd(skt.fileno(), skt.family, b""):
+            pool.handed_at_accept += 1
+            return True
+        return False
+
+    def _serve(self, skt: socket.socket, addr: Any) -> None:
+        """Twisted's Port.doRead for one accepted socket."""
+        if len(addr) == 4:
+            host = socket.getnameinfo(addr, socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)
+            addr = tuple([host[0]] + list(addr[1:]))
+        protocol = self.factory.buildProtocol(self._buildAddr(addr))
+        if protocol is None:
+            skt.close()
+            return
+        session = self.sessionno
+        self.sessionno = session + 1
+        transport = self.transport(skt, protocol, addr, self, session, self.reactor)
+        protocol.makeConnection(transport)

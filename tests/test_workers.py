@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -11,7 +12,10 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
+from orbited.http.parser import Limits
+from orbited.workers import is_ws_upgrade_head
 from tests.support.procs import OrbitedProcess, free_port, scratch_dir
+from tests.support.rawws import masked, upgrade_request
 from tests.support.tlsfiles import make_cert
 
 
@@ -150,3 +154,89 @@ def test_tls_connections_stay_in_the_master():
             ws.send(b"over tls")
             assert ws.recv(10) == b"over tls"
         assert "[worker 0] ws" not in orbited.log()
+
+
+def test_a_whole_upgrade_head_is_handed_over_at_accept_and_a_split_one_after_parsing(cluster):
+    """A head that is all there at accept goes to a worker unparsed; one that
+    arrives in pieces goes through the HTTP layer first.  Both get a session."""
+    ws, answer = open_socket(cluster.port, f"127.0.0.1:{cluster.echo}")
+    ws.close()
+    assert answer == "1"
+    assert cluster.status()["worker_handoffs"] == {"at_accept": 1, "after_parse": 0}
+
+    head = upgrade_request(cluster.port, b"/ws")
+    with socket.create_connection(("127.0.0.1", cluster.port), timeout=10) as sock:
+        sock.sendall(head[:20])
+        time.sleep(0.3)
+        sock.sendall(head[20:])
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            reply += sock.recv(1)
+        assert reply.startswith(b"HTTP/1.1 101"), reply
+        sock.sendall(masked(0x1, f"127.0.0.1:{cluster.echo}".encode()))
+        assert sock.recv(10) == b"\x81\x011"
+    assert cluster.status()["worker_handoffs"] == {"at_accept": 1, "after_parse": 1}
+    assert "Traceback" not in cluster.log()
+
+
+def test_a_bad_upgrade_head_handed_over_at_accept_gets_its_error(cluster):
+    head = upgrade_request(cluster.port, b"/ws").replace(b"Sec-WebSocket-Version: 13", b"Sec-WebSocket-Version: 7")
+    with socket.create_connection(("127.0.0.1", cluster.port), timeout=10) as sock:
+        sock.sendall(head)
+        reply = sock.recv(4096)
+    assert reply.startswith(b"HTTP/1.1 400"), reply
+    assert cluster.status()["worker_handoffs"]["at_accept"] == 1
+    ws, answer = open_socket(cluster.port, f"127.0.0.1:{cluster.echo}")
+    ws.close()
+    assert answer == "1"
+
+
+def test_other_requests_on_a_handoff_listener_are_served_by_the_master(cluster):
+    with socket.create_connection(("127.0.0.1", cluster.port), timeout=10) as sock:
+        sock.sendall(b"GET /static/Orbited.js HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(12) == b"HTTP/1.1 200"
+    assert cluster.status()["worker_handoffs"] == {"at_accept": 0, "after_parse": 0}
+
+
+def test_the_twisted_http_engine_with_workers_still_serves_everything():
+    port, echo = free_port(), free_port()
+    config = (f"[global]\nworkers = 1\nhttp.engine = twisted\n[listen]\nhttp://127.0.0.1:{port}\n"
+              f"echo://127.0.0.1:{echo}\n[access]\n* -> 127.0.0.1:{echo}\n")
+    with OrbitedProcess(config, wait_for=port) as orbited:
+        assert wait_for(lambda: len(worker_pids(orbited)) == 1), orbited.log()
+        ws, answer = open_socket(port, f"127.0.0.1:{echo}")
+        ws.send(b"ping")
+        assert ws.recv(10) == b"ping"
+        ws.close()
+        assert answer == "1"
+        assert orbited.status()["worker_handoffs"] == {"at_accept": 0, "after_parse": 0}
+        assert "Traceback" not in orbited.log()
+
+
+LIMITS = Limits()
+UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+@pytest.mark.parametrize("head", [UPGRADE, UPGRADE.replace(b"/ws ", b"/ws/ "), UPGRADE.replace(b"/ws ", b"/ws?x=1 "),
+                                  UPGRADE.replace(b"Upgrade: websocket", b"upgrade: WebSocket")])
+def test_upgrade_heads_for_ws_are_recognised(head):
+    assert is_ws_upgrade_head(head, LIMITS)
+
+
+@pytest.mark.parametrize("head", [
+    UPGRADE[:-2],  # not all there yet
+    UPGRADE.replace(b"/ws ", b"/wsx "),
+    UPGRADE.replace(b"/ws ", b"/ws/more "),
+    UPGRADE.replace(b"/ws ", b"/sockjs/websocket "),
+    UPGRADE.replace(b"GET", b"POST"),
+    UPGRADE.replace(b"Upgrade: websocket\r\n", b""),
+    UPGRADE.replace(b"Host: h\r\n", b""),  # HTTP/1.1 without Host: the HTTP layer answers 400
+    UPGRADE.replace(b"Connection: Upgrade\r\n", b"Connection: Upgrade\r\n folded\r\n"),  # obs-fold: 400
+    UPGRADE.replace(b"Host: h", b"Host : h"),
+    UPGRADE.replace(b"\r\n\r\n", b"\r\nContent-Length: 5\r\n\r\nhello"),  # a body: not an upgrade to pass on
+    b"GET /ws HTTP/2.0\r\nHost: h\r\nUpgrade: websocket\r\n\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",  # a TLS ClientHello on a plain port
+])
+def test_anything_else_goes_the_ordinary_way(head):
+    assert not is_ws_upgrade_head(head, LIMITS)

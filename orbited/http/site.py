@@ -112,6 +112,13 @@ class LeanSite(Factory):
             resource = resource.getChildWithDefault(name, request)
         return resource
 
+    def delegates_ws(self) -> bool:
+        """Whether /ws upgrades on plain TCP go to worker processes (orbited/workers.py)."""
+        if self.workers is None:
+            return False
+        children = getattr(self.resource, "children", {})
+        return getattr(websocket_factory_of(children.get(b"ws")), "delegable", False)
+
     def upgrade(self, channel: HTTPChannel, request: Request, head: RequestHead) -> bool:
         """Hand a WebSocket upgrade to the endpoint's autobahn protocol; False if it is not one."""
         request.site = self
