@@ -92,6 +92,7 @@ class Server:
     profiler: Profiler | None = None
     background: list[float] = field(default_factory=list)  # busy cores on the machine before each start
     warm_connects = 5  # connects before the measured bursts
+    processes = 1  # in its process group when idle
 
     @property
     def url(self) -> str:
@@ -140,6 +141,8 @@ class Server:
 
 
 class OrbitedServer(Server):
+    extra = ""  # more [global] lines
+
     @property
     def handshake(self) -> str:
         return f"127.0.0.1:{self.backend}"
@@ -148,9 +151,21 @@ class OrbitedServer(Server):
         access = "\n".join(f"* -> 127.0.0.1:{port}" for port in self.backends.values())
         config = workdir / "orbited.cfg"
         # Logging as shipped (INFO: one line per connect and per close), like websockify's default.
-        config.write_text(f"[global]\nuser = root\nproxy.max_sessions = 0\n\n"
+        config.write_text(f"[global]\nuser = root\nproxy.max_sessions = 0\n{self.extra}\n"
                           f"[listen]\nhttp://127.0.0.1:{self.port}\n\n[access]\n{access}\n")
         return [*self.ctx.orbited, "--config", str(config)]
+
+
+class OrbitedWorkersServer(OrbitedServer):
+    """Orbited as configured for a machine with spare cores: [global] workers = 2.
+
+    Here the load client and the backend share those two cores with it, so this
+    is not what workers give on a bigger machine; it shows what they cost and
+    give on this one."""
+
+    extra = "workers = 2\n"
+    processes = 3  # the master and its two workers
+    warm_connects = 20  # both workers serve a few before the measured bursts
 
 
 class WebsockifyServer(Server):
@@ -242,7 +257,7 @@ def measure_connect(ctx: ScenarioContext, plan: Plan, servers: tuple[Server, ...
         for index in range(plan.connect_rounds):
             for server in servers:
                 for other in servers:
-                    settle(other)
+                    settle(other, other.processes)
                 results[server.label]["background_cores"].append(wait_for_quiet(max_wait=30))
                 result = results[server.label]
                 lines = client(ctx, server, "connect", f"round{index}", n=plan.connect_clients, timeout=120)
@@ -403,9 +418,10 @@ def run(ctx: ScenarioContext) -> dict:
     backend_proc = ctx.procs.start([node(), str(BACKENDS)], stdout_pipe=True, log=ctx.workdir / "backends.log")
     backends = JsonLines(backend_proc, "backends").next(30)
 
-    floors = (FloorServer("floor", ctx), BareProxyServer("bare_proxy", ctx))
-    data: dict[str, dict[str, Any]] = {s.label: {} for s in (*servers, *floors)}
-    for label, result in measure_connect(ctx, plan, (*servers, *floors), backends).items():
+    references = (OrbitedWorkersServer("orbited_workers", ctx), FloorServer("floor", ctx),
+                  BareProxyServer("bare_proxy", ctx))
+    data: dict[str, dict[str, Any]] = {s.label: {} for s in (*servers, *references)}
+    for label, result in measure_connect(ctx, plan, (*servers, *references), backends).items():
         data[label]["connect"] = result
     runs: dict[tuple[str, str], list[dict]] = {}
     for repeat in range(plan.max_repeats):
@@ -457,6 +473,10 @@ def build_result(plan: Plan, data: dict[str, dict[str, Any]]) -> dict:
                "≥ 10x lower than websockify"),
         metric(f"connect p99, {n} clients at once", "ms", o["connect"]["p99"], w["connect"]["p99"], "lower"),
     ]
+    if "orbited_workers" in data:
+        k = data["orbited_workers"]["connect"]
+        metrics.append(metric(f"connect p50, {n} clients at once, Orbited with workers = 2", "ms",
+                              k["p50"], w["connect"]["p50"], "lower"))
     if "floor" in data:
         f = data["floor"]["connect"]
         floor_name = "a server that answers at once, no backend (floor)"
@@ -519,6 +539,15 @@ def _burst_figures(c: dict) -> str:
             f"{c['cpu_ms_per_connect']['server']:.2f} ms of CPU per connect")
 
 
+def _workers_note(data: dict[str, dict[str, Any]]) -> str:
+    k = data["orbited_workers"]["connect"]
+    return (f"Workers: the same bursts against Orbited with `[global] workers = 2`, where the master hands "
+            f"each /ws connection to a worker process at accept: {_burst_figures(k)} over all three "
+            f"processes. The two workers share the machine's two cores with the master, the load client and "
+            f"the backend, so this shows what workers cost and give here, not on a machine with spare cores. "
+            f"Reported without a target; the target row is Orbited as shipped (one process).")
+
+
 def _floor_note(plan: Plan, data: dict[str, dict[str, Any]]) -> str:
     f, w = data["floor"]["connect"], data["websockify"]["connect"]
     return (f"Floor: the same bursts against `bench/client/answer_at_once.js`, a Node server that answers the "
@@ -559,6 +588,7 @@ def notes(plan: Plan, data: dict[str, dict[str, Any]]) -> list[str]:
          f"{wc['cpu_ms_per_connect']['server']:.2f} ms over its processes (fork included); the load client "
          f"{oc['cpu_ms_per_connect']['client']:.2f} / {wc['cpu_ms_per_connect']['client']:.2f} ms. Failures: "
          f"Orbited {oc['failures'] or 'none'}, websockify {wc['failures'] or 'none'}."),
+        *([_workers_note(data)] if "orbited_workers" in data else []),
         *([_floor_note(plan, data)] if "floor" in data else []),
         *([_bare_note(data)] if "bare_proxy" in data else []),
         ("websockify listens with a backlog of 100 (`sock.listen(100)`), so a burst of 200 connects can "
@@ -634,6 +664,8 @@ def series(plan: Plan, data: dict[str, dict[str, Any]]) -> dict:
             "title": f"{plan.connect_clients} clients connecting at once: time to first echoed byte",
             "xlabel": "ms from TCP connect (log scale)",
             "data": {"Orbited": o["connect"]["echo_ms"], "websockify 0.13": w["connect"]["echo_ms"],
+                     **({"Orbited, workers = 2": data["orbited_workers"]["connect"]["echo_ms"]}
+                        if "orbited_workers" in data else {}),
                      **({"floor: answers at once, no backend": data["floor"]["connect"]["echo_ms"]}
                         if "floor" in data else {}),
                      **({"bare Twisted proxy": data["bare_proxy"]["connect"]["echo_ms"]}
