@@ -145,6 +145,37 @@ def configure_logging(sections: dict[str, Section], path: str, level: str | None
     return problems
 
 
+def reopen_log_files() -> tuple[list[str], list[str]]:
+    """SIGHUP: give every file handler a fresh stream at its path.
+
+    logrotate renames the file (or removes it); without this Orbited would
+    keep writing to the renamed one, or to a deleted inode, until restarted.
+    Reopening appends, whatever mode the handler was built with, so a SIGHUP
+    without a rotation never truncates a log.  A file that cannot be opened
+    (the directory no longer writable by [global] user) keeps its old stream.
+    Returns the paths reopened and the problems."""
+    handlers = list(logging.getLogger().handlers)
+    for logger in list(logging.Logger.manager.loggerDict.values()):
+        if isinstance(logger, logging.Logger):
+            handlers.extend(logger.handlers)
+    reopened: list[str] = []
+    problems: list[str] = []
+    for handler in dict.fromkeys(handlers):
+        if not isinstance(handler, logging.FileHandler) or handler.stream is None:
+            continue  # not a file, or a delay=True file not opened yet: it opens the path when first used
+        try:
+            stream = open(handler.baseFilename, "a", encoding=handler.encoding,
+                          errors=handler.errors)
+        except OSError as exc:
+            problems.append(f"cannot reopen log file {handler.baseFilename}: {exc.strerror}")
+            continue
+        old = handler.setStream(stream)
+        if old is not None:
+            old.close()
+        reopened.append(handler.baseFilename)
+    return reopened, problems
+
+
 def override(level: str) -> None:
     """--log-level: the root logger and every root handler show ``level`` and above."""
     number = LEVEL_NAMES[level.lower()]

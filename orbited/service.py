@@ -25,6 +25,7 @@ from zope.interface import implementer
 from orbited.access import AccessPolicy
 from orbited.config import Config, ConfigError, Listener, TLSFiles, load_file
 from orbited.context import ServerContext
+from orbited.logs import reopen_log_files
 from orbited.testservers import test_server_factory
 from orbited.web import build_site
 
@@ -207,7 +208,12 @@ class OrbitedServer:
         self.reactor.addSystemEventTrigger("before", "shutdown", self.shutdown)
 
     def reload(self) -> bool:
-        """Re-read the config file; apply [access], origins and TLS; keep everything else."""
+        """Reopen log files; re-read the config file; apply [access], origins and TLS; keep everything else."""
+        reopened, problems = reopen_log_files()
+        for problem in problems:
+            log.error("%s", problem)
+        if reopened:
+            log.info("reopened log files: %s", ", ".join(reopened))
         try:
             fresh = load_file(self.config.path)
         except ConfigError as exc:

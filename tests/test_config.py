@@ -84,6 +84,17 @@ def test_stdlib_logging_form_configures(tmp_path, monkeypatch):
         for handler in logging.getLogger("orbited").handlers:
             handler.flush()
         assert "to the errors file" in (tmp_path / "error.log").read_text()
+        # SIGHUP after logrotate: the handlers (mode 'w' in this file) reopen at their paths, appending
+        (tmp_path / "error.log").rename(tmp_path / "error.log.1")
+        reopened, problems = logs.reopen_log_files()
+        assert problems == []
+        assert {str(tmp_path / "connections.log"), str(tmp_path / "error.log")} <= set(reopened)
+        logging.getLogger("orbited.x").warning("after the rotation")
+        logs.reopen_log_files()  # no rotation this time: nothing is truncated
+        for handler in logging.getLogger("orbited").handlers:
+            handler.flush()
+        assert "after the rotation" in (tmp_path / "error.log").read_text()
+        assert "after the rotation" not in (tmp_path / "error.log.1").read_text()
     finally:
         for name in ("", "orbited", "orbited.cometsession.TCPConnectionResource"):
             for handler in logging.getLogger(name).handlers[:]:

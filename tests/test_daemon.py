@@ -465,6 +465,41 @@ def test_sighup_reloads_access_rules_without_dropping_sessions():
         orbited.stop()
 
 
+def test_sighup_reopens_log_files_after_logrotate_moved_them():
+    """logrotate renames the file and sends SIGHUP: new lines go to a new file at the old path."""
+    port = free_port()
+    logs = scratch_dir("logs-")
+    config = (f"[global]\n[listen]\nhttp://127.0.0.1:{port}\n"
+              f"[logging]\ninfo = {logs}/orbited.log\nwarn = {logs}/orbited.log\nerror = {logs}/orbited.log\n")
+    with OrbitedProcess(config, wait_for=port) as orbited:
+        current, rotated = logs / "orbited.log", logs / "orbited.log.1"
+        assert "listening on" in current.read_text()
+        current.rename(rotated)
+        orbited.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while not (current.exists() and "reloaded" in current.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert f"reopened log files: {current}" in current.read_text()
+        assert "reloaded" in current.read_text()
+        assert "reopened" not in rotated.read_text()
+        # a SIGHUP without a rotation appends to the file, it never truncates it
+        orbited.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while current.read_text().count("reloaded") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert current.read_text().count("reopened log files") == 2
+        # a path that cannot be opened (here a directory, which stops root too): the old stream
+        # stays, and the log says why
+        current.rename(rotated)
+        current.mkdir()
+        orbited.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "cannot reopen" not in rotated.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert f"cannot reopen log file {current}: Is a directory" in rotated.read_text()
+        assert "reloaded" in rotated.read_text().split("cannot reopen")[1]
+
+
 # --- privileges and daemon mode
 
 
