@@ -13,6 +13,7 @@ import configparser
 import logging
 import logging.config
 import sys
+from typing import Any
 
 from orbited.inifile import Problem, Section
 
@@ -249,10 +250,46 @@ class _AnyOf(logging.Filter):
         return any(f.filter(record) for f in self.filters_)
 
 
+# autobahn's WARNING lines about what a client did (its log_format strings, autobahn 26.x)
+AUTOBAHN_CLIENT_FAULTS = frozenset({
+    'failing WebSocket connection (code={code}): "{reason}"',
+    "dropping connection to peer {peer} with abort={abort}: {reason}",
+    "dropping connection to peer {peer} with abort={abort}",
+    "Auto ping/pong: received non-pending pong",
+})
+
+
+class TwistedLogRouter:
+    """Twisted's own log events into stdlib logging: 'twisted', and 'autobahn' for autobahn's.
+
+    autobahn logs what a client did wrong (a protocol violation, a refused
+    opening handshake) at WARNING.  The server is fine when that happens, and
+    anyone on the network can cause it, so those lines come at INFO: a WARNING
+    in Orbited's log is something for the operator to look at.  autobahn's
+    other warnings (an exception in onConnect, an oversized send) are ours and
+    stay WARNING."""
+
+    def __init__(self, twisted: Any, autobahn: Any):
+        self.twisted = twisted
+        self.autobahn = autobahn
+
+    def __call__(self, event: dict) -> None:
+        from twisted.logger import LogLevel
+
+        if not event.get("log_namespace", "").startswith("autobahn"):
+            self.twisted(event)
+        elif event.get("log_level") is LogLevel.warn and event.get("log_format") in AUTOBAHN_CLIENT_FAULTS:
+            self.autobahn({**event, "log_level": LogLevel.info})
+        else:
+            self.autobahn(event)
+
+
 def route_twisted_logs() -> None:
-    """Send Twisted's own log events into stdlib logging under 'twisted'."""
+    """Install :class:`TwistedLogRouter` as Twisted's log observer, once per process."""
     from twisted.logger import STDLibLogObserver, globalLogBeginner
 
-    if not getattr(route_twisted_logs, "done", False):
-        globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)
-        route_twisted_logs.done = True  # type: ignore[attr-defined]
+    if getattr(route_twisted_logs, "done", False):
+        return
+    router = TwistedLogRouter(STDLibLogObserver(name="twisted"), STDLibLogObserver(name="autobahn"))
+    globalLogBeginner.beginLoggingTo([router], redirectStandardIO=False)
+    route_twisted_logs.done = True  # type: ignore[attr-defined]

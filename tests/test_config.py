@@ -252,3 +252,19 @@ def test_a_reactor_the_platform_lacks_is_a_warning_and_the_default(monkeypatch, 
     assert config.settings["reactor"] is None
     assert f"x.cfg:2: warning: reactor '{reactor}' is not available here; using the default" in [
         str(w) for w in config.warnings]
+
+
+def test_autobahn_client_faults_are_info_and_its_other_warnings_stay_warnings():
+    from twisted.logger import LogLevel
+
+    twisted, autobahn = [], []
+    router = logs.TwistedLogRouter(twisted.append, autobahn.append)
+    namespace = "autobahn.websocket.protocol.WebSocketProtocol"
+    router({"log_namespace": namespace, "log_level": LogLevel.warn,
+            "log_format": 'failing WebSocket connection (code={code}): "{reason}"', "code": 1002, "reason": "x"})
+    router({"log_namespace": namespace, "log_level": LogLevel.warn,
+            "log_format": "Unexpected exception in onConnect ['{err.value}']"})
+    router({"log_namespace": "twisted.internet.base", "log_level": LogLevel.warn, "log_format": "a"})
+    assert [e["log_level"] for e in autobahn] == [LogLevel.info, LogLevel.warn]
+    assert autobahn[0]["code"] == 1002
+    assert [e["log_format"] for e in twisted] == ["a"]

@@ -321,6 +321,9 @@ def test_backend_data_while_the_browser_side_closes_is_dropped_quietly():
     assert "Traceback" not in log and "Unhandled" not in log, log
     closed = [line for line in log.splitlines() if "closed after" in line]
     assert len(closed) == 1 and "backend lost" not in closed[0], closed
+    # what the browser did wrong is an INFO line: a WARNING is for the operator
+    assert 'INFO [autobahn] failing WebSocket connection (code=1002): "data frame using reserved opcode 3"' in log
+    assert "WARNING" not in log, log
 
 
 def test_message_over_the_limit_closes_with_1009():
