@@ -119,8 +119,8 @@ class CometSession:
         self.close_reason = self.close_reason or reason
         self.context.sessions.remove(self)
         self._release_waiters()
-        if self.producer is not None and self.producer_paused:
-            self.producer_paused = False
+        # the backend connection: it refers back to us through the proxy
+        self.producer, self.producer_paused = None, False
         protocol.sessionClosed(reason)
 
     # downstream accounting (subclasses call these)

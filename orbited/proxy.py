@@ -306,6 +306,11 @@ class BackendFactory(ClientFactory):
     def clientConnectionFailed(self, connector: object, reason: Failure) -> None:
         self.proxy.connectFailed(reason)
 
+    def clientConnectionLost(self, connector: Any, reason: Failure) -> None:
+        # Twisted's Client and Connector refer to each other to the end; left so, every closed
+        # backend connection (and the session behind it) waits for a full cyclic collection.
+        connector.transport = None
+
 
 class _ProtocolFactory(Factory):
     noisy = False

@@ -68,8 +68,9 @@ class StompProtocol(Protocol):
         self.connection.receive(data)
 
     def connectionLost(self, reason: object = None) -> None:
-        if self.connection is not None:
-            self.connection.connection_lost("connection lost")
+        connection, self.connection = self.connection, None  # it refers to us (its outbox)
+        if connection is not None:
+            connection.connection_lost("connection lost")
 
     # IPushProducer: the transport's send buffer filled up or drained.
 

@@ -20,7 +20,6 @@ import logging
 import struct
 from typing import TYPE_CHECKING, Any
 
-from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.interfaces import IPushProducer
@@ -29,7 +28,7 @@ from zope.interface import implementer
 from orbited.directwrite import write_now
 from orbited.stomp.connection import StompConnection
 from orbited.stomp.server import LINGER, peer_address
-from orbited.transports.websocket import websocket_factory
+from orbited.transports.websocket import ServerProtocol, websocket_factory
 
 if TYPE_CHECKING:
     from orbited.context import ServerContext
@@ -67,7 +66,7 @@ class SocketBuffer:
         pass
 
 
-class StompWebSocket(WebSocketServerProtocol):
+class StompWebSocket(ServerProtocol):
     stompConnection: StompConnection | None = None
     _socketBuffer: SocketBuffer | None = None
     _closingStomp = False
@@ -106,6 +105,7 @@ class StompWebSocket(WebSocketServerProtocol):
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         connection, self.stompConnection = self.stompConnection, None
+        self._socketBuffer = None  # it refers to the connection, which refers to us
         if connection is not None:
             connection.connection_lost("websocket closed")
 

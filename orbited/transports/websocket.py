@@ -30,6 +30,9 @@ import autobahn.websocket.protocol as autobahn_protocol
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.defer import succeed
+from twisted.internet.main import CONNECTION_DONE as connectionDone
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from orbited.session import ISession, ISessionProtocol, close_code, close_reason
@@ -58,8 +61,23 @@ class _LazyFormat:
 autobahn_protocol.pformat = _LazyFormat
 
 
+class ServerProtocol(WebSocketServerProtocol):
+    """autobahn's server protocol, freed by reference counting once its connection is gone.
+
+    autobahn resolves ``is_closed`` with the protocol itself: a cycle (protocol,
+    Deferred, protocol) that only CPython's cyclic collector can free.  With the
+    collector's thresholds raised for latency (orbited/cli.py), every closed
+    WebSocket, with its transport, buffers and backend connection, then stayed
+    in memory until the next full collection.
+    """
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # type: ignore[assignment]
+        super().connectionLost(reason)
+        self.is_closed = succeed(None)
+
+
 @implementer(ISession)
-class WebSocketSession(WebSocketServerProtocol):
+class WebSocketSession(ServerProtocol):
     """One browser WebSocket carrying one TCPSocket.
 
     autobahn's protocol already owns ``state``, ``connected``, ``peer`` and

@@ -39,6 +39,7 @@ from orbited.transports.sockjs.service import (
     SockJSService,
 )
 from orbited.transports.sockjs.session import ReceiverFlow, SockJSSession
+from orbited.transports.websocket import ServerProtocol
 
 log = logging.getLogger("orbited.sockjs")
 
@@ -115,7 +116,7 @@ class WebSocketReceiver(ReceiverFlow):
 
 
 
-class SockJSWebSocketProtocol(WebSocketServerProtocol):
+class SockJSWebSocketProtocol(ServerProtocol):
     """One WebSocket of a SockJS service.
 
     autobahn's protocol owns ``state``, ``connected``, ``peer``, ``transport``
@@ -202,7 +203,7 @@ class SockJSWebSocketProtocol(WebSocketServerProtocol):
             why = "browser connection lost"
         else:
             why = f"browser closed the WebSocket with {code}" + (f" {reason}" if reason else "")
-        receiver = self.sockjsReceiver
+        receiver, self.sockjsReceiver = self.sockjsReceiver, None  # it refers to us
         if receiver is not None and session.receiver is receiver:
             receiver.done = True
             session.detach(receiver, lost=why)
