@@ -127,7 +127,9 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         "closed with 0102; checked once a second."),
     Key("proxy.max_sessions", non_negative_int, 0,
         "Most TCPSocket sessions at once; further ones are refused with HTTP 503. "
-        "0 derives the cap from the open-file limit (two descriptors a session)."),
+        "0 derives the cap from the open-file limit (two descriptors a session). With workers, "
+        "each process applies it to its own sessions, as each has its own open-file limit; "
+        "a full worker gets no new connections."),
     Key("session.ping_interval", positive_number, 30.0,
         "Seconds of silence after which a session is probed (WebSocket ping, "
         "SockJS heartbeat, 0.7 ping packet)."),

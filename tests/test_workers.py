@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from orbited.http.parser import Limits
@@ -211,6 +211,35 @@ def test_the_twisted_http_engine_with_workers_still_serves_everything():
         assert answer == "1"
         assert orbited.status()["worker_handoffs"] == {"at_accept": 0, "after_parse": 0}
         assert "Traceback" not in orbited.log()
+
+
+def test_max_sessions_applies_per_process_and_a_full_worker_gets_no_more():
+    port, echo = free_port(), free_port()
+    config = (f"[global]\nworkers = 1\nproxy.max_sessions = 2\n[listen]\nhttp://127.0.0.1:{port}\n"
+              f"echo://127.0.0.1:{echo}\n[access]\n* -> 127.0.0.1:{echo}\n")
+    with OrbitedProcess(config, wait_for=port) as orbited:
+        assert wait_for(lambda: len(worker_pids(orbited)) == 1), orbited.log()
+        sockets = []
+        try:
+            for _ in range(2):
+                ws, answer = open_socket(port, f"127.0.0.1:{echo}")
+                assert answer == "1"
+                sockets.append(ws)
+            # the worker reports itself full within a second; then the master serves, up to its own cap
+            assert wait_for(lambda: orbited.status()["workers"][0]["sessions"] == 2)
+            time.sleep(1.5)
+            for _ in range(2):
+                ws, answer = open_socket(port, f"127.0.0.1:{echo}")
+                assert answer == "1"
+                sockets.append(ws)
+            status = orbited.status()
+            assert status["sessions"]["total"] == 4 and status["workers"][0]["sessions"] == 2, status
+            with pytest.raises(InvalidStatus) as refused:
+                open_socket(port, f"127.0.0.1:{echo}")
+            assert refused.value.response.status_code == 503
+        finally:
+            for ws in sockets:
+                ws.close()
 
 
 LIMITS = Limits()
