@@ -303,7 +303,9 @@ class HandoffPort(tcp.Port):
 
     def createInternetSocket(self) -> socket.socket:
         skt = super().createInternetSocket()
-        skt.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT)
+        option = getattr(socket, "TCP_DEFER_ACCEPT", None)  # Linux; elsewhere heads are often not in yet
+        if option is not None:
+            skt.setsockopt(socket.IPPROTO_TCP, option, DEFER_ACCEPT)
         return skt
 
     def doRead(self) -> None:
