@@ -26,6 +26,7 @@ from orbited import __version__
 from orbited.http import LeanSite, Limits
 from orbited.http.parser import DEFAULT_MAX_BODY
 from orbited.http.static import StaticFiles
+from orbited.procstats import process_usage
 
 if TYPE_CHECKING:
     from orbited.context import ServerContext
@@ -86,6 +87,7 @@ def status_report(context: ServerContext) -> dict:
             "bytes_to_backend": up,
             "bytes_from_backend": down,
         },
+        "process": process_usage(),
     }
     if context.workers is not None:
         totals = context.workers.totals()

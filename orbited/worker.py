@@ -17,6 +17,7 @@ import sys
 
 from orbited.cli import install_reactor
 from orbited.config import ConfigError, load_file, quickstart
+from orbited.procstats import process_usage
 from orbited.workers import MESSAGE_LIMIT, decode, encode
 
 log = logging.getLogger("orbited.worker")
@@ -117,7 +118,7 @@ class Worker:
         up, down = stats.bytes_each_way()
         status = {"sessions": dict(sessions.by_transport), "proxied_now": stats.proxied_now,
                   "proxied_total": stats.proxied_total, "bytes_up": up, "bytes_down": down,
-                  "full": sessions.full()}
+                  "full": sessions.full(), "process": process_usage()}
         try:
             self.channel.send(encode("status", status))
         except OSError:

@@ -245,7 +245,8 @@ class WorkerPool:
                 continue
             status = worker.status
             total["workers"].append({"index": worker.index, "pid": worker.process.pid, "ready": bool(status),
-                                     "sessions": sum(status.get("sessions", {}).values())})
+                                     "sessions": sum(status.get("sessions", {}).values()),
+                                     "process": status.get("process", {})})
             for name, count in status.get("sessions", {}).items():
                 total["sessions"][name] = total["sessions"].get(name, 0) + count
             for key in ("proxied_now", "proxied_total", "bytes_up", "bytes_down"):

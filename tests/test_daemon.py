@@ -239,6 +239,17 @@ def test_status_reports_sessions_and_bytes():
             assert during["sessions"]["by_transport"] == {"ws": 1}
             assert during["proxy"]["connections"] == 1
             assert during["proxy"]["bytes_to_backend"] == 1000  # open sessions count too
+            # the process: a proxied session is two descriptors (the browser's and the backend's);
+            # the connection of the status request before may still be closing (one more)
+            grown = during["process"]["open_files"] - before["process"]["open_files"]
+            assert grown in (2, 3), (before["process"], during["process"])
+            assert abs(during["process"]["open_files"] - len(os.listdir(f"/proc/{orbited.proc.pid}/fd"))) <= 1
+        limits = Path(f"/proc/{orbited.proc.pid}/limits").read_text()
+        soft = next(line.split()[3] for line in limits.splitlines() if line.startswith("Max open files"))
+        assert before["process"]["open_files_limit"] == int(soft)
+        rss_kb = next(int(line.split()[1]) for line in Path(f"/proc/{orbited.proc.pid}/status").read_text()
+                      .splitlines() if line.startswith("VmRSS:"))
+        assert abs(orbited.status()["process"]["rss_bytes"] - rss_kb * 1024) < 8 * 1024 * 1024
         deadline = time.monotonic() + 10
         while orbited.status()["proxy"]["connections"] and time.monotonic() < deadline:
             time.sleep(0.05)

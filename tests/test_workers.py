@@ -77,6 +77,10 @@ def test_sessions_spread_over_workers_and_are_counted(cluster):
         assert status["sessions"]["by_transport"] == {"ws": 8}
         assert sorted(w["sessions"] for w in status["workers"]) == [4, 4]
         assert {w["pid"] for w in status["workers"]} == set(worker_pids(cluster))
+        # each worker reports its own process: 4 proxied sessions are 8 descriptors beyond its base
+        for worker in status["workers"]:
+            assert worker["process"]["rss_bytes"] > 10_000_000
+            assert worker["process"]["open_files"] >= 8
         # the proxy ran in the workers: their log lines reach the master's log
         assert "[worker 0] ws 127.0.0.1:" in cluster.log() and "[worker 1] ws 127.0.0.1:" in cluster.log()
     finally:
