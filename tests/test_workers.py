@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -52,14 +53,21 @@ def open_socket(port: int, dest: str):
     return ws, ws.recv(10)
 
 
-@pytest.fixture
-def cluster():
+@contextmanager
+def running(workers: int, settings: str = ""):
+    """Orbited with ``workers`` on an http:// listener and an echo backend, once every worker is up."""
     port, echo = free_port(), free_port()
-    config = (f"[global]\nworkers = 2\nshutdown.timeout = 3\n[listen]\nhttp://127.0.0.1:{port}\n"
+    config = (f"[global]\nworkers = {workers}\n{settings}[listen]\nhttp://127.0.0.1:{port}\n"
               f"echo://127.0.0.1:{echo}\n[access]\n* -> 127.0.0.1:{echo}\n")
     with OrbitedProcess(config, wait_for=port) as orbited:
         orbited.port, orbited.echo = port, echo
-        assert wait_for(lambda: len(worker_pids(orbited)) == 2), orbited.log()
+        assert wait_for(lambda: len(worker_pids(orbited)) == workers), orbited.log()
+        yield orbited
+
+
+@pytest.fixture
+def cluster():
+    with running(2, "shutdown.timeout = 3\n") as orbited:
         yield orbited
 
 
@@ -203,12 +211,8 @@ def test_other_requests_on_a_handoff_listener_are_served_by_the_master(cluster):
 
 
 def test_the_twisted_http_engine_with_workers_still_serves_everything():
-    port, echo = free_port(), free_port()
-    config = (f"[global]\nworkers = 1\nhttp.engine = twisted\n[listen]\nhttp://127.0.0.1:{port}\n"
-              f"echo://127.0.0.1:{echo}\n[access]\n* -> 127.0.0.1:{echo}\n")
-    with OrbitedProcess(config, wait_for=port) as orbited:
-        assert wait_for(lambda: len(worker_pids(orbited)) == 1), orbited.log()
-        ws, answer = open_socket(port, f"127.0.0.1:{echo}")
+    with running(1, "http.engine = twisted\n") as orbited:
+        ws, answer = open_socket(orbited.port, f"127.0.0.1:{orbited.echo}")
         ws.send(b"ping")
         assert ws.recv(10) == b"ping"
         ws.close()
@@ -218,11 +222,8 @@ def test_the_twisted_http_engine_with_workers_still_serves_everything():
 
 
 def test_max_sessions_applies_per_process_and_a_full_worker_gets_no_more():
-    port, echo = free_port(), free_port()
-    config = (f"[global]\nworkers = 1\nproxy.max_sessions = 2\n[listen]\nhttp://127.0.0.1:{port}\n"
-              f"echo://127.0.0.1:{echo}\n[access]\n* -> 127.0.0.1:{echo}\n")
-    with OrbitedProcess(config, wait_for=port) as orbited:
-        assert wait_for(lambda: len(worker_pids(orbited)) == 1), orbited.log()
+    with running(1, "proxy.max_sessions = 2\n") as orbited:
+        port, echo = orbited.port, orbited.echo
         sockets = []
         try:
             for _ in range(2):

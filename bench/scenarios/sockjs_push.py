@@ -91,11 +91,11 @@ class Plan:
     open_concurrency: int = 50
     # Latency windows per server, alternating between the servers; the median is reported.  One window
     # each moved by about 0.7 ms of p50 from one run to the next on this shared machine.
-    latency_rounds: int = 3
+    latency_windows: int = 3
 
     @classmethod
     def for_run(cls, quick: bool) -> Plan:
-        return cls(sessions=200, warmup=2.0, seconds=4.0, latency_rounds=1) if quick else cls()
+        return cls(sessions=200, warmup=2.0, seconds=4.0, latency_windows=1) if quick else cls()
 
     def offered(self, interval_ms: int) -> float:
         return self.sessions * 1000.0 / interval_ms
@@ -578,7 +578,7 @@ def run(ctx: ScenarioContext) -> dict:
     # hits one window of one server rather than decide its figure.
     windows = {transport: {label: [d["latency"]] for label, d in by_server.items()}
                for transport, by_server in data.items()}
-    for window in range(2, plan.latency_rounds + 1):
+    for window in range(2, plan.latency_windows + 1):
         for transport in TRANSPORTS:
             for label, measure in measures.items():
                 windows[transport][label].append(measure(transport, ("latency",), window)["latency"])
@@ -603,7 +603,7 @@ def build_result(plan: Plan, data: dict[str, dict[str, Any]]) -> dict:
     lat, cap = plan.offered(plan.latency_interval_ms), plan.offered(plan.capacity_interval_ms)
     metrics = []
     notes = [
-        (f"Latency: {plan.latency_rounds} window(s) per server, alternating between the servers (each on a "
+        (f"Latency: {plan.latency_windows} window(s) per server, alternating between the servers (each on a "
          "fresh server and fresh sessions); the figure is the median window's p50 and the median of the "
          "windows' p99. Per-window figures are in the notes below."),
         (f"Load: {plan.sessions:,} SockJS sessions per server, each pushed a {plan.size}-byte timestamped "
