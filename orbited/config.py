@@ -167,11 +167,12 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         "4x cheaper a request) or 'twisted' (twisted.web: a fallback, and the baseline the "
         "lean layer is measured and cross-checked against)."),
     Key("workers", worker_count, 0,
-        "Worker processes that serve /ws WebSocket sessions on plain http:// listeners, so that "
-        "they use every core; 'auto' is one per CPU. 0: one process does everything. Comet "
-        "transports, /stomp, static files and TLS listeners stay in the main process. With "
-        "workers, http:// listeners accept a connection once its first bytes are in "
-        "(TCP_DEFER_ACCEPT), so that a /ws upgrade goes to a worker unread."),
+        "Worker processes that serve /ws and /sockjs TCPSocket sessions on plain http:// listeners, "
+        "so that they use every core; 'auto' is one per CPU. 0: one process does everything. Every "
+        "request of a /sockjs session goes to the worker its session id names. /tcp (0.7), /stomp, "
+        "static files and TLS listeners stay in the main process. With workers, http:// listeners "
+        "accept a connection once its first bytes are in (TCP_DEFER_ACCEPT), so that most "
+        "connections go to a worker unread."),
     Key("shutdown.timeout", positive_number, 5.0,
         "Seconds SIGTERM waits for sessions to close before exiting anyway."),
     Key("status", choice(STATUS_MODES), "local",

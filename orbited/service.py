@@ -25,6 +25,7 @@ from zope.interface import implementer
 from orbited.access import AccessPolicy
 from orbited.config import Config, ConfigError, Listener, TLSFiles, load_file
 from orbited.context import ServerContext
+from orbited.http import LeanSite
 from orbited.logs import reopen_log_files
 from orbited.testservers import test_server_factory
 from orbited.web import build_site
@@ -183,7 +184,7 @@ class OrbitedServer:
     # --- worker processes
 
     def start_workers(self, config_args: list[str]) -> None:
-        """[global] workers: start them and let the site hand them /ws connections.
+        """[global] workers: start them and let the site hand them /ws and /sockjs connections.
 
         Called after binding and before dropping privileges, so that starting the
         interpreter needs no more than root can do; each worker drops to [global]
@@ -197,8 +198,9 @@ class OrbitedServer:
         pool = WorkerPool(self.context, count, config_args)
         pool.start()
         self.context.workers = pool
-        if hasattr(self.site, "workers"):
-            self.site.workers = pool
+        if isinstance(self.site, LeanSite) and self.site.has_delegable_endpoints():
+            self.site.router = pool
+            pool.site = self.site
 
     # --- signals and shutdown
 

@@ -1,10 +1,11 @@
 """``python -m orbited.worker``: one worker process of a ``[global] workers`` master.
 
 It is started by the master (orbited/workers.py), never by hand: it reads the
-same config, serves the WebSocket connections the master passes it with
-exactly the code the master would use, reports its counters each second and
-sends its log records to the master.  It binds nothing and holds no
-privileges the master dropped.
+same config, serves the /ws and /sockjs connections the master passes it with
+exactly the code the master would use, hands a connection back when a later
+request on it is not its own (orbited/worker_routes.py), reports its
+counters each second and sends its log records to the master.  It binds
+nothing and holds no privileges the master dropped.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import sys
 
 from orbited.cli import install_reactor
 from orbited.config import ConfigError, load_file, quickstart
+from orbited.http.upgrade import replayable_head
 from orbited.procstats import process_usage
-from orbited.workers import MESSAGE_LIMIT, decode, encode
+from orbited.worker_routes import ANY, WS, worker_for
+from orbited.workers import MESSAGE_LIMIT, decode, encode, release
 
 log = logging.getLogger("orbited.worker")
 
@@ -40,16 +43,45 @@ class ChannelLogHandler(logging.Handler):
 
 
 class Worker:
-    def __init__(self, index: int, channel: socket.socket, config, reactor):
+    def __init__(self, index: int, count: int, channel: socket.socket, config, reactor):
+        from twisted.web.resource import Resource
+
         from orbited.context import ServerContext
-        from orbited.transports.websocket import websocket_factory
+        from orbited.transports.sockjs import sockjs_resource
+        from orbited.transports.websocket import websocket_factory, websocket_resource
+        from orbited.web import lean_site
 
         self.index = index
+        self.count = count
         self.channel = channel
         self.reactor = reactor
         self.context = ServerContext(config, reactor)
-        self.factory = websocket_factory(self.context)
+        self.factory = websocket_factory(self.context)  # /ws connections handed over at accept
+        root = Resource()
+        root.putChild(b"ws", websocket_resource(self.context))
+        root.putChild(b"sockjs", sockjs_resource(self.context))
+        settings = config.settings
+        self.site = lean_site(root, reactor, settings["http.timeout"], settings["http.max_body"])
+        self.site.router = self
         self.stopping = False
+
+    def route(self, channel, head) -> bool:
+        """``LeanSite.router``: serve what the rule gives this worker; hand the rest back."""
+        target = worker_for(head, self.count)
+        if target in (WS, ANY) or target == self.index:
+            return False
+        transport = channel.transport
+        data = replayable_head(head) + channel.parser.peek_buffer()
+        try:
+            socket.send_fds(self.channel, [encode("connection", {"family": transport.socket.family}, data)],
+                            [transport.fileno()])
+        except OSError as exc:
+            log.warning("could not hand a connection back to the master: %s", exc)
+            channel.refuse(503, "this request cannot be served now")
+            return True
+        channel.detach()
+        release(transport)
+        return True
 
     # IReadDescriptor for the channel
 
@@ -89,7 +121,8 @@ class Worker:
             fd = fds[0]
             try:
                 os.set_blocking(fd, False)
-                transport = self.reactor.adoptStreamConnection(fd, header["family"], self.factory)
+                factory = self.site if header.get("http") else self.factory
+                transport = self.reactor.adoptStreamConnection(fd, header["family"], factory)
             finally:
                 os.close(fd)
             if transport is not None and data:
@@ -159,6 +192,7 @@ class Worker:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="orbited.worker")
     parser.add_argument("--index", type=int, required=True)
+    parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--channel", type=int, required=True)
     parser.add_argument("--config")
     parser.add_argument("--quickstart", action="store_true")
@@ -191,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
 
     route_twisted_logs()
     channel.setblocking(False)
-    worker = Worker(args.index, channel, config, reactor)
+    worker = Worker(args.index, args.count, channel, config, reactor)
     reactor.addReader(worker)
     from orbited.cli import tune_garbage_collector
 

@@ -1,17 +1,20 @@
-"""WebSocket sessions on every core: the master hands accepted ``/ws`` connections to workers.
+"""TCPSocket sessions on every core: the master hands accepted connections to workers.
 
 One Twisted process saturates one core.  With ``[global] workers = N`` the
-master process keeps everything that needs shared state (Comet sessions,
-which span many HTTP requests; the STOMP broker; static files; /system) and
-passes each plain-TCP WebSocket upgrade for ``/ws`` -- the request head it has
-already read, and the socket itself (SCM_RIGHTS) -- to one of N worker
-processes, which run the same autobahn session and proxy code.  A WebSocket
-TCPSocket lives on one connection, so nothing else needs to move.
+master process keeps everything that needs shared state (the STOMP broker,
+/tcp's 0.7 sessions, static files, /system) and passes each plain-TCP
+connection for ``/ws`` and ``/sockjs`` -- the bytes it has already read, and
+the socket itself (SCM_RIGHTS) -- to one of N worker processes, which run
+the same session and proxy code.  A ``/ws`` WebSocket lives on one
+connection, so any worker may take it; every request of one ``/sockjs``
+session goes to the same worker (orbited/worker_routes.py).  A worker hands
+a connection back when a later request on it belongs elsewhere (a browser
+reuses its keep-alive connections for anything on the same origin).
 
 Workers are started with ``python -m orbited.worker`` after the master has
 bound its sockets and dropped privileges, so they never hold root.  They
-talk to the master over a SOCK_SEQPACKET socketpair: connections arrive with
-their descriptor; the worker sends back its counters each second (summed into
+talk to the master over a SOCK_SEQPACKET socketpair: connections go either
+way with their descriptor; the worker sends back its counters each second (summed into
 /system/status) and its log records (re-logged by the master, so one logging
 config rules every process).  SIGHUP and shutdown reach workers as messages.
 A worker that dies is logged and replaced; its sessions are lost with it.
@@ -30,16 +33,18 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet import tcp
 
-from orbited.http.events import END_OF_REQUEST, RequestError, RequestHead
-from orbited.http.parser import Limits, RequestParser
-from orbited.http.upgrade import wants_websocket
+from orbited.http.upgrade import is_plain_tcp, replayable_head
+from orbited.worker_routes import WS, worker_at_accept, worker_for
 
 if TYPE_CHECKING:
     from orbited.context import ServerContext
 
 log = logging.getLogger("orbited.workers")
 
-MESSAGE_LIMIT = 65536  # a request head is at most a few KiB; one message each
+# One message carries a connection and the bytes read from it: a head, plus at most what the HTTP
+# layer buffers behind it (a read, or pipelined requests up to its limit), well under this.
+MESSAGE_LIMIT = 512 * 1024
+CHANNEL_BUFFER = 1 << 20  # asked for; the kernel caps it at net.core.wmem_max (doubled)
 RESPAWN_DELAY = 1.0
 
 
@@ -80,15 +85,16 @@ class ControlReader:
     def doRead(self) -> None:
         while True:
             try:
-                message = self.worker.channel.recv(MESSAGE_LIMIT)
+                message, fds, _flags, _addr = socket.recv_fds(self.worker.channel, MESSAGE_LIMIT, 4)
             except BlockingIOError:
                 return
             except OSError:
-                message = b""
+                message, fds = b"", []
             if not message:
+                close_all(fds)
                 self.pool.lost(self.worker)
                 return
-            self.pool.received(self.worker, message)
+            self.pool.received(self.worker, message, fds)
 
     def connectionLost(self, reason: object) -> None:
         self.pool.lost(self.worker)
@@ -105,8 +111,10 @@ class WorkerPool:
         self.workers: list[Worker | None] = [None] * count
         self.next = 0
         self.stopping = False
-        self.handed_at_accept = 0  # /ws connections passed on by HandoffPort, unparsed
+        self.site: Any = None  # the LeanSite that serves connections workers hand back
+        self.handed_at_accept = 0  # connections passed on by HandoffPort, unparsed
         self.handed_after_parse = 0  # the others, passed on by the HTTP layer
+        self.handed_back = 0  # connections a worker returned for a request it does not serve
 
     def start(self) -> None:
         for index in range(self.count):
@@ -116,10 +124,12 @@ class WorkerPool:
         if self.stopping:
             return
         master_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        for end in (master_end, worker_end):
+            end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, CHANNEL_BUFFER)
         master_end.setblocking(False)
         process = subprocess.Popen(
-            [sys.executable, "-m", "orbited.worker", "--index", str(index), "--channel",
-             str(worker_end.fileno()), *self.config_args],
+            [sys.executable, "-m", "orbited.worker", "--index", str(index), "--count", str(self.count),
+             "--channel", str(worker_end.fileno()), *self.config_args],
             pass_fds=(worker_end.fileno(),), stdin=subprocess.DEVNULL,
         )
         worker_end.close()
@@ -131,49 +141,78 @@ class WorkerPool:
 
     # --- handing over connections
 
-    def dispatch(self, transport: Any, data: bytes) -> bool:
-        """Pass a plain-TCP connection and the bytes read from it so far to a worker.
-
-        Returns False (the caller keeps serving it) when no worker can take it
-        now; on True the caller must forget the connection.
-        """
-        if not hasattr(transport, "socket"):
+    def route(self, channel: Any, head: Any) -> bool:
+        """The HTTP layer's hook for each parsed request head (``LeanSite.router``): True when a
+        worker took the connection, and the channel must forget it."""
+        target = worker_for(head, self.count)
+        if target is None:
             return False
-        if self.dispatch_fd(transport.fileno(), transport.socket.family, data):
-            release(transport)
-            self.handed_after_parse += 1
-            return True
-        return False
+        transport = channel.transport
+        if not is_plain_tcp(transport):
+            return False  # TLS ends here: its state cannot move
+        data = replayable_head(head) + channel.parser.peek_buffer()
+        if not self.dispatch_fd(transport.fileno(), transport.socket.family, data, target):
+            return False
+        channel.detach()
+        release(transport)
+        self.handed_after_parse += 1
+        return True
 
-    def dispatch_fd(self, fd: int, family: int, data: bytes) -> bool:
-        """Pass a socket to a worker; the caller still closes its own descriptor."""
+    def dispatch_fd(self, fd: int, family: int, data: bytes, target: int) -> bool:
+        """Pass a socket and the bytes read from it to worker ``target`` (or any, for ``WS`` and
+        ``ANY``); False when none can take it now.  The caller still closes its own descriptor."""
         live = [w for w in self.workers if w is not None and not w.stopping]
-        if not live:
-            return False
+        if target >= 0:
+            # a session's worker, even if it reports itself full: its own cap answers 503
+            worker = self.workers[target]
+            live = [worker] if worker is not None and not worker.stopping else []
+        message = encode("connection", {"family": family, "http": target != WS}, data)
         # round robin; a worker that reports itself full is skipped
         for _ in range(len(live)):
             worker = live[self.next % len(live)]
             self.next += 1
-            if worker.status.get("full"):
+            if target < 0 and worker.status.get("full"):
                 continue
             try:
-                socket.send_fds(worker.channel, [encode("connection", {"family": family}, data)], [fd])
+                socket.send_fds(worker.channel, [message], [fd])
             except OSError as exc:  # the worker's queue is full, or it just died
                 log.warning("worker %d did not take a connection: %s", worker.index, exc)
                 continue
             return True
         return False
 
+    def take_back(self, worker: Worker, family: int, fd: int, data: bytes) -> None:
+        """A worker returned a connection: serve it here from the request that made it return."""
+        if self.site is None:
+            os.close(fd)
+            return
+        try:
+            os.set_blocking(fd, False)
+            transport = self.reactor.adoptStreamConnection(fd, family, self.site)
+        except OSError as exc:
+            log.warning("could not take back a connection from worker %d: %s", worker.index, exc)
+            return
+        finally:
+            os.close(fd)
+        self.handed_back += 1
+        if transport is not None and data:
+            transport.protocol.dataReceived(data)
+
     # --- messages from workers
 
-    def received(self, worker: Worker, message: bytes) -> None:
+    def received(self, worker: Worker, message: bytes, fds: list[int]) -> None:
         try:
             header, data = decode(message)
         except ValueError:
+            close_all(fds)
             log.error("worker %d sent an unreadable message; stopping it", worker.index)
             worker.process.kill()
             return
         kind = header.get("kind")
+        if kind == "connection" and len(fds) == 1:
+            self.take_back(worker, int(header.get("family", socket.AF_INET)), fds[0], data)
+            return
+        close_all(fds)
         if kind == "status":
             worker.status = header
         elif kind == "log":
@@ -239,7 +278,8 @@ class WorkerPool:
         """Counters of all workers, for /system/status."""
         total: dict = {"sessions": {}, "proxied_now": 0, "proxied_total": 0, "bytes_up": 0, "bytes_down": 0,
                        "workers": [], "handoffs": {"at_accept": self.handed_at_accept,
-                                                   "after_parse": self.handed_after_parse}}
+                                                   "after_parse": self.handed_after_parse,
+                                                   "handed_back": self.handed_back}}
         for worker in self.workers:
             if worker is None:
                 continue
@@ -263,6 +303,11 @@ def release(transport: Any) -> None:
     transport.loseConnection()
 
 
+def close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
 def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
@@ -272,30 +317,13 @@ PEEK_SIZE = 4096  # a browser's upgrade head is well under this; a larger one go
 DEFER_ACCEPT = 1
 
 
-def is_ws_upgrade_head(data: bytes, limits: Limits) -> bool:
-    """Whether bytes peeked at accept start with one whole, valid ``GET /ws`` upgrade head.
-
-    The HTTP layer's own parser decides, so the fast path takes nothing the
-    HTTP layer would refuse; a partial, refused or odd head goes the ordinary
-    way, which still hands a /ws upgrade to a worker after parsing it."""
-    parser = RequestParser(limits)
-    parser.feed(data)
-    try:
-        head = parser.next_event()
-        if not isinstance(head, RequestHead) or parser.next_event() is not END_OF_REQUEST:
-            return False
-    except RequestError:
-        return False
-    return head.target.split(b"?", 1)[0].rstrip(b"/") == b"/ws" and wants_websocket(head)
-
-
 class HandoffPort(tcp.Port):
-    """An http:// listening port that passes /ws upgrades to workers at accept.
+    """An http:// listening port that passes connections to workers at accept.
 
     Without it the master builds an HTTP connection for every /ws connect,
     waits for its head, parses it and only then passes the socket on: about
     0.2 ms of the master's CPU each, which made the master the bottleneck of a
-    burst of connects.  Here the listening socket has TCP_DEFER_ACCEPT, so a
+    burst of connects.  /sockjs requests are passed on the same way.  Here the listening socket has TCP_DEFER_ACCEPT, so a
     connection is accepted once its first bytes are in; the head is only
     peeked at (MSG_PEEK), so the worker reads it from the socket itself, and
     the master never builds a transport for the connection.  Everything else
@@ -311,10 +339,9 @@ class HandoffPort(tcp.Port):
 
     def doRead(self) -> None:
         site = self.factory
-        delegates = getattr(site, "delegates_ws", None)  # http.engine = twisted has no hand-over
-        if delegates is None or not delegates():
+        pool = getattr(site, "router", None)  # the WorkerPool once workers run (http.engine = twisted: never)
+        if pool is None:
             return super().doRead()
-        pool = site.workers
         for _ in range(self.numberAccepts):
             try:
                 skt, addr = self.socket.accept()
@@ -339,7 +366,10 @@ class HandoffPort(tcp.Port):
             head = skt.recv(PEEK_SIZE, socket.MSG_PEEK | socket.MSG_DONTWAIT)
         except OSError:
             return False
-        if head and is_ws_upgrade_head(head, site.limits) and pool.dispatch_fd(skt.fileno(), skt.family, b""):
+        if not head:
+            return False
+        target = worker_at_accept(head, site.limits, pool.count)
+        if target is not None and pool.dispatch_fd(skt.fileno(), skt.family, b"", target):
             pool.handed_at_accept += 1
             return True
         return False

@@ -4,7 +4,9 @@ The page speaks the TCPSocket contract of docs/protocol.md on top of a plain
 ``new SockJS(url, null, {transports: [name]})``: first message ``host:port``,
 answer ``1``, then base64 both ways, to the built-in echo backend.  Each
 transport round-trips text with non-ASCII characters, the bytes 0-255 and a
-256 KiB message.
+256 KiB message, on one process and on a master with two workers (where the
+page and /info come from the master and the session from a worker, over the
+keep-alive connections Chromium reuses for all of them).
 """
 
 from __future__ import annotations
@@ -109,8 +111,9 @@ def chromium():
         yield browser
 
 
-@pytest.fixture(scope="module")
-def site():
+@pytest.fixture(scope="module", params=[0, 2], ids=["one-process", "workers"])
+def site(request):
+    workers = request.param
     port, echo = free_port(), free_port()
     page = scratch_dir("sockjs-page-")
     (page / "t.js").write_text(PAGE_JS)
@@ -123,12 +126,14 @@ def site():
         """))
     assert (CLIENT_DIST / "sockjs.min.js").exists(), "run .ci/test-deps (npm ci in tests/js)"
     config = (
-        "[global]\nsession.ping_interval = 30\nsession.ping_timeout = 30\n"
+        f"[global]\nworkers = {workers}\nsession.ping_interval = 30\nsession.ping_timeout = 30\n"
         f"[listen]\nhttp://127.0.0.1:{port}\necho://127.0.0.1:{echo}\n"
         f"[static]\npage = {Path(page)}\nsockjs-client = {CLIENT_DIST}\n"
         f"[access]\n* -> 127.0.0.1:{echo}\n"
     )
     with OrbitedProcess(config, wait_for=port) as process:
+        process.wait_workers(workers)
+        process.workers = workers
         yield process, f"http://127.0.0.1:{port}/page/index.html", echo
 
 
@@ -142,5 +147,8 @@ def test_sockjs_client_round_trips(chromium, site, transport):
     got = result["ok"]
     assert got["transport"] == transport
     assert got == {"transport": transport, "text": True, "bytes": "same", "big": "same"}
-    # The proxy logged the session under the transport that opened it.
-    assert f"sockjs-{TRANSPORTS[transport]} 127.0.0.1:" in process.log()
+    # The proxy logged the session under the transport that opened it (in a worker, if any).
+    opened = f"sockjs-{TRANSPORTS[transport]} 127.0.0.1:"
+    lines = [line for line in process.log().splitlines() if opened in line and "connected" in line]
+    assert lines, process.log()[-3000:]
+    assert all(("[worker " in line) == bool(process.workers) for line in lines), lines

@@ -2,7 +2,9 @@
 
 The browser side is spoken by hand here (raw HTTP, websockets), so each check
 sees the exact frames; ``test_sockjs_browser`` does the same through
-sockjs-client in Chromium.
+sockjs-client in Chromium.  Every test runs twice: on one process, and on a
+master with two workers, where each session lives in the worker its id
+names and every request of it must get there (orbited/worker_routes.py).
 """
 
 from __future__ import annotations
@@ -41,11 +43,12 @@ def messages(frame: str) -> list[str]:
 
 
 class Server:
-    def __init__(self, extra: str = "", backends: tuple[int, ...] = ()):
+    def __init__(self, extra: str = "", backends: tuple[int, ...] = (), workers: int = 0):
         self.port = free_port()
         self.echo = free_port()
+        self.workers = workers
         config = (
-            "[global]\nsession.ping_interval = 30\nsession.ping_timeout = 2\n" + extra
+            f"[global]\nworkers = {workers}\nsession.ping_interval = 30\nsession.ping_timeout = 2\n" + extra
             + f"\n[listen]\nhttp://127.0.0.1:{self.port}\necho://127.0.0.1:{self.echo}\n"
             + "[access]\n" + "".join(f"* -> 127.0.0.1:{port}\n" for port in (self.echo, *backends))
         )
@@ -66,15 +69,21 @@ class Server:
 
     def __enter__(self) -> Server:
         self.process.start()
+        self.process.wait_workers(self.workers)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.process.stop()
 
 
+@pytest.fixture(scope="module", params=[0, 2], ids=["one-process", "workers"])
+def workers(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def server():
-    with Server() as running:
+def server(workers):
+    with Server(workers=workers) as running:
         yield running
 
 
@@ -190,8 +199,8 @@ def test_unauthorized_destination_gets_0106_and_a_4106_close(server):
     assert code == 4106 and "unauthorized" in reason
 
 
-def test_bad_base64_closes_with_1007_and_releases_the_backend():
-    with Server("session.ping_timeout = 10\n") as server:
+def test_bad_base64_closes_with_1007_and_releases_the_backend(workers):
+    with Server("session.ping_timeout = 10\n", workers=workers) as server:
         url = server.session()
         request("POST", url + "/xhr")
         send(url, f"127.0.0.1:{server.echo}")
@@ -203,7 +212,7 @@ def test_bad_base64_closes_with_1007_and_releases_the_backend():
 
 
 @pytest.mark.parametrize("raw", [False, True], ids=["framed", "raw"])
-def test_backend_data_while_the_websocket_closes_is_dropped_quietly(raw):
+def test_backend_data_while_the_websocket_closes_is_dropped_quietly(raw, workers):
     """A browser that breaks the WebSocket protocol gets a close frame and the socket waits for
     its reply; what the backend sends meanwhile must not raise (it was an unhandled error that
     ended the session as 'backend lost')."""
@@ -211,7 +220,7 @@ def test_backend_data_while_the_websocket_closes_is_dropped_quietly(raw):
     backend.bind(("127.0.0.1", 0))
     backend.listen(1)
     port = backend.getsockname()[1]
-    with Server(backends=(port,)) as server:
+    with Server(backends=(port,), workers=workers) as server:
         if raw:
             browser = raw_upgrade(server.port, b"/sockjs/websocket")
             browser.sendall(masked(1, f"127.0.0.1:{port}".encode()))
@@ -251,8 +260,8 @@ def test_broken_json_is_500_with_the_protocol_text(server):
     assert r.status == 500 and b"Payload expected." in r.body
 
 
-def test_bodies_over_http_max_body_get_413():
-    with Server("http.max_body = 1000\n") as small:
+def test_bodies_over_http_max_body_get_413(workers):
+    with Server("http.max_body = 1000\n", workers=workers) as small:
         url = small.session()
         request("POST", url + "/xhr")
         r = request("POST", url + "/xhr_send", body=json.dumps(["x" * 1000]))
@@ -264,13 +273,14 @@ def test_bodies_over_http_max_body_get_413():
 
 
 def test_too_many_sessions_get_503():
+    """In one process: with workers the cap is each process's (tests/test_workers.py)."""
     with Server("proxy.max_sessions = 1\n") as tiny:
         assert request("POST", tiny.session() + "/xhr").body == b"o\n"
         assert request("POST", tiny.session() + "/xhr").status == 503
 
 
-def test_originless_transports_refused_when_origins_are_restricted():
-    with Server("origins = http://app.example\n") as strict:
+def test_originless_transports_refused_when_origins_are_restricted(workers):
+    with Server("origins = http://app.example\n", workers=workers) as strict:
         url = strict.session()
         for method, suffix in (("GET", "/jsonp?c=cb"), ("GET", "/htmlfile?c=cb"), ("POST", "/jsonp_send")):
             r = request(method, url + suffix)
@@ -281,8 +291,8 @@ def test_originless_transports_refused_when_origins_are_restricted():
         assert "refused jsonp" in strict.process.log()
 
 
-def test_disallowed_origin_gets_0106():
-    with Server("origins = http://app.example\n") as strict:
+def test_disallowed_origin_gets_0106(workers):
+    with Server("origins = http://app.example\n", workers=workers) as strict:
         url = strict.session()
         request("POST", url + "/xhr", {"Origin": "http://evil.example"})
         send(url, f"127.0.0.1:{strict.echo}")
@@ -295,8 +305,8 @@ def test_disallowed_origin_gets_0106():
 
 @pytest.mark.parametrize(("method", "transport"), [("POST", "xhr_streaming"), ("GET", "eventsource"),
                                                     ("POST", "xhr"), ("websocket", "websocket")])
-def test_a_browser_that_vanishes_releases_its_backend_at_once(method, transport):
-    with Server("session.ping_timeout = 30\n") as server:
+def test_a_browser_that_vanishes_releases_its_backend_at_once(method, transport, workers):
+    with Server("session.ping_timeout = 30\n", workers=workers) as server:
         url = server.session()
         if method == "websocket":
             ws = ws_connect(url.replace("http:", "ws:") + "/websocket")
@@ -321,8 +331,8 @@ def test_a_browser_that_vanishes_releases_its_backend_at_once(method, transport)
         assert "browser connection lost" in server.process.log()
 
 
-def test_a_session_without_receiver_for_ping_timeout_is_closed():
-    with Server("session.ping_timeout = 1\n") as quick:
+def test_a_session_without_receiver_for_ping_timeout_is_closed(workers):
+    with Server("session.ping_timeout = 1\n", workers=workers) as quick:
         url = quick.session()
         request("POST", url + "/xhr")
         send(url, f"127.0.0.1:{quick.echo}")
@@ -334,8 +344,8 @@ def test_a_session_without_receiver_for_ping_timeout_is_closed():
         assert request("POST", url + "/xhr").body == b"o\n"  # a new session
 
 
-def test_heartbeats_follow_ping_interval():
-    with Server("session.ping_interval = 1\n") as quick:
+def test_heartbeats_follow_ping_interval(workers):
+    with Server("session.ping_interval = 1\n", workers=workers) as quick:
         url = quick.session()
         s = stream("POST", url + "/xhr_streaming")
         s.read()
@@ -346,7 +356,7 @@ def test_heartbeats_follow_ping_interval():
         s.close()
 
 
-def test_a_stalled_browser_is_closed_with_a_logged_reason():
+def test_a_stalled_browser_is_closed_with_a_logged_reason(workers):
     """A streaming browser that stops reading: the backend is paused, then the session closed."""
     source = free_port()
     backend = subprocess.Popen([sys.executable, "-m", "tests.support.backends", "source", str(source),
@@ -355,7 +365,7 @@ def test_a_stalled_browser_is_closed_with_a_logged_reason():
         assert backend.stdout.readline().strip() == b"ready"
         # A response limit that never ends the stream: the only way out is the stall.
         with Server("session.ping_timeout = 1\nsockjs.response_limit = 1000000000\n",
-                    backends=(source,)) as server:
+                    backends=(source,), workers=workers) as server:
             url = server.session()
             request("POST", url + "/xhr")
             send(url, f"127.0.0.1:{source}")
@@ -379,13 +389,13 @@ def test_a_stalled_browser_is_closed_with_a_logged_reason():
         backend.stdout.close()
 
 
-def test_a_browser_that_never_polls_again_is_closed_after_ping_timeout():
+def test_a_browser_that_never_polls_again_is_closed_after_ping_timeout(workers):
     source = free_port()
     backend = subprocess.Popen([sys.executable, "-m", "tests.support.backends", "source", str(source),
                                 str(64 << 20)], stdout=subprocess.PIPE, start_new_session=True)
     try:
         assert backend.stdout.readline().strip() == b"ready"
-        with Server("session.ping_timeout = 1\n", backends=(source,)) as server:
+        with Server("session.ping_timeout = 1\n", backends=(source,), workers=workers) as server:
             url = server.session()
             request("POST", url + "/xhr")
             send(url, f"127.0.0.1:{source}")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import signal
 import socket
 import time
+import uuid
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -14,7 +18,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from orbited.http.parser import Limits
-from orbited.workers import is_ws_upgrade_head
+from orbited.testing.sockjs_client import Connection, read_body, request
+from orbited.worker_routes import ANY, WS, worker_at_accept
 from tests.support.procs import OrbitedProcess, free_port, scratch_dir
 from tests.support.rawws import masked, upgrade_request
 from tests.support.tlsfiles import make_cert
@@ -61,7 +66,8 @@ def running(workers: int, settings: str = ""):
               f"echo://127.0.0.1:{echo}\n[access]\n* -> 127.0.0.1:{echo}\n")
     with OrbitedProcess(config, wait_for=port) as orbited:
         orbited.port, orbited.echo = port, echo
-        assert wait_for(lambda: len(worker_pids(orbited)) == workers), orbited.log()
+        orbited.wait_workers(workers)
+        assert len(worker_pids(orbited)) == workers, orbited.log()
         yield orbited
 
 
@@ -174,7 +180,7 @@ def test_a_whole_upgrade_head_is_handed_over_at_accept_and_a_split_one_after_par
     ws, answer = open_socket(cluster.port, f"127.0.0.1:{cluster.echo}")
     ws.close()
     assert answer == "1"
-    assert cluster.status()["worker_handoffs"] == {"at_accept": 1, "after_parse": 0}
+    assert cluster.status()["worker_handoffs"] == {"at_accept": 1, "after_parse": 0, "handed_back": 0}
 
     head = upgrade_request(cluster.port, b"/ws")
     with socket.create_connection(("127.0.0.1", cluster.port), timeout=10) as sock:
@@ -187,7 +193,7 @@ def test_a_whole_upgrade_head_is_handed_over_at_accept_and_a_split_one_after_par
         assert reply.startswith(b"HTTP/1.1 101"), reply
         sock.sendall(masked(0x1, f"127.0.0.1:{cluster.echo}".encode()))
         assert sock.recv(10) == b"\x81\x011"
-    assert cluster.status()["worker_handoffs"] == {"at_accept": 1, "after_parse": 1}
+    assert cluster.status()["worker_handoffs"] == {"at_accept": 1, "after_parse": 1, "handed_back": 0}
     assert "Traceback" not in cluster.log()
 
 
@@ -207,7 +213,7 @@ def test_other_requests_on_a_handoff_listener_are_served_by_the_master(cluster):
     with socket.create_connection(("127.0.0.1", cluster.port), timeout=10) as sock:
         sock.sendall(b"GET /static/Orbited.js HTTP/1.1\r\nHost: x\r\n\r\n")
         assert sock.recv(12) == b"HTTP/1.1 200"
-    assert cluster.status()["worker_handoffs"] == {"at_accept": 0, "after_parse": 0}
+    assert cluster.status()["worker_handoffs"] == {"at_accept": 0, "after_parse": 0, "handed_back": 0}
 
 
 def test_the_twisted_http_engine_with_workers_still_serves_everything():
@@ -217,7 +223,7 @@ def test_the_twisted_http_engine_with_workers_still_serves_everything():
         assert ws.recv(10) == b"ping"
         ws.close()
         assert answer == "1"
-        assert orbited.status()["worker_handoffs"] == {"at_accept": 0, "after_parse": 0}
+        assert orbited.status()["worker_handoffs"] == {"at_accept": 0, "after_parse": 0, "handed_back": 0}
         assert "Traceback" not in orbited.log()
 
 
@@ -255,14 +261,13 @@ UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Up
 @pytest.mark.parametrize("head", [UPGRADE, UPGRADE.replace(b"/ws ", b"/ws/ "), UPGRADE.replace(b"/ws ", b"/ws?x=1 "),
                                   UPGRADE.replace(b"Upgrade: websocket", b"upgrade: WebSocket")])
 def test_upgrade_heads_for_ws_are_recognised(head):
-    assert is_ws_upgrade_head(head, LIMITS)
+    assert worker_at_accept(head, LIMITS, 2) == WS
 
 
 @pytest.mark.parametrize("head", [
     UPGRADE[:-2],  # not all there yet
     UPGRADE.replace(b"/ws ", b"/wsx "),
     UPGRADE.replace(b"/ws ", b"/ws/more "),
-    UPGRADE.replace(b"/ws ", b"/sockjs/websocket "),
     UPGRADE.replace(b"GET", b"POST"),
     UPGRADE.replace(b"Upgrade: websocket\r\n", b""),
     UPGRADE.replace(b"Host: h\r\n", b""),  # HTTP/1.1 without Host: the HTTP layer answers 400
@@ -273,4 +278,162 @@ def test_upgrade_heads_for_ws_are_recognised(head):
     b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",  # a TLS ClientHello on a plain port
 ])
 def test_anything_else_goes_the_ordinary_way(head):
-    assert not is_ws_upgrade_head(head, LIMITS)
+    assert worker_at_accept(head, LIMITS, 2) is None
+
+
+def sockjs_head(path: str, method: str = "POST", body: bytes = b"") -> bytes:
+    return (f"{method} {path} HTTP/1.1\r\nHost: h\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def owner(session: str, count: int = 2) -> int:
+    return zlib.crc32(session.encode()) % count
+
+
+def session_for(worker: int, count: int = 2) -> str:
+    """A fresh session id that the routing rule gives to ``worker``."""
+    while True:
+        session = uuid.uuid4().hex
+        if owner(session, count) == worker:
+            return session
+
+
+@pytest.mark.parametrize("transport", ["xhr", "xhr_send", "xhr_streaming", "eventsource", "htmlfile", "jsonp",
+                                       "jsonp_send"])
+def test_sockjs_session_requests_go_to_the_worker_their_session_id_names(transport):
+    for count in (1, 2, 3):
+        for session in ("a", "b", "c", "0123456789abcdef"):
+            head = sockjs_head(f"/sockjs/000/{session}/{transport}?c=x", body=b'["x"]')
+            assert worker_at_accept(head, LIMITS, count) == owner(session, count)
+    # an id sent percent-encoded is the same session
+    assert worker_at_accept(sockjs_head("/sockjs/000/%61%62/xhr"), LIMITS, 3) == owner("ab", 3)
+
+
+def test_raw_sockjs_websockets_go_to_any_worker_and_the_rest_of_sockjs_stays():
+    raw = UPGRADE.replace(b"/ws ", b"/sockjs/websocket ")
+    assert worker_at_accept(raw, LIMITS, 2) == ANY
+    assert worker_at_accept(UPGRADE.replace(b"/ws ", b"/sockjs/000/abc/websocket "), LIMITS, 2) == owner("abc")
+    for path in ("/sockjs", "/sockjs/", "/sockjs/info", "/sockjs/iframe.html", "/sockjs/websocket",
+                 "/sockjs/000/abc", "/sockjs/000/abc/nonsense", "/sockjs//abc/xhr", "/sockjs/000//xhr",
+                 "/sockjs/000/abc/xhr/more", "/tcp/abc", "/static/Orbited.js"):
+        assert worker_at_accept(sockjs_head(path, "GET"), LIMITS, 2) is None, path
+    assert worker_at_accept(sockjs_head("/sockjs/000/abc/xhr")[:-2], LIMITS, 2) is None  # not all there
+
+
+def sockjs_worker_sessions(orbited: OrbitedProcess) -> list[int]:
+    return [w["sessions"] for w in orbited.status()["workers"]]
+
+
+def sockjs_echo(conn: Connection, base: str, session: str, echo: int, text: bytes) -> None:
+    """Open a session, connect it to the echo backend and echo ``text``, all on ``conn``."""
+    def post(url: str, body: str | None = None) -> bytes:
+        conn.send_request("POST", url, body=body)
+        response = conn.read_head()
+        return read_body(conn, response, "POST")
+
+    url = f"{base}/000/{session}"
+    assert post(url + "/xhr") == b"o\n"
+    assert post(url + "/xhr_send", json.dumps([f"127.0.0.1:{echo}"])) == b""
+    assert post(url + "/xhr") == b'a["1"]\n'
+    assert post(url + "/xhr_send", json.dumps([base64.b64encode(text).decode()])) == b""
+    got = b""
+    while len(got) < len(text):
+        frame = post(url + "/xhr").decode().strip()
+        if frame != "h":
+            got += b"".join(base64.b64decode(m) for m in json.loads(frame[1:]))
+    assert got == text
+
+
+def test_each_sockjs_session_lives_in_the_worker_its_id_names(cluster):
+    base = f"http://127.0.0.1:{cluster.port}/sockjs"
+    for worker in (0, 1):
+        for index in range(3):
+            with Connection(base) as conn:
+                sockjs_echo(conn, base, session_for(worker), cluster.echo, b"to worker %d" % index)
+    # polling sessions stay open until session.ping_timeout; each worker reports its own
+    assert wait_for(lambda: sockjs_worker_sessions(cluster) == [3, 3]), cluster.status()
+    assert cluster.status()["sessions"]["by_transport"] == {"sockjs-xhr": 6}
+
+
+def test_one_keep_alive_connection_carries_sessions_of_both_workers_and_the_masters_pages(cluster):
+    """A browser reuses its connections for anything on the origin: a worker hands the
+    connection back to the master for a request that is not its own, and the master passes
+    it on again."""
+    base = f"http://127.0.0.1:{cluster.port}/sockjs"
+    with Connection(base) as conn:
+        for index, worker in enumerate((0, 1, 1, 0)):
+            sockjs_echo(conn, base, session_for(worker), cluster.echo, bytes(range(256)) * (index + 1))
+            conn.send_request("GET", f"http://127.0.0.1:{cluster.port}/static/Orbited.js")
+            response = conn.read_head()
+            assert response.status == 200 and b"TCPSocket" in read_body(conn, response, "GET")
+            conn.send_request("GET", base + "/info")
+            response = conn.read_head()
+            assert json.loads(read_body(conn, response, "GET"))["websocket"] is True
+    handoffs = cluster.status()["worker_handoffs"]
+    # the first request at accept; then each session's first request comes from the master's
+    # pages (after parsing), and each page request is handed back by a worker
+    assert handoffs == {"at_accept": 1, "after_parse": 3, "handed_back": 4}, handoffs
+    assert wait_for(lambda: sockjs_worker_sessions(cluster) == [2, 2]), cluster.status()
+    assert "Traceback" not in cluster.log()
+
+
+def test_a_stream_and_the_sends_beside_it_meet_in_one_worker_however_they_arrive(cluster):
+    """xhr_streaming on one connection; xhr_send on others: whole at accept, a head sent in
+    two pieces (parsed by the master), and behind a request for another session."""
+    base = f"http://127.0.0.1:{cluster.port}/sockjs"
+    session = session_for(1)
+    url = f"{base}/000/{session}"
+    stream_conn = Connection(base, timeout=10)
+    try:
+        stream_conn.send_request("POST", url + "/xhr_streaming")
+        assert stream_conn.read_head().status == 200
+        stream_conn.read_chunk()  # prelude
+        assert stream_conn.read_chunk() == b"o\n"
+        assert request("POST", url + "/xhr_send", body=json.dumps([f"127.0.0.1:{cluster.echo}"])).status == 204
+        assert stream_conn.read_chunk() == b'a["1"]\n'
+        body = json.dumps([base64.b64encode(b"split").decode()]).encode()
+        head = sockjs_head(url.split(str(cluster.port), 1)[1] + "/xhr_send", body=body)
+        with socket.create_connection(("127.0.0.1", cluster.port), timeout=10) as sock:
+            sock.sendall(head[:25])
+            time.sleep(0.3)
+            sock.sendall(head[25:])
+            assert sock.recv(12) == b"HTTP/1.1 204"
+        assert stream_conn.read_chunk() == b'a["c3BsaXQ="]\n'
+        with Connection(base) as conn:
+            sockjs_echo(conn, base, session_for(0), cluster.echo, b"first")
+            conn.send_request("POST", url + "/xhr_send", body=json.dumps([base64.b64encode(b"then").decode()]))
+            assert conn.read_head().status == 204
+        assert stream_conn.read_chunk() == b'a["dGhlbg=="]\n'
+    finally:
+        stream_conn.close()
+    handoffs = cluster.status()["worker_handoffs"]
+    assert handoffs["after_parse"] >= 1 and handoffs["handed_back"] >= 1, handoffs
+
+
+def test_a_dead_workers_sockjs_sessions_end_and_the_others_go_on(cluster):
+    base = f"http://127.0.0.1:{cluster.port}/sockjs"
+    doomed, survivor = f"{base}/000/{session_for(0)}", f"{base}/000/{session_for(1)}"
+    for url in (doomed, survivor):
+        assert request("POST", url + "/xhr").body == b"o\n"
+        assert request("POST", url + "/xhr_send", body=json.dumps([f"127.0.0.1:{cluster.echo}"])).status == 204
+        assert request("POST", url + "/xhr").body == b'a["1"]\n'
+    before = worker_pids(cluster)
+    os.kill(before[0], signal.SIGKILL)
+    assert wait_for(lambda: len(worker_pids(cluster)) == 2 and worker_pids(cluster) != before), cluster.log()
+    cluster.wait_workers(2)
+    # the survivor's session is intact; the dead worker's is unknown to its successor
+    assert request("POST", survivor + "/xhr_send", body=json.dumps(["b2s="])).status == 204
+    assert request("POST", survivor + "/xhr").body == b'a["b2s="]\n'
+    assert request("POST", doomed + "/xhr_send", body=json.dumps(["b2s="])).status == 404
+    with Connection(base) as conn:
+        sockjs_echo(conn, base, session_for(0), cluster.echo, b"after the restart")
+
+
+def test_a_large_upload_for_another_worker_moves_whole_with_its_connection(cluster):
+    """The bytes read behind a head move with the connection, however many: a 300 KB
+    xhr_send on a connection a worker was serving goes back through the master to its
+    session's worker and arrives whole."""
+    base = f"http://127.0.0.1:{cluster.port}/sockjs"
+    with Connection(base, timeout=20) as conn:
+        sockjs_echo(conn, base, session_for(0), cluster.echo, b"small")
+        sockjs_echo(conn, base, session_for(1), cluster.echo, os.urandom(300_000))
+    assert cluster.status()["worker_handoffs"]["handed_back"] >= 1

@@ -130,6 +130,9 @@ class HTTPChannel(Protocol):
             self._advancing = False
 
     def _head(self, head: RequestHead) -> None:
+        router = self.site.router
+        if router is not None and router.route(self, head):
+            return  # another process serves it (orbited.workers)
         request = self.request = Request(self, head)
         self.closeAfterResponse = not head.keep_alive
         if wants_websocket(head) and self.site.upgrade(self, request, head):

@@ -111,6 +111,10 @@ class RequestParser:
     def in_body(self) -> bool:
         return self._state in (_BODY_LENGTH, _BODY_CHUNKED)
 
+    def peek_buffer(self) -> bytes:
+        """What :meth:`take_buffer` would return, left in place."""
+        return self._buffer
+
     def take_buffer(self) -> bytes:
         """Everything fed and not parsed (after a head: what followed it), for a protocol switch."""
         data, self._buffer = self._buffer, b""

@@ -30,7 +30,7 @@ from orbited.http.channel import HTTPChannel
 from orbited.http.events import RequestHead
 from orbited.http.parser import Limits
 from orbited.http.request import Request
-from orbited.http.upgrade import hand_over, is_plain_tcp, replayable_head, websocket_factory_of
+from orbited.http.upgrade import hand_over, replayable_head, websocket_factory_of
 
 log = logging.getLogger("orbited.http")
 
@@ -55,8 +55,9 @@ class LeanSite(Factory):
         self.reactor = reactor
         self.pipeline_limit = self.limits.max_head + PIPELINE_SLACK
         self.stopping = False
-        # orbited.workers.WorkerPool, when [global] workers > 0: /ws upgrades on plain TCP go there
-        self.workers: Any = None
+        # decides for each request head whether another process serves it (route(channel, head) -> bool):
+        # the pool in the master, the worker's hand-back in a worker; None without workers
+        self.router: Any = None
         self._watched: set[HTTPChannel] = set()
         self._sweep = LoopingCall(self.sweep)
         self._sweep.clock = reactor
@@ -112,12 +113,11 @@ class LeanSite(Factory):
             resource = resource.getChildWithDefault(name, request)
         return resource
 
-    def delegates_ws(self) -> bool:
-        """Whether /ws upgrades on plain TCP go to worker processes (orbited/workers.py)."""
-        if self.workers is None:
-            return False
+    def has_delegable_endpoints(self) -> bool:
+        """Whether the tree has what workers serve (orbited/workers.py): the TCPSocket endpoints,
+        /ws with /sockjs beside it, mounted when ``proxy.enabled``."""
         children = getattr(self.resource, "children", {})
-        return getattr(websocket_factory_of(children.get(b"ws")), "delegable", False)
+        return bool(getattr(websocket_factory_of(children.get(b"ws")), "delegable", False))
 
     def upgrade(self, channel: HTTPChannel, request: Request, head: RequestHead) -> bool:
         """Hand a WebSocket upgrade to the endpoint's autobahn protocol; False if it is not one."""
@@ -131,17 +131,6 @@ class LeanSite(Factory):
         factory = websocket_factory_of(resource)
         if factory is None:
             return False
-        if self.workers is not None and getattr(factory, "delegable", False) and is_plain_tcp(channel.transport):
-            transport, rest = channel.detach()
-            data = replayable_head(head) + rest
-            if self.workers.dispatch(transport, data):
-                return True
-            protocol = factory.buildProtocol(channel.peer)
-            if protocol is None:
-                transport.loseConnection()
-                return True
-            hand_over(transport, protocol, data)
-            return True
         protocol = factory.buildProtocol(channel.peer)
         if protocol is None:
             return False  # the render path answers 500, as autobahn does

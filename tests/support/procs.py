@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
 
@@ -98,6 +99,15 @@ class OrbitedProcess:
     def status(self, port: int | None = None) -> dict:
         with urllib.request.urlopen(f"http://127.0.0.1:{port or self.wait_for}/system/status", timeout=5) as r:
             return json.load(r)
+
+    def wait_workers(self, count: int, timeout: float = 15.0) -> None:
+        """Until ``count`` workers ([global] workers) have reported to the master: before that,
+        the master serves what they would."""
+        deadline = time.monotonic() + timeout
+        while sum(w["ready"] for w in self.status().get("workers", [])) < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{count} workers did not start:\n{self.log()}")
+            time.sleep(0.1)
 
     def __enter__(self) -> OrbitedProcess:
         return self.start()

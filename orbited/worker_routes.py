@@ -1,0 +1,78 @@
+"""Which process serves a request when ``[global] workers`` is set: the routing rule, sans-IO.
+
+A ``/ws`` WebSocket, and a raw ``/sockjs/websocket``, live on one connection,
+so any worker may take them.  A ``/sockjs`` session spans many HTTP requests
+on several connections (a stream and the ``xhr_send`` beside it, every
+poll), and only the process that holds the session can answer them, so
+every request of one session goes to one worker: number
+``crc32(session id) mod N``.  SockJS puts the session id in the URL for this
+very purpose (sockjs-node relies on a sticky load balancer instead).  The
+rest (``/tcp``, /stomp, static files, /system, ``/sockjs/info``) needs the
+master's state or is not worth a hop, and stays there.
+
+The master applies the rule when it accepts a connection (to the bytes it
+peeks at) and to each request head it parses; a worker applies it to each
+request head on a connection it was given, and hands the connection back to
+the master when the answer is not itself.  Both sides use this function on
+the same bytes, so a connection never goes round in circles.
+"""
+
+from __future__ import annotations
+
+import zlib
+from urllib.parse import unquote_to_bytes
+
+from orbited.http.events import END_OF_REQUEST, RequestError, RequestHead
+from orbited.http.parser import Limits, RequestParser
+from orbited.http.upgrade import wants_websocket
+
+WS = -1  # any worker, straight to its /ws WebSocket protocol (no HTTP layer in between)
+ANY = -2  # any worker, through its HTTP layer
+
+_SOCKJS = b"/sockjs/"
+# SockJS session transports (orbited.transports.sockjs.routing.Transport), by URL segment
+_SESSION_TRANSPORTS = frozenset((b"websocket", b"xhr", b"xhr_send", b"xhr_streaming", b"eventsource",
+                                 b"htmlfile", b"jsonp", b"jsonp_send"))
+
+
+def worker_for(head: RequestHead, count: int) -> int | None:
+    """``WS`` or ``ANY``, the index of the one worker that must serve this request, or None: the master."""
+    path = head.target.split(b"?", 1)[0]
+    if path.rstrip(b"/") == b"/ws":
+        return WS if wants_websocket(head) else None
+    if not path.startswith(_SOCKJS):
+        return None
+    segments = path[len(_SOCKJS):].split(b"/")
+    if len(segments) == 3:
+        server, session, transport = segments
+        if not server or not session or transport not in _SESSION_TRANSPORTS:
+            return None  # the master's /sockjs answers 404 as the worker's would
+        if b"%" in session:
+            session = unquote_to_bytes(session)
+        return zlib.crc32(session) % count
+    if segments == [b"websocket"] and wants_websocket(head):
+        return ANY
+    return None
+
+
+def worker_at_accept(data: bytes, limits: Limits, count: int) -> int | None:
+    """``worker_for`` the first request of a connection, from bytes peeked at accept.
+
+    Only one whole head that the HTTP layer's own parser accepts counts, so
+    this path takes nothing the HTTP layer would refuse; a partial, refused or
+    odd head (None) goes the ordinary way, where the rule is applied again
+    after parsing.  A WebSocket upgrade must also be all there is (it has no
+    body); a SockJS request's body may follow, for the worker to read.
+    """
+    parser = RequestParser(limits)
+    parser.feed(data)
+    try:
+        head = parser.next_event()
+        if not isinstance(head, RequestHead):
+            return None
+        target = worker_for(head, count)
+        if target is not None and target < 0 and parser.next_event() is not END_OF_REQUEST:
+            return None
+    except RequestError:
+        return None
+    return target
