@@ -318,6 +318,41 @@ def test_a_client_that_pipelines_too_much_is_paused():
     assert len(server.responses()) == 3001
 
 
+class Router:
+    """A site's router (orbited.workers): records what it was asked, serves everything here."""
+
+    def __init__(self) -> None:
+        self.asked: list[bytes] = []
+
+    def route(self, channel, head) -> bool:
+        self.asked.append(head.target)
+        return False
+
+
+def test_with_a_router_a_pipelined_request_waits_until_the_response_before_it_has_left():
+    """Routed elsewhere, a request could be answered by another process before the kernel has
+    taken the previous response; so it is held until Twisted's buffers are empty."""
+    held = Held()
+    server = serve(tree(held=held, text=Text()))
+    router = server.site.router = Router()
+    transport = server.transport
+    transport._tempDataLen, transport.dataBuffer, transport.offset = 0, b"", 0
+    server.send(b"GET /held HTTP/1.1\r\nHost: h\r\n\r\n" + GET)
+    assert router.asked == [b"/held"]
+    transport._tempDataLen = 5  # the response is written, and not all of it has gone yet
+    held.held[0].finish()
+    assert router.asked == [b"/held"] and transport.producerState == "paused"
+    server.clock.advance(0.05)
+    assert router.asked == [b"/held"]
+    transport._tempDataLen, transport.dataBuffer, transport.offset = 0, b"tail", 2  # a partial send
+    server.clock.advance(0.05)
+    assert router.asked == [b"/held"]
+    transport.offset = 4
+    server.clock.advance(0.05)
+    assert router.asked == [b"/held", b"/text"] and transport.producerState == "producing"
+    assert [r.body for r in server.responses()] == [b"", b"hello"]
+
+
 # --------------------------------------------------------------------------- traversal and methods
 
 

@@ -39,6 +39,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("orbited.http")
 
+HOLD_POLL = 0.002  # seconds between checks whether a held request's predecessor has left
+
+
+def unsent_output(transport: Any) -> bool:
+    """Whether bytes written to ``transport`` still wait for the kernel (Twisted's
+    ``FileDescriptor`` buffers, pinned by tests/test_directwrite.py)."""
+    return bool(getattr(transport, "_tempDataLen", 0)) or (
+        len(getattr(transport, "dataBuffer", b"")) > getattr(transport, "offset", 0))
+
 
 class HTTPChannel(Protocol):
     """The HTTP/1.1 server side of one connection."""
@@ -56,6 +65,7 @@ class HTTPChannel(Protocol):
         self.readPaused = False
         self.deadline = 0.0
         self._advancing = False
+        self._held: RequestHead | None = None  # waits for the response before it to leave (see _head)
         self.peer: Any = None
         self.host: Any = None
         self.secure = False
@@ -109,7 +119,7 @@ class HTTPChannel(Protocol):
         self._advancing = True
         try:
             parser = self.parser
-            while not self.responding and not self.closing:
+            while not self.responding and not self.closing and self._held is None:
                 try:
                     event = parser.next_event()
                 except RequestError as error:
@@ -131,8 +141,15 @@ class HTTPChannel(Protocol):
 
     def _head(self, head: RequestHead) -> None:
         router = self.site.router
-        if router is not None and router.route(self, head):
-            return  # another process serves it (orbited.workers)
+        if router is not None:
+            if unsent_output(self.transport):
+                # A pipelined request behind a response the kernel has not taken yet.  If it
+                # moved to another process now, that process could answer before the rest
+                # of this response is sent: hold it until the response has left.
+                self._hold(head)
+                return
+            if router.route(self, head):
+                return  # another process serves it (orbited.workers)
         request = self.request = Request(self, head)
         self.closeAfterResponse = not head.keep_alive
         if wants_websocket(head) and self.site.upgrade(self, request, head):
@@ -141,6 +158,26 @@ class HTTPChannel(Protocol):
             self.send(CONTINUE)
         if self.parser.in_body:
             self.deadline = self.site.now() + self.site.timeout
+
+    def _hold(self, head: RequestHead) -> None:
+        self._held = head
+        if not self.readPaused:
+            self.transport.pauseProducing()
+        self.site.reactor.callLater(HOLD_POLL, self._release_held)
+
+    def _release_held(self) -> None:
+        head = self._held
+        if head is None or self.closing or self.transport is None:
+            self._held = None
+            return
+        if unsent_output(self.transport):
+            self.site.reactor.callLater(HOLD_POLL, self._release_held)  # the idle sweep bounds this
+            return
+        self._held = None
+        if not self.readPaused:
+            self.transport.resumeProducing()
+        self._head(head)
+        self._advance()
 
     def _dispatch(self) -> None:
         request = self.request
