@@ -48,6 +48,14 @@ def sends_directly(connection: Any) -> bool:
     )
 
 
+def unsent_output(transport: Any) -> bool:
+    """Whether bytes written to ``transport`` still wait for the kernel: queued in this loop
+    iteration, or left over from a partial send.  False for transports without Twisted's
+    ``FileDescriptor`` buffers (TLS wrappers, test transports)."""
+    return bool(getattr(transport, "_tempDataLen", 0)) or (
+        len(getattr(transport, "dataBuffer", b"")) > getattr(transport, "offset", 0))
+
+
 def write_now(transport: Any, data: bytes) -> None:
     if isinstance(transport, Connection) and not transport._tempDataLen and sends_directly(transport):
         # writeSomeData is Twisted's own send: it maps EWOULDBLOCK to 0 and a

@@ -18,10 +18,9 @@ import sys
 
 from orbited.cli import install_reactor
 from orbited.config import ConfigError, load_file, quickstart
-from orbited.http.upgrade import replayable_head
 from orbited.procstats import process_usage
 from orbited.worker_routes import ANY, WS, worker_for
-from orbited.workers import MESSAGE_LIMIT, decode, encode, release
+from orbited.workers import MESSAGE_LIMIT, decode, encode, pass_on
 
 log = logging.getLogger("orbited.worker")
 
@@ -70,17 +69,16 @@ class Worker:
         target = worker_for(head, self.count)
         if target in (WS, ANY) or target == self.index:
             return False
-        transport = channel.transport
-        data = replayable_head(head) + channel.parser.peek_buffer()
+        if not pass_on(channel, head, self.hand_back):
+            channel.refuse(503, "this request cannot be served now")
+        return True
+
+    def hand_back(self, fd: int, family: int, data: bytes) -> bool:
         try:
-            socket.send_fds(self.channel, [encode("connection", {"family": transport.socket.family}, data)],
-                            [transport.fileno()])
+            socket.send_fds(self.channel, [encode("connection", {"family": family}, data)], [fd])
         except OSError as exc:
             log.warning("could not hand a connection back to the master: %s", exc)
-            channel.refuse(503, "this request cannot be served now")
-            return True
-        channel.detach()
-        release(transport)
+            return False
         return True
 
     # IReadDescriptor for the channel

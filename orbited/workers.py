@@ -28,6 +28,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -147,14 +148,10 @@ class WorkerPool:
         target = worker_for(head, self.count)
         if target is None:
             return False
-        transport = channel.transport
-        if not is_plain_tcp(transport):
+        if not is_plain_tcp(channel.transport):
             return False  # TLS ends here: its state cannot move
-        data = replayable_head(head) + channel.parser.peek_buffer()
-        if not self.dispatch_fd(transport.fileno(), transport.socket.family, data, target):
+        if not pass_on(channel, head, lambda fd, family, data: self.dispatch_fd(fd, family, data, target)):
             return False
-        channel.detach()
-        release(transport)
         self.handed_after_parse += 1
         return True
 
@@ -292,6 +289,19 @@ class WorkerPool:
             for key in ("proxied_now", "proxied_total", "bytes_up", "bytes_down"):
                 total[key] += status.get(key, 0)
         return total
+
+
+def pass_on(channel: Any, head: Any, send: Callable[[int, int, bytes], bool]) -> bool:
+    """Move an HTTP channel's connection to another process, from the request ``head`` on:
+    ``send(fd, family, data)`` passes the socket with the head and the bytes read behind it.
+    True (the channel has let go) when it did; False leaves the channel as it was."""
+    transport = channel.transport
+    data = replayable_head(head) + channel.parser.peek_buffer()
+    if not send(transport.fileno(), transport.socket.family, data):
+        return False
+    channel.detach()
+    release(transport)
+    return True
 
 
 def release(transport: Any) -> None:

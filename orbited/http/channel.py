@@ -28,6 +28,7 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
+from orbited.directwrite import unsent_output
 from orbited.http.events import NEED_DATA, BodyData, EndOfRequest, RequestError, RequestHead
 from orbited.http.parser import RequestParser
 from orbited.http.request import Request
@@ -40,13 +41,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("orbited.http")
 
 HOLD_POLL = 0.002  # seconds between checks whether a held request's predecessor has left
-
-
-def unsent_output(transport: Any) -> bool:
-    """Whether bytes written to ``transport`` still wait for the kernel (Twisted's
-    ``FileDescriptor`` buffers, pinned by tests/test_directwrite.py)."""
-    return bool(getattr(transport, "_tempDataLen", 0)) or (
-        len(getattr(transport, "dataBuffer", b"")) > getattr(transport, "offset", 0))
 
 
 class HTTPChannel(Protocol):
