@@ -39,8 +39,14 @@ def children(pid: int) -> list[int]:
 
 
 def worker_pids(orbited: OrbitedProcess) -> list[int]:
-    return sorted(p for p in children(orbited.proc.pid)
-                  if b"orbited.worker" in Path(f"/proc/{p}/cmdline").read_bytes())
+    found = []
+    for pid in children(orbited.proc.pid):
+        try:
+            if b"orbited.worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:
+            continue  # exited and reaped since it was listed (a worker the test just killed)
+    return sorted(found)
 
 
 def wait_for(predicate, timeout: float = 15.0):
