@@ -125,6 +125,9 @@ def serve(config: Config, ready: Any = None) -> int:
     # still mean "stop cleanly", not an abrupt death: queue a stop for the loop.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: reactor.callFromThread(reactor.stop))
+    # SIGHUP's default action ends the process: a logrotate run while the daemon starts up
+    # must queue a reload instead.
+    server.install_signal_handlers()
     try:
         server.listen()
         server.start_workers(worker_args(config))
@@ -135,7 +138,6 @@ def serve(config: Config, ready: Any = None) -> int:
         if ready is not None:
             ready(message)
         return EXIT_START_FAILED
-    server.install_signal_handlers()
     tune_garbage_collector()
     log.info("Orbited %s running (pid %d)", __version__, os.getpid())
     if ready is not None:
