@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from orbited import __version__, logs
@@ -121,10 +122,7 @@ def serve(config: Config, ready: Any = None) -> int:
     from orbited.service import OrbitedServer, StartupError
 
     server = OrbitedServer(config, reactor)
-    # Until reactor.run() installs Twisted's handlers, a SIGTERM or SIGINT must
-    # still mean "stop cleanly", not an abrupt death: queue a stop for the loop.
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: reactor.callFromThread(reactor.stop))
+    stop_on_signals(reactor, lambda: stop_reactor(reactor))
     # SIGHUP's default action ends the process: a logrotate run while the daemon starts up
     # must queue a reload instead.
     server.install_signal_handlers()
@@ -145,6 +143,36 @@ def serve(config: Config, ready: Any = None) -> int:
     reactor.run()
     log.info("stopped")
     return EXIT_OK
+
+
+def stop_on_signals(reactor: Any, stop: Callable[[], None]) -> None:
+    """SIGTERM and SIGINT queue ``stop`` for the loop, from now on (start-up included, where the
+    default action would be an abrupt death) and after ``reactor.run()`` installs its handlers,
+    which call the reactor's ``sigTerm``/``sigInt``.
+
+    Twisted's own handlers call ``reactor.stop``, which raises once the reactor is already
+    stopping, and a stop often comes twice: with workers, systemd's default KillMode and a
+    terminal's Ctrl-C signal every process, and the master's stop message follows; an
+    operator presses Ctrl-C again.  ``stop`` must therefore be idempotent.
+    """
+
+    def handler(signum: int, frame: Any = None) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        reactor.callFromThread(stop)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, handler)
+    reactor.sigTerm = reactor.sigInt = handler
+
+
+def stop_reactor(reactor: Any) -> None:
+    """``reactor.stop()``, which may be asked for again while the reactor is already stopping."""
+    from twisted.internet.error import ReactorNotRunning
+
+    try:
+        reactor.stop()
+    except ReactorNotRunning:
+        pass
 
 
 def tune_garbage_collector() -> None:

@@ -13,10 +13,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import socket
 import sys
 
-from orbited.cli import install_reactor
+from orbited.cli import install_reactor, stop_on_signals, stop_reactor
 from orbited.config import ConfigError, load_file, quickstart
 from orbited.procstats import process_usage
 from orbited.worker_routes import ANY, WS, worker_for
@@ -156,9 +157,11 @@ class Worker:
             pass
 
     def stop(self) -> None:
+        """For the master's stop message and the worker's own SIGTERM or SIGINT, in either order
+        (orbited.cli.stop_on_signals says when both come)."""
         if not self.stopping:
             self.stopping = True
-            self.reactor.stop()
+            stop_reactor(self.reactor)
 
     def shutdown(self):
         """Before the reactor stops (a stop message, SIGTERM, the master gone): close
@@ -230,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
     tune_garbage_collector()
     LoopingCall(worker.report).start(1.0)
     reactor.addSystemEventTrigger("before", "shutdown", worker.shutdown)
+    stop_on_signals(reactor, worker.stop)
+    # A SIGHUP sent to every orbited process (``pkill -HUP orbited``) would end a worker by
+    # default; the master's own reload message does the same work, so doing it twice is harmless.
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: reactor.callFromThread(worker.reload))
     reactor.run(installSignalHandlers=True)
     return 0
 

@@ -19,6 +19,7 @@ from websockets.sync.client import connect as ws_connect
 
 from orbited import __version__
 from tests.support.procs import REPO, OrbitedProcess, free_port, scratch_dir, wait_port
+from tests.support.rawws import masked, raw_upgrade
 from tests.support.tlsfiles import make_cert, make_chain
 
 ORBITED = [sys.executable, "-m", "orbited"]
@@ -436,6 +437,38 @@ def test_sigint_exits_0():
         assert orbited.proc.wait(10) == 0
     finally:
         orbited.stop()
+
+
+def test_a_second_stop_signal_while_stopping_is_harmless():
+    """A second SIGTERM (an impatient operator, or a supervisor repeating itself) finds the
+    reactor already stopping: here, waiting for a browser that never answers the close."""
+    port, echo = free_port(), free_port()
+    config = (f"[global]\nshutdown.timeout = 2\n[listen]\nhttp://127.0.0.1:{port}\necho://127.0.0.1:{echo}\n"
+              f"[access]\n* -> 127.0.0.1:{echo}\n")
+    orbited = OrbitedProcess(config, wait_for=port).start()
+    try:
+        silent = raw_upgrade(port)
+        silent.sendall(masked(0x1, f"127.0.0.1:{echo}".encode()))
+        assert b"1" in silent.recv(100)
+        orbited.proc.send_signal(signal.SIGTERM)
+        assert wait_for_log(orbited, "shutting down: closing 1 sessions")
+        orbited.proc.send_signal(signal.SIGTERM)
+        assert orbited.proc.wait(10) == 0
+        log = orbited.log()
+        assert log.count("SIGTERM, shutting down") == 2, log
+        assert "Traceback" not in log and "Unhandled" not in log, log
+        silent.close()
+    finally:
+        orbited.stop()
+
+
+def wait_for_log(orbited: OrbitedProcess, text: str, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while text not in orbited.log():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def handshake_reply(port: int, dest: str) -> str:

@@ -113,16 +113,24 @@ def test_access_rules_apply_in_workers_and_reload_with_sighup(cluster):
     ws, answer = open_socket(cluster.port, f"127.0.0.1:{other}")
     ws.close()
     assert answer == "0106"
-    cluster.path.write_text(cluster.path.read_text().replace(
-        f"* -> 127.0.0.1:{cluster.echo}", f"* -> 127.0.0.1:{cluster.echo}\n* -> 127.0.0.1:{other}"))
+    allow_also(cluster, other)
     cluster.proc.send_signal(signal.SIGHUP)
     time.sleep(1.0)
+    assert answers_from_both_workers(cluster, other) == {"0108"}  # allowed now; nothing listens there
+
+
+def allow_also(cluster: OrbitedProcess, dest_port: int) -> None:
+    cluster.path.write_text(cluster.path.read_text().replace(
+        f"* -> 127.0.0.1:{cluster.echo}", f"* -> 127.0.0.1:{cluster.echo}\n* -> 127.0.0.1:{dest_port}"))
+
+
+def answers_from_both_workers(cluster: OrbitedProcess, dest_port: int) -> set[str]:
     answers = set()
-    for _ in range(4):  # both workers
-        ws, answer = open_socket(cluster.port, f"127.0.0.1:{other}")
+    for _ in range(4):  # /ws connections alternate between the workers
+        ws, answer = open_socket(cluster.port, f"127.0.0.1:{dest_port}")
         ws.close()
         answers.add(answer)
-    assert answers == {"0108"}  # allowed now; nothing listens there
+    return answers
 
 
 def test_a_dead_worker_is_replaced(cluster):
@@ -147,6 +155,42 @@ def test_sigterm_closes_worker_sessions_and_every_process_exits(cluster):
     assert cluster.proc.wait(10) == 0
     for pid in workers:
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_to_every_process_at_once_stops_them_cleanly(cluster, sig):
+    """systemd's default KillMode sends SIGTERM to the whole unit, a terminal's Ctrl-C sends
+    SIGINT to the whole group: each worker stops on its own signal, then gets the master's
+    stop message too."""
+    ws, answer = open_socket(cluster.port, f"127.0.0.1:{cluster.echo}")
+    assert answer == "1"
+    workers = worker_pids(cluster)
+    os.killpg(cluster.proc.pid, sig)
+    with pytest.raises(ConnectionClosed) as closed:
+        ws.recv(10)
+    assert closed.value.rcvd.code == 1001
+    assert cluster.proc.wait(10) == 0
+    assert wait_for(lambda: all(not Path(f"/proc/{pid}").exists() for pid in workers), 5)
+    log = cluster.log()
+    assert "Traceback" not in log and "Unhandled" not in log, log
+    assert all(f"worker {index} stopped (exit 0)" in log for index in (0, 1)), log
+
+
+def test_a_sighup_to_every_process_reloads_and_ends_nothing(cluster):
+    """``pkill -HUP orbited`` reaches the workers as well as the master."""
+    ws, answer = open_socket(cluster.port, f"127.0.0.1:{cluster.echo}")
+    assert answer == "1"
+    workers = worker_pids(cluster)
+    other = free_port()
+    allow_also(cluster, other)
+    os.killpg(cluster.proc.pid, signal.SIGHUP)
+    time.sleep(1.0)
+    ws.send(b"still here")
+    assert ws.recv(10) == b"still here"
+    assert worker_pids(cluster) == workers
+    assert "died" not in cluster.log()
+    assert answers_from_both_workers(cluster, other) == {"0108"}
+    ws.close()
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="privileges can only be dropped by a process started as root")
