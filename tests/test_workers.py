@@ -478,6 +478,29 @@ def test_a_dead_workers_sockjs_sessions_end_and_the_others_go_on(cluster):
         sockjs_echo(conn, base, session_for(0), cluster.echo, b"after the restart")
 
 
+def test_while_a_worker_restarts_the_master_serves_its_sessions(cluster):
+    """For the second between a worker's death and its replacement, a session the rule gives
+    to it opens in the master; it ends once the replacement is there (docs/sockjs.md)."""
+    base = f"http://127.0.0.1:{cluster.port}/sockjs"
+    before = worker_pids(cluster)
+    os.kill(before[0], signal.SIGKILL)
+    assert wait_for(lambda: "worker 0 died" in cluster.log()), cluster.log()
+    interim = f"{base}/000/{session_for(0)}"
+    assert request("POST", interim + "/xhr").body == b"o\n"
+    assert request("POST", interim + "/xhr_send", body=json.dumps([f"127.0.0.1:{cluster.echo}"])).status == 204
+    assert request("POST", interim + "/xhr").body == b'a["1"]\n'
+    assert len(worker_pids(cluster)) == 1, "the replacement came before the test was done"
+    connected = [line for line in cluster.log().splitlines() if "sockjs-xhr" in line and "connected" in line]
+    assert len(connected) == 1 and "[worker" not in connected[0], connected
+    assert wait_for(lambda: len(worker_pids(cluster)) == 2), cluster.log()
+    cluster.wait_workers(2)
+    assert request("POST", interim + "/xhr_send", body=json.dumps(["b2s="])).status == 404
+    with Connection(base) as conn:
+        sockjs_echo(conn, base, session_for(0), cluster.echo, b"after the restart")
+    connected = [line for line in cluster.log().splitlines() if "sockjs-xhr" in line and "connected" in line]
+    assert "[worker 0]" in connected[-1], connected
+
+
 def test_a_large_upload_for_another_worker_moves_whole_with_its_connection(cluster):
     """The bytes read behind a head move with the connection, however many: a 300 KB
     xhr_send on a connection a worker was serving goes back through the master to its
