@@ -121,7 +121,9 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         "1 mounts the TCPSocket endpoints (/ws, /sockjs, /tcp); 0 serves only "
         "static files, /stomp and /system."),
     Key("proxy.connect_timeout", positive_number, 10.0,
-        "Seconds to wait for a backend TCP connect before answering 0104."),
+        "Seconds to wait for a backend TCP connect before answering 0104. For a destination given "
+        "by host name, the lookup and every address tried (one after another, in the order "
+        "getaddrinfo gives them) share this time."),
     Key("proxy.handshake_timeout", positive_number, 30.0,
         "Seconds a TCPSocket may stay open without sending its handshake (host:port) before it is "
         "closed with 0102; checked once a second."),

@@ -17,9 +17,8 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import error as neterror
-from twisted.internet.defer import CancelledError
-from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.internet.interfaces import IResolutionReceiver
+from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -117,7 +116,7 @@ class TCPSocketProxy:
         self.phase = State.HANDSHAKE
         self.destination: Destination | None = None
         self.backend: BackendConnection | None = None
-        self.pending = None  # connector or Deferred while connecting
+        self.pending: Any = None  # while connecting: what stopConnecting() cancels
         self.opened_at = 0.0
         self.bytes_up = 0
         self.bytes_down = 0
@@ -150,7 +149,7 @@ class TCPSocketProxy:
             self.context.handshakes.remove(self)
         if phase is State.CONNECTING and self.pending is not None:
             pending, self.pending = self.pending, None
-            (pending.cancel if hasattr(pending, "cancel") else pending.stopConnecting)()
+            pending.stopConnecting()
         if self.backend is not None:
             self.backend.transport.loseConnection()
         if phase is State.OPEN:
@@ -189,15 +188,10 @@ class TCPSocketProxy:
             return
         self.phase = State.CONNECTING
         timeout = context.config.settings["proxy.connect_timeout"]
-        factory = BackendFactory(self)
         if is_ip_literal(dest.host):
-            self.pending = context.reactor.connectTCP(dest.host, dest.port, factory, timeout=timeout)
+            self.pending = BackendFactory(self).connect(context.reactor, dest.host, dest.port, timeout)
         else:
-            endpoint = HostnameEndpoint(context.reactor, dest.host, dest.port, timeout=timeout)
-            deferred = endpoint.connect(_ProtocolFactory(self))
-            deferred.addTimeout(timeout, context.reactor)
-            deferred.addErrback(self.connectFailed)
-            self.pending = deferred
+            self.pending = HostnameConnect(self, context.reactor, dest.host, dest.port, timeout)
 
     def handshakeTimedOut(self, timeout: float) -> None:
         if self.phase is State.HANDSHAKE:
@@ -208,10 +202,9 @@ class TCPSocketProxy:
         if self.phase is not State.CONNECTING:
             return
         self.pending = None
-        # Our own close cancels only after leaving CONNECTING, so a cancellation
-        # seen here is the connect timeout (HostnameEndpoint reports it as
-        # ConnectingCancelledError, connectTCP as TimeoutError).
-        if reason.check(neterror.TimeoutError, CancelledError, neterror.ConnectingCancelledError):
+        # Our own close cancels only after leaving CONNECTING, so a timeout seen here is the
+        # connect timeout (of connectTCP, or of HostnameConnect's lookup and attempts).
+        if reason.check(neterror.TimeoutError):
             self._refuse(ProxyError.CONNECT_TIMEOUT, f"connect to {self.destination} timed out")
         else:
             self._refuse(ProxyError.CONNECT_FAILED,
@@ -299,12 +292,30 @@ class BackendFactory(ClientFactory):
 
     def __init__(self, proxy: TCPSocketProxy):
         self.proxy = proxy
+        self.attempt: Any = None  # the connecting twisted.internet.tcp.Client, until it connects or fails
+
+    def connect(self, reactor: Any, host: str, port: int, timeout: float) -> Any:
+        """``connectTCP`` to an address; returns the connector (``stopConnecting`` cancels)."""
+        connector = reactor.connectTCP(host, port, self, timeout=timeout)
+        self.attempt = getattr(connector, "transport", None)  # twisted.internet.tcp's; IConnector has none
+        return connector
 
     def buildProtocol(self, addr: object) -> BackendConnection:
+        self.attempt = None
         return BackendConnection(self.proxy)
 
     def clientConnectionFailed(self, connector: object, reason: Failure) -> None:
+        self.forget_attempt()
         self.proxy.connectFailed(reason)
+
+    def forget_attempt(self) -> None:
+        attempt, self.attempt = self.attempt, None
+        if attempt is not None:
+            # While connecting, Twisted's Client points its doRead and doWrite at its own
+            # doConnect, and removes them only once connected: after a refused connect, a
+            # timeout or a cancel, every failed Client would wait for a full cyclic collection.
+            vars(attempt).pop("doRead", None)
+            vars(attempt).pop("doWrite", None)
 
     def clientConnectionLost(self, connector: Any, reason: Failure) -> None:
         # Twisted's Client and Connector refer to each other to the end; left so, every closed
@@ -312,14 +323,85 @@ class BackendFactory(ClientFactory):
         connector.transport = None
 
 
-class _ProtocolFactory(Factory):
-    noisy = False
+@implementer(IResolutionReceiver)
+class HostnameConnect(BackendFactory):
+    """A backend named by host name: look it up (getaddrinfo, in Twisted's thread pool), then
+    try its addresses one after another, all within one ``proxy.connect_timeout``.
 
-    def __init__(self, proxy: TCPSocketProxy):
-        self.proxy = proxy
+    Twisted's HostnameEndpoint does this (racing the addresses, Happy Eyeballs), but it builds
+    a class for every call and leaves each session behind it in reference cycles, which wait
+    for a full collection (rare by design: orbited/cli.py).  One at a time suits a backend
+    near Orbited: ``localhost`` for a backend that listens on 127.0.0.1 only refuses ::1 at
+    once, and the next address is tried.
+    """
+
+    def __init__(self, proxy: TCPSocketProxy, reactor: Any, host: str, port: int, timeout: float):
+        super().__init__(proxy)
+        self.reactor = reactor
+        self.host = host
+        self.port = port
+        self.addresses: list[Any] = []
+        self.connector: Any = None
+        self.failure: Failure | None = None  # the last attempt's
+        self.done = False
+        self.deadline = reactor.callLater(timeout, self._timed_out)
+        reactor.nameResolver.resolveHostName(self, host, port)
+
+    # IResolutionReceiver
+
+    def resolutionBegan(self, resolution: Any) -> None:
+        pass
+
+    def addressResolved(self, address: Any) -> None:
+        self.addresses.append(address)
+
+    def resolutionComplete(self) -> None:
+        if not self.done:
+            self._next()
+
+    # attempts
+
+    def _next(self) -> None:
+        if not self.addresses:
+            self._finish(self.failure or Failure(neterror.DNSLookupError(f"no address for {self.host}")))
+            return
+        address = self.addresses.pop(0)
+        remaining = max(self.deadline.getTime() - self.reactor.seconds(), 0.001)
+        self.connector = self.connect(self.reactor, address.host, self.port, remaining)
 
     def buildProtocol(self, addr: object) -> BackendConnection:
-        return BackendConnection(self.proxy)
+        self.done = True
+        self.connector = None
+        if self.deadline.active():
+            self.deadline.cancel()
+        return super().buildProtocol(addr)
+
+    def clientConnectionFailed(self, connector: object, reason: Failure) -> None:
+        self.forget_attempt()
+        self.connector = None
+        if not self.done:
+            self.failure = reason
+            self._next()
+
+    def _timed_out(self) -> None:
+        self._stop()
+        self.proxy.connectFailed(Failure(neterror.TimeoutError(f"connect to {self.host} timed out")))
+
+    def _finish(self, reason: Failure) -> None:
+        self._stop()
+        self.proxy.connectFailed(reason)
+
+    def _stop(self) -> None:
+        self.done = True
+        if self.deadline.active():
+            self.deadline.cancel()
+        connector, self.connector = self.connector, None
+        if connector is not None:
+            connector.stopConnecting()
+
+    def stopConnecting(self) -> None:
+        """The browser went: a lookup under way still ends (getaddrinfo cannot be stopped), unheard."""
+        self._stop()
 
 
 class HandshakeDeadlines:

@@ -21,6 +21,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -32,7 +34,7 @@ from websockets.sync.client import connect as ws_connect
 
 from orbited.testing.sockjs_client import request, stream
 from orbited.transports.legacy.client import LegacyClient
-from tests.support.procs import OrbitedProcess, free_port, scratch_dir
+from tests.support.procs import OrbitedProcess, free_port, scratch_dir, stop_process
 from tests.support.rawws import masked, raw_upgrade
 
 PROBE = Path(__file__).parent / "support" / "gcprobe"
@@ -45,10 +47,13 @@ SESSION_MODULES = ("orbited.", "twisted.internet.tcp", "twisted.web", "autobahn.
 class ProbedServer:
     def __init__(self) -> None:
         self.http, self.echo, self.stomp = free_port(), free_port(), free_port()
+        self.closed = free_port()  # allowed, and nothing listens there
+        self.hole = free_port()  # allowed; a test's blackhole answers no connect there
         self.probe = scratch_dir("gcprobe-") / "counts.json"
-        config = (f"[global]\nsession.ping_interval = 30\nsession.ping_timeout = 1\n"
+        config = (f"[global]\nsession.ping_interval = 30\nsession.ping_timeout = 1\nproxy.connect_timeout = 1\n"
                   f"[listen]\nhttp://127.0.0.1:{self.http}\necho://127.0.0.1:{self.echo}\n"
-                  f"stomp://127.0.0.1:{self.stomp}\n[access]\n* -> 127.0.0.1:{self.echo}\n")
+                  f"stomp://127.0.0.1:{self.stomp}\n[access]\n* -> 127.0.0.1:{self.echo}\n* -> 127.0.0.1:{self.closed}\n"
+                  f"* -> 127.0.0.1:{self.hole}\n* -> localhost:{self.echo}\n* -> localhost:{self.closed}\n")
         env = {"PYTHONPATH": str(PROBE), "ORBITED_GC_PROBE": str(self.probe)}
         self.process = OrbitedProcess(config, wait_for=self.http, env=env)
 
@@ -86,11 +91,12 @@ def test_the_probe_sees_a_cycle(server):
     assert found.get("orbited.http.parser.RequestParser") == 1, found
 
 
-def test_ws(server):
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_ws(server, host):
     def run() -> None:
         for _ in range(SESSIONS):
             with ws_connect(f"ws://127.0.0.1:{server.http}/ws") as ws:
-                ws.send(f"127.0.0.1:{server.echo}")
+                ws.send(f"{host}:{server.echo}")
                 assert ws.recv(10) == "1"
                 ws.send(b"ping")
                 assert ws.recv(10) == b"ping"
@@ -100,6 +106,39 @@ def test_ws(server):
         sock.recv(10)
         sock.close()
     assert server.collected_by(run) == {}
+
+
+def test_refused_and_failed_connects(server):
+    """A backend that is down (browsers retrying against it) or a destination not allowed."""
+    def run() -> None:
+        for _ in range(SESSIONS):
+            for dest, answer in ((f"127.0.0.1:{server.closed}", "0108"), (f"localhost:{server.closed}", "0108"),
+                                 (f"127.0.0.1:{free_port()}", "0106")):
+                with ws_connect(f"ws://127.0.0.1:{server.http}/ws") as ws:
+                    ws.send(dest)
+                    assert ws.recv(10) == answer
+    assert server.collected_by(run) == {}
+
+
+def test_connects_that_time_out_or_are_abandoned(server):
+    """A backend that never answers: the connect times out, or the browser leaves first."""
+    hole = subprocess.Popen([sys.executable, "-m", "tests.support.backends", "blackhole", str(server.hole)],
+                            stdout=subprocess.PIPE, text=True)
+
+    def run() -> None:
+        for _ in range(2):
+            with ws_connect(f"ws://127.0.0.1:{server.http}/ws") as ws:
+                ws.send(f"127.0.0.1:{server.hole}")
+                assert ws.recv(10) == "0104"  # proxy.connect_timeout = 1
+        for _ in range(SESSIONS):
+            with ws_connect(f"ws://127.0.0.1:{server.http}/ws") as ws:
+                ws.send(f"127.0.0.1:{server.hole}")
+                time.sleep(0.05)  # connecting now; the browser goes
+    try:
+        assert hole.stdout.readline().strip() == "ready" and hole.stdout.readline().strip() == "full"
+        assert server.collected_by(run, settle=0.5) == {}
+    finally:
+        stop_process(hole)
 
 
 def test_sockjs_polling_and_streaming(server):

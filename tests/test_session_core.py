@@ -7,7 +7,10 @@ connecting, a connect that lands after the close, watermarks).
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet import error
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -16,7 +19,7 @@ from zope.interface.verify import verifyObject
 from orbited.comet import CometSession
 from orbited.config import load_text
 from orbited.context import ServerContext
-from orbited.proxy import BackendConnection, State, TCPSocketProxy
+from orbited.proxy import BackendConnection, HostnameConnect, State, TCPSocketProxy
 from orbited.session import ISession
 from tests.support.fakes import RecordingProducer
 
@@ -179,8 +182,94 @@ def test_backend_close_closes_the_session_once_and_counts():
     assert stats.proxied_now == 0
 
 
-def test_hostname_destinations_use_an_endpoint_with_a_timeout():
-    proxy, session, reactor = make()
+class ScriptedResolver:
+    """An IHostnameResolver that answers when the test says so."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[Any, str, int]] = []
+
+    def resolveHostName(self, receiver, host, portNumber=0, addressTypes=None, transportSemantics="TCP"):
+        self.asked.append((receiver, host, portNumber))
+        receiver.resolutionBegan(None)
+
+    def answer(self, *addresses: str) -> None:
+        receiver, _host, port = self.asked.pop(0)
+        for address in addresses:
+            receiver.addressResolved((IPv6Address if ":" in address else IPv4Address)("TCP", address, port))
+        receiver.resolutionComplete()
+
+
+def resolving(access: str = "* -> backend.example:7000") -> tuple[TCPSocketProxy, FakeSession, MemoryReactorClock,
+                                                                   ScriptedResolver]:
+    proxy, session, reactor = make(access)
+    resolver = ScriptedResolver()
+    reactor.nameResolver = resolver
+    proxy.dataReceived(b"backend.example:7000")
+    assert resolver.asked[0][1:] == ("backend.example", 7000) and proxy.phase is State.CONNECTING
+    return proxy, session, reactor, resolver
+
+
+def test_a_host_name_s_addresses_are_tried_in_turn_within_one_timeout():
+    proxy, session, reactor, resolver = resolving()
+    reactor.advance(2)  # the lookup took 2 of the 10 s
+    resolver.answer("::1", "127.0.0.1")
+    host, port, factory, timeout, _ = reactor.tcpClients[0]
+    assert (host, port, timeout) == ("::1", 7000, 8.0)
+    reactor.advance(1)
+    factory.clientConnectionFailed(reactor.connectors[0], Failure(error.ConnectionRefusedError()))
+    host, port, factory, timeout, _ = reactor.tcpClients[1]
+    assert (host, port, timeout) == ("127.0.0.1", 7000, 7.0) and session.answers == []
+    factory.buildProtocol(None).makeConnection(TCPStringTransport())
+    assert session.answers == ["1"] and proxy.phase is State.OPEN
+    assert connect_deadlines(reactor) == []  # the deadline went with the connect
+    reactor.advance(60)
+    assert session.answers == ["1"] and session.closed is None
+
+
+def test_a_host_name_with_no_address_or_only_refusals_gets_0108():
+    _proxy, session, reactor, resolver = resolving()
+    resolver.answer()
+    assert session.answers == ["0108"] and "no address for backend.example" in session.closed[0]
+    _proxy, session, reactor, resolver = resolving()
+    resolver.answer("::1", "127.0.0.1")
+    for index in (0, 1):
+        factory = reactor.tcpClients[index][2]
+        factory.clientConnectionFailed(reactor.connectors[index], Failure(error.ConnectionRefusedError()))
+    assert len(reactor.tcpClients) == 2
+    assert session.answers == ["0108"] and "refused" in session.closed[0]
+
+
+def test_a_host_name_lookup_or_attempts_past_the_timeout_get_0104():
+    _proxy, session, reactor, resolver = resolving()
+    reactor.advance(10)  # the lookup never came back
+    assert session.answers == ["0104"] and "timed out" in session.closed[0]
+    resolver.answer("127.0.0.1")  # late: nothing more happens
+    assert reactor.tcpClients == [] and session.answers == ["0104"]
+    _proxy, session, reactor, resolver = resolving()
+    resolver.answer("127.0.0.1")
+    reactor.advance(10)  # the connect never came back
+    assert session.answers == ["0104"] and reactor.connectors[0].stoppedConnecting
+
+
+def test_a_browser_that_leaves_while_a_host_name_connects_stops_it():
+    proxy, session, reactor, resolver = resolving()
+    proxy.sessionClosed("browser gone")
+    resolver.answer("127.0.0.1")  # a lookup cannot be stopped; what it finds is not used
+    assert reactor.tcpClients == [] and connect_deadlines(reactor) == []
+    proxy, session, reactor, resolver = resolving()
+    resolver.answer("127.0.0.1")
+    proxy.sessionClosed("browser gone")
+    assert reactor.connectors[0].stoppedConnecting and session.answers == []
+    assert connect_deadlines(reactor) == []
+
+
+def connect_deadlines(reactor: MemoryReactorClock) -> list[Any]:
+    return [call for call in reactor.getDelayedCalls() if isinstance(getattr(call.func, "__self__", None),
+                                                                       HostnameConnect)]
+
+
+def test_hostname_destinations_get_one_timeout_for_lookup_and_connect():
+    proxy, session, reactor = make()  # the memory reactor's resolver answers 127.0.0.1 at once
     proxy.dataReceived(b"backend.example:7000")
     assert proxy.phase is State.CONNECTING
     reactor.advance(9)
