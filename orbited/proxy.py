@@ -370,10 +370,8 @@ class HostnameConnect(BackendFactory):
         self.connector = self.connect(self.reactor, address.host, self.port, remaining)
 
     def buildProtocol(self, addr: object) -> BackendConnection:
-        self.done = True
-        self.connector = None
-        if self.deadline.active():
-            self.deadline.cancel()
+        self.connector = None  # connected: nothing to stop
+        self._stop()
         return super().buildProtocol(addr)
 
     def clientConnectionFailed(self, connector: object, reason: Failure) -> None:
@@ -384,8 +382,7 @@ class HostnameConnect(BackendFactory):
             self._next()
 
     def _timed_out(self) -> None:
-        self._stop()
-        self.proxy.connectFailed(Failure(neterror.TimeoutError(f"connect to {self.host} timed out")))
+        self._finish(Failure(neterror.TimeoutError(f"connect to {self.host} timed out")))
 
     def _finish(self, reason: Failure) -> None:
         self._stop()

@@ -25,14 +25,13 @@ from urllib.parse import unquote_to_bytes
 from orbited.http.events import END_OF_REQUEST, RequestError, RequestHead
 from orbited.http.parser import Limits, RequestParser
 from orbited.http.upgrade import wants_websocket
+from orbited.transports.sockjs.routing import Transport
 
 WS = -1  # any worker, straight to its /ws WebSocket protocol (no HTTP layer in between)
 ANY = -2  # any worker, through its HTTP layer
 
 _SOCKJS = b"/sockjs/"
-# SockJS session transports (orbited.transports.sockjs.routing.Transport), by URL segment
-_SESSION_TRANSPORTS = frozenset((b"websocket", b"xhr", b"xhr_send", b"xhr_streaming", b"eventsource",
-                                 b"htmlfile", b"jsonp", b"jsonp_send"))
+_SESSION_TRANSPORTS = frozenset(transport.value.encode("ascii") for transport in Transport)  # URL segments
 
 
 def worker_for(head: RequestHead, count: int) -> int | None:

@@ -333,10 +333,11 @@ class HandoffPort(tcp.Port):
     Without it the master builds an HTTP connection for every /ws connect,
     waits for its head, parses it and only then passes the socket on: about
     0.2 ms of the master's CPU each, which made the master the bottleneck of a
-    burst of connects.  /sockjs requests are passed on the same way.  Here the listening socket has TCP_DEFER_ACCEPT, so a
-    connection is accepted once its first bytes are in; the head is only
-    peeked at (MSG_PEEK), so the worker reads it from the socket itself, and
-    the master never builds a transport for the connection.  Everything else
+    burst of connects (/sockjs requests are passed on the same way).  Here the
+    listening socket has TCP_DEFER_ACCEPT, so a connection is accepted once its
+    first bytes are in; the head is only peeked at (MSG_PEEK), so the worker
+    reads it from the socket itself, and the master never builds a transport
+    for the connection.  Everything else
     is served exactly as by Twisted's Port.
     """
 
