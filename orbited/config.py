@@ -174,7 +174,9 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         "request of a /sockjs session goes to the worker its session id names. /tcp (0.7), /stomp, "
         "static files and TLS listeners stay in the main process. With workers, http:// listeners "
         "accept a connection once its first bytes are in (TCP_DEFER_ACCEPT), so that most "
-        "connections go to a worker unread."),
+        "connections go to a worker unread. Workers' log lines are written by the main process, "
+        "with its logging config, marked '[worker N]' and stamped with the time the worker logged "
+        "them."),
     Key("shutdown.timeout", positive_number, 5.0,
         "Seconds SIGTERM waits for sessions to close before exiting anyway."),
     Key("status", choice(STATUS_MODES), "local",

@@ -60,6 +60,22 @@ def decode(message: bytes) -> tuple[dict, bytes]:
     return json.loads(head), data
 
 
+def log_records(index: int, data: bytes) -> None:
+    """Worker ``index``'s batch of log records (orbited/worker.py), each logged with the
+    master's config at the time the worker made it."""
+    try:
+        for level, name, created, message in json.loads(data):
+            logger = logging.getLogger(name)
+            if not logger.isEnabledFor(level):
+                continue
+            record = logger.makeRecord(name, level, "(worker)", 0, "[worker %d] %s", (index, message), None)
+            record.relativeCreated += (created - record.created) * 1000
+            record.created, record.msecs = created, (created - int(created)) * 1000
+            logger.handle(record)
+    except (ValueError, TypeError) as exc:
+        log.error("worker %d sent unreadable log records: %s", index, exc)
+
+
 @dataclass
 class Worker:
     index: int
@@ -212,10 +228,8 @@ class WorkerPool:
         close_all(fds)
         if kind == "status":
             worker.status = header
-        elif kind == "log":
-            logging.getLogger(header.get("name", "orbited")).log(
-                int(header.get("level", logging.INFO)), "[worker %d] %s", worker.index, data.decode("utf-8",
-                                                                                                    "replace"))
+        elif kind == "logs":
+            log_records(worker.index, data)
 
     def lost(self, worker: Worker) -> None:
         if self.workers[worker.index] is not worker:
