@@ -502,3 +502,24 @@ def test_stomp_through_ws_to_real_rabbitmq(rabbitmq):
             assert rest.startswith(body)
             ws.send(b"DISCONNECT\nreceipt:bye\n\n\x00")
             assert b"receipt-id:bye" in frame(ws, b"RECEIPT")
+
+
+def test_autobahn_debug_arguments_are_formatted_only_when_a_debug_line_is_written():
+    """orbited.transports.websocket makes autobahn's per-connection debug arguments lazy."""
+    import autobahn.twisted.websocket as autobahn_twisted
+    import autobahn.util
+    import autobahn.websocket.protocol as autobahn_protocol
+
+    from orbited.transports import websocket
+
+    calls: list[int] = []
+    lazy = websocket._Lazy(lambda value: calls.append(value) or f"<{value}>", 7)
+    assert calls == []
+    txaio_line = "{func} {func:>4}"  # txaio fills its log lines with str.format
+    assert txaio_line.format(func=lazy) == "<7>  <7>" and calls == [7, 7]
+    method = autobahn_protocol.WebSocketServerProtocol.processHandshake
+    for module in (autobahn_protocol, autobahn_twisted):
+        assert isinstance(module.hltype(method), websocket._Lazy)
+        assert str(module.hltype(method)) == autobahn.util.hltype(method)
+        assert str(module.hlval(5)) == autobahn.util.hlval(5)
+    assert str(autobahn_protocol.pformat([("utf8validateIncoming", True)])) == "[('utf8validateIncoming', True)]"
