@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from typing import Any
 
 from twisted.python.threadable import isInIOThread
@@ -29,8 +30,10 @@ from orbited.workers import MESSAGE_LIMIT, decode, encode, pass_on
 
 log = logging.getLogger("orbited.worker")
 
-LOG_LINE_LIMIT = 16 * 1024  # a longer record (a traceback) is cut
-LOG_BATCH_SIZE = 64 * 1024  # characters; a batch stays well under MESSAGE_LIMIT
+LOG_LINE_LIMIT = 16 * 1024  # characters; a longer record (a traceback) is cut
+LOG_BATCH_SIZE = 16 * 1024  # characters in one message, one line more at most: under 200 KB encoded
+LOG_BACKLOG = 4 * 1024 * 1024  # characters held while the master does not read; later lines are dropped, and counted
+LOG_RETRY = 0.05  # seconds before a batch the channel refused is tried again
 
 
 class ChannelLogHandler(logging.Handler):
@@ -42,6 +45,11 @@ class ChannelLogHandler(logging.Handler):
     two lines per /ws connect that was 0.3 ms of CPU per connect between the
     processes, as much as the master's whole share of a connect burst.  Each
     record keeps the time it was made, so the master's timestamps stay exact.
+
+    A master too busy to read (thousands of sessions closing at once, each with
+    its line) fills the channel: the lines wait here and go when it reads again,
+    up to LOG_BACKLOG; past that they are dropped, and the master is told how
+    many.
     """
 
     def __init__(self, channel: socket.socket):
@@ -49,6 +57,8 @@ class ChannelLogHandler(logging.Handler):
         self.channel = channel
         self.pending: list[list] = []
         self.pending_size = 0
+        self.dropped = 0
+        self.retrying = False
         self.reactor: Any = None  # set once the reactor runs; before that, records go at once
 
     def start_batching(self, reactor: Any) -> None:
@@ -61,9 +71,16 @@ class ChannelLogHandler(logging.Handler):
         except Exception:  # noqa: BLE001 (logging must never take the worker down)
             self.handleError(record)
             return
+        if self.pending_size + len(message) > LOG_BACKLOG:
+            self.dropped += 1
+            return
         self.pending.append([record.levelno, record.name, record.created, message])
         self.pending_size += len(message)
-        if self.reactor is None or self.pending_size >= LOG_BATCH_SIZE:
+        if self.reactor is None:
+            self.flush()
+        elif self.retrying:
+            return  # a retry is scheduled
+        elif self.pending_size >= LOG_BATCH_SIZE:
             self.flush()
         elif len(self.pending) == 1:
             if isInIOThread():
@@ -73,16 +90,32 @@ class ChannelLogHandler(logging.Handler):
 
     def flush(self) -> None:
         with self.lock:
-            batch, self.pending, self.pending_size = self.pending, [], 0
-            if not batch:
-                return
-            try:
+            self.retrying = False
+            if self.dropped:
+                note = f"{self.dropped} log lines were dropped: the master did not read them in time"
+                self.pending.insert(0, [logging.WARNING, log.name, time.time(), note])
+                self.pending_size += len(note)
+                self.dropped = 0
+            while self.pending:
+                count, size = 0, 0
+                while count < len(self.pending) and (size < LOG_BATCH_SIZE or not count):
+                    size += len(self.pending[count][3])
+                    count += 1
                 # ensure_ascii=False, then "replace": a lone surrogate becomes "?" here, not an
                 # encoding error in the master's log file.
-                self.channel.send(encode("logs", {}, json.dumps(batch, ensure_ascii=False).encode("utf-8",
-                                                                                                  "replace")))
-            except OSError:  # the master is gone or not reading: nowhere to put these lines
-                pass
+                data = json.dumps(self.pending[:count], ensure_ascii=False).encode("utf-8", "replace")
+                try:
+                    self.channel.send(encode("logs", {}, data))
+                except BlockingIOError:
+                    if self.reactor is not None:
+                        self.retrying = True
+                        self.reactor.callLater(LOG_RETRY, self.flush)
+                    return
+                except OSError:  # the master is gone: nowhere to put these lines
+                    self.pending, self.pending_size = [], 0
+                    return
+                del self.pending[:count]
+                self.pending_size -= size
 
 
 class Worker:

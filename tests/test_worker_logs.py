@@ -14,7 +14,7 @@ import threading
 import pytest
 from twisted.python import threadable
 
-from orbited.worker import LOG_BATCH_SIZE, ChannelLogHandler
+from orbited.worker import LOG_BACKLOG, LOG_BATCH_SIZE, LOG_RETRY, ChannelLogHandler
 from orbited.workers import MESSAGE_LIMIT, decode, log_records
 
 
@@ -125,6 +125,37 @@ def test_a_batch_past_its_size_goes_at_once(channel, logger):
     assert len(sent) == 1 and len(sent[0][1]) == LOG_BATCH_SIZE // len(line)
     loop.run_later()  # the flush scheduled for the first record finds nothing left
     assert messages(channel[1]) == []
+
+
+def test_lines_wait_for_a_master_that_does_not_read_and_past_the_backlog_are_counted(channel, logger):
+    log, handler = logger
+    loop = Loop()
+    threadable.registerAsIOThread()
+    handler.start_batching(loop)
+    line = "y" * 10_000
+    logged = 0
+    while not handler.retrying:  # the master reads nothing: the channel fills up
+        log.info("%d %s", logged, line)
+        logged += 1
+    assert loop.later[-1] == (LOG_RETRY, handler.flush)
+    while handler.pending_size + len(line) + 8 <= LOG_BACKLOG:  # held here, not sent, not retried early
+        log.info("%d %s", logged, line)
+        logged += 1
+    for _ in range(3):
+        log.info("%d %s", logged, line)
+        logged += 1
+    assert handler.dropped == 3
+    received: list[list] = []
+    while handler.pending:
+        received += [entry for _, batch in messages(channel[1]) for entry in batch]
+        loop.later.clear()
+        handler.flush()  # the retry, once the master has read
+    received += [entry for _, batch in messages(channel[1]) for entry in batch]
+    notes = [entry for entry in received if entry[1] == "orbited.worker"]
+    assert [entry[3] for entry in notes] == ["3 log lines were dropped: the master did not read them in time"]
+    assert notes[0][0] == logging.WARNING
+    numbers = [int(entry[3].split()[0]) for entry in received if entry[1] != "orbited.worker"]
+    assert numbers == list(range(logged - 3))  # every line held arrived, in order; the last three were dropped
 
 
 def test_a_record_from_another_thread_wakes_the_reactor(channel, logger):
