@@ -62,6 +62,16 @@ def logger(channel):
     logger.removeHandler(handler)
 
 
+@pytest.fixture
+def batching(logger):
+    """The handler once the worker's reactor runs (the test is its reactor thread)."""
+    log, handler = logger
+    loop = Loop()
+    threadable.registerAsIOThread()
+    handler.start_batching(loop)
+    return log, handler, loop
+
+
 def messages(master_end: socket.socket) -> list[tuple[dict, list]]:
     found = []
     while True:
@@ -84,11 +94,8 @@ def test_records_before_the_reactor_runs_go_one_message_each(channel, logger):
         [logging.WARNING, "orbited.test_worker_logs", "cannot drop privileges"]]
 
 
-def test_records_of_one_reactor_iteration_go_as_one_message_with_their_own_times(channel, logger):
-    log, handler = logger
-    loop = Loop()
-    threadable.registerAsIOThread()
-    handler.start_batching(loop)
+def test_records_of_one_reactor_iteration_go_as_one_message_with_their_own_times(channel, batching):
+    log, handler, loop = batching
     made: list[float] = []
 
     def note_time(record: logging.LogRecord) -> bool:
@@ -113,11 +120,8 @@ def test_records_of_one_reactor_iteration_go_as_one_message_with_their_own_times
     assert ("after", "shutdown", handler.flush) in loop.triggers  # lines logged while stopping still go
 
 
-def test_a_batch_past_its_size_goes_at_once(channel, logger):
-    log, handler = logger
-    loop = Loop()
-    threadable.registerAsIOThread()
-    handler.start_batching(loop)
+def test_a_batch_past_its_size_goes_at_once(channel, batching):
+    log, _handler, loop = batching
     line = "x" * 4096
     for _ in range(LOG_BATCH_SIZE // len(line)):
         log.info(line)
@@ -127,11 +131,8 @@ def test_a_batch_past_its_size_goes_at_once(channel, logger):
     assert messages(channel[1]) == []
 
 
-def test_lines_wait_for_a_master_that_does_not_read_and_past_the_backlog_are_counted(channel, logger):
-    log, handler = logger
-    loop = Loop()
-    threadable.registerAsIOThread()
-    handler.start_batching(loop)
+def test_lines_wait_for_a_master_that_does_not_read_and_past_the_backlog_are_counted(channel, batching):
+    log, handler, loop = batching
     line = "y" * 10_000
     logged = 0
     while not handler.retrying:  # the master reads nothing: the channel fills up
@@ -158,11 +159,8 @@ def test_lines_wait_for_a_master_that_does_not_read_and_past_the_backlog_are_cou
     assert numbers == list(range(logged - 3))  # every line held arrived, in order; the last three were dropped
 
 
-def test_a_record_from_another_thread_wakes_the_reactor(channel, logger):
-    log, handler = logger
-    loop = Loop()
-    threadable.registerAsIOThread()
-    handler.start_batching(loop)
+def test_a_record_from_another_thread_wakes_the_reactor(channel, batching):
+    log, handler, loop = batching
     thread = threading.Thread(target=log.info, args=("resolved localhost",))
     thread.start()
     thread.join()
