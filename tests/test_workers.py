@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import select
 import signal
 import socket
 import time
@@ -510,3 +511,50 @@ def test_a_large_upload_for_another_worker_moves_whole_with_its_connection(clust
         sockjs_echo(conn, base, session_for(0), cluster.echo, b"small")
         sockjs_echo(conn, base, session_for(1), cluster.echo, os.urandom(300_000))
     assert cluster.status()["worker_handoffs"]["handed_back"] >= 1
+
+
+def test_a_worker_whose_master_does_not_read_answers_503_and_loses_no_connection(cluster):
+    """A worker hands a connection back over its channel to the master.  With the master
+    stopped (SIGSTOP), the channel fills up with hand-backs, each carrying the bytes read behind
+    its head; the next request for another worker then gets 503 at once instead of vanishing.
+    Once the master runs again, every connection handed back before that is served, and the
+    worker's warning, held meanwhile, reaches the log."""
+    base = f"http://127.0.0.1:{cluster.port}/sockjs"
+    mine, theirs = session_for(0), session_for(1)
+    conns: list[Connection] = []
+
+    def post(conn: Connection, session: str, body: str) -> None:
+        conn.send_request("POST", f"{base}/000/{session}/xhr_send", body=body)
+
+    def answer(conn: Connection) -> int:
+        response = conn.read_head()
+        read_body(conn, response, "POST")
+        return response.status
+
+    try:
+        for _ in range(80):  # enough to fill a 2 MiB channel (1 MiB asked for, doubled by the kernel)
+            conn = Connection(base, timeout=20)
+            post(conn, mine, "[]")
+            assert answer(conn) == 404  # served by worker 0 (no such session), and kept alive there
+            conns.append(conn)
+        os.kill(cluster.proc.pid, signal.SIGSTOP)
+        body = json.dumps(["x" * 60_000])
+        for conn in conns:
+            post(conn, theirs, body)
+        time.sleep(2.0)  # the refusals are immediate; the rest wait for the master
+        readable, _, _ = select.select([conn.sock for conn in conns], [], [], 0)
+        refused = [conn for conn in conns if conn.sock in readable]
+        assert refused and len(refused) < len(conns), len(refused)
+        for conn in refused:
+            response = conn.read_head()
+            assert response.status == 503 and b"cannot be served now" in read_body(conn, response, "POST")
+    finally:
+        os.kill(cluster.proc.pid, signal.SIGCONT)
+    for conn in conns:
+        if conn not in refused:
+            assert answer(conn) == 404  # handed back, routed to worker 1, which has no such session
+        conn.close()
+    assert wait_for(lambda: "[worker 0] could not hand a connection back to the master" in cluster.log()), \
+        cluster.log()[-3000:]
+    with Connection(base) as conn:
+        sockjs_echo(conn, base, session_for(1), cluster.echo, b"after the master caught up")
