@@ -174,9 +174,10 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         "request of a /sockjs session goes to the worker its session id names. /tcp (0.7), /stomp, "
         "static files and TLS listeners stay in the main process. With workers, http:// listeners "
         "accept a connection once its first bytes are in (TCP_DEFER_ACCEPT), so that most "
-        "connections go to a worker unread. Workers' log lines are written by the main process, "
-        "with its logging config, marked '[worker N]' and stamped with the time the worker logged "
-        "them."),
+        "connections go to a worker unread. A worker not heard from for 3 s (stopped, or stuck) "
+        "gets no new /ws connections until it reports again; a /sockjs session's requests still go "
+        "to the worker its id names. Workers' log lines are written by the main process, with its "
+        "logging config, marked '[worker N]' and stamped with the time the worker logged them."),
     Key("shutdown.timeout", positive_number, 5.0,
         "Seconds SIGTERM waits for sessions to close before exiting anyway."),
     Key("status", choice(STATUS_MODES), "local",

@@ -47,6 +47,9 @@ log = logging.getLogger("orbited.workers")
 MESSAGE_LIMIT = 512 * 1024
 CHANNEL_BUFFER = 1 << 20  # asked for; the kernel caps it at net.core.wmem_max (doubled)
 RESPAWN_DELAY = 1.0
+# A worker reports every second; one silent this long (stopped, or its loop stuck) gets no new
+# /ws or raw /sockjs/websocket connections until it is heard again.
+SILENT_AFTER = 3.0
 
 
 def encode(kind: str, payload: dict | None = None, data: bytes = b"") -> bytes:
@@ -84,6 +87,8 @@ class Worker:
     reader: Any = None
     status: dict = field(default_factory=dict)
     stopping: bool = False
+    heard_at: float = 0.0  # reactor time of its last message (or of its start)
+    passed_over: bool = False  # silent, and skipped by dispatch_fd since
 
 
 class ControlReader:
@@ -150,7 +155,7 @@ class WorkerPool:
             pass_fds=(worker_end.fileno(),), stdin=subprocess.DEVNULL,
         )
         worker_end.close()
-        worker = Worker(index, process, master_end)
+        worker = Worker(index, process, master_end, heard_at=self.reactor.seconds())
         worker.reader = ControlReader(self, worker)
         self.reactor.addReader(worker.reader)
         self.workers[index] = worker
@@ -180,11 +185,11 @@ class WorkerPool:
             worker = self.workers[target]
             live = [worker] if worker is not None and not worker.stopping else []
         message = encode("connection", {"family": family, "http": target != WS}, data)
-        # round robin; a worker that reports itself full is skipped
+        # round robin; a worker that reports itself full, or has gone silent, is skipped
         for _ in range(len(live)):
             worker = live[self.next % len(live)]
             self.next += 1
-            if target < 0 and worker.status.get("full"):
+            if target < 0 and (worker.status.get("full") or self.silent(worker)):
                 continue
             try:
                 socket.send_fds(worker.channel, [message], [fd])
@@ -193,6 +198,19 @@ class WorkerPool:
                 continue
             return True
         return False
+
+    def silent(self, worker: Worker) -> bool:
+        """A worker not heard from for SILENT_AFTER seconds.  Its channel would still take a
+        few thousand connections (2 MiB of small messages) that no one answers; they go to the
+        others instead.  Requests of its own sessions still go to it: no one else can serve them."""
+        quiet = self.reactor.seconds() - worker.heard_at
+        if quiet < SILENT_AFTER:
+            return False
+        if not worker.passed_over:
+            worker.passed_over = True
+            log.warning("worker %d (pid %d) has not been heard from for %.0f s; new /ws connections go "
+                        "to the other workers until it is", worker.index, worker.process.pid, quiet)
+        return True
 
     def take_back(self, worker: Worker, family: int, fd: int, data: bytes) -> None:
         """A worker returned a connection: serve it here from the request that made it return."""
@@ -221,6 +239,10 @@ class WorkerPool:
             log.error("worker %d sent an unreadable message; stopping it", worker.index)
             worker.process.kill()
             return
+        worker.heard_at = self.reactor.seconds()
+        if worker.passed_over:
+            worker.passed_over = False
+            log.info("worker %d is heard from again and takes new /ws connections", worker.index)
         kind = header.get("kind")
         if kind == "connection" and len(fds) == 1:
             self.take_back(worker, int(header.get("family", socket.AF_INET)), fds[0], data)
@@ -296,6 +318,7 @@ class WorkerPool:
                 continue
             status = worker.status
             total["workers"].append({"index": worker.index, "pid": worker.process.pid, "ready": bool(status),
+                                     "silent_for": round(self.reactor.seconds() - worker.heard_at, 1),
                                      "sessions": sum(status.get("sessions", {}).values()),
                                      "process": status.get("process", {})})
             for name, count in status.get("sessions", {}).items():

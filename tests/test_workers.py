@@ -558,3 +558,32 @@ def test_a_worker_whose_master_does_not_read_answers_503_and_loses_no_connection
         cluster.log()[-3000:]
     with Connection(base) as conn:
         sockjs_echo(conn, base, session_for(1), cluster.echo, b"after the master caught up")
+
+
+def test_a_worker_that_goes_silent_gets_no_new_connections_until_it_is_heard_again(cluster):
+    """A worker stopped (SIGSTOP) or stuck still has a channel that takes thousands of connections
+    no one would answer.  After 3 s without a word from it, new /ws connections go to the other
+    worker; once it reports again, it takes its share again."""
+    pid = next(w["pid"] for w in cluster.status()["workers"] if w["index"] == 0)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        assert wait_for(lambda: next(w["silent_for"] for w in cluster.status()["workers"] if w["index"] == 0) >= 3.5)
+        before = cluster.log().count("[worker 1] ws 127.0.0.1:")
+        sockets = [open_socket(cluster.port, f"127.0.0.1:{cluster.echo}") for _ in range(4)]
+        assert [answer for _, answer in sockets] == ["1"] * 4  # none waits for the stopped worker
+        for ws, _ in sockets:
+            ws.send(b"still here")
+            assert ws.recv(10) == b"still here"
+            ws.close()
+        assert wait_for(lambda: cluster.log().count("[worker 1] ws 127.0.0.1:") >= before + 8)  # connect, close
+        assert f"worker 0 (pid {pid}) has not been heard from" in cluster.log()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert wait_for(lambda: "worker 0 is heard from again" in cluster.log()), cluster.log()[-2000:]
+    assert wait_for(lambda: next(w["silent_for"] for w in cluster.status()["workers"] if w["index"] == 0) < 2)
+    served_by_0 = cluster.log().count("[worker 0] ws 127.0.0.1:")
+    for _ in range(4):
+        ws, answer = open_socket(cluster.port, f"127.0.0.1:{cluster.echo}")
+        assert answer == "1"
+        ws.close()
+    assert wait_for(lambda: cluster.log().count("[worker 0] ws 127.0.0.1:") > served_by_0)
