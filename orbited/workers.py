@@ -206,6 +206,12 @@ class WorkerPool:
         quiet = self.reactor.seconds() - worker.heard_at
         if quiet < SILENT_AFTER:
             return False
+        try:  # a message not read yet (the master itself was held up) proves it is running
+            if worker.channel.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
+                worker.heard_at = self.reactor.seconds()
+                return False
+        except OSError:
+            pass
         if not worker.passed_over:
             worker.passed_over = True
             log.warning("worker %d (pid %d) has not been heard from for %.0f s; new /ws connections go "

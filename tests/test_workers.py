@@ -587,3 +587,26 @@ def test_a_worker_that_goes_silent_gets_no_new_connections_until_it_is_heard_aga
         assert answer == "1"
         ws.close()
     assert wait_for(lambda: cluster.log().count("[worker 0] ws 127.0.0.1:") > served_by_0)
+
+
+def test_a_master_that_was_held_up_does_not_take_its_workers_for_silent(cluster):
+    """After the master itself was held up (stopped, or a long pause), its workers' reports
+    are waiting in their channels, not read yet: they count, and the connections that queued
+    up meanwhile go to the workers as usual."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(6) as pool:
+        os.kill(cluster.proc.pid, signal.SIGSTOP)
+        try:
+            # connections first, then the workers' next reports: the listener is ready before the channels
+            waiting = [pool.submit(open_socket, cluster.port, f"127.0.0.1:{cluster.echo}") for _ in range(6)]
+            time.sleep(4.0)
+        finally:
+            os.kill(cluster.proc.pid, signal.SIGCONT)
+        sockets = [future.result(20) for future in waiting]
+    assert [answer for _, answer in sockets] == ["1"] * 6
+    for ws, _ in sockets:
+        ws.close()
+    assert wait_for(lambda: cluster.log().count("[worker 0] ws 127.0.0.1:") >= 3
+                    and cluster.log().count("[worker 1] ws 127.0.0.1:") >= 3)
+    assert "has not been heard from" not in cluster.log()
