@@ -67,6 +67,12 @@ def positive_number(text: str) -> float:
     return value
 
 
+def non_negative_number(text: str) -> float:
+    if text.strip() in ("0", "0.0"):
+        return 0.0
+    return positive_number(text)
+
+
 def non_negative_int(text: str) -> int:
     try:
         value = int(text)
@@ -178,6 +184,11 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         "gets no new /ws connections until it reports again; a /sockjs session's requests still go "
         "to the worker its id names. Workers' log lines are written by the main process, with its "
         "logging config, marked '[worker N]' and stamped with the time the worker logged them."),
+    Key("workers.timeout", non_negative_number, 30.0,
+        "Seconds a worker may go without a word to the main process (it reports every second) "
+        "before the main process kills it and starts another, as gunicorn's timeout does: a "
+        "worker stopped or stuck in a loop answers none of its sessions. 0: never. Less than 3 "
+        "acts as 3."),
     Key("shutdown.timeout", positive_number, 5.0,
         "Seconds SIGTERM waits for sessions to close before exiting anyway."),
     Key("status", choice(STATUS_MODES), "local",

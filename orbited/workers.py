@@ -46,7 +46,9 @@ log = logging.getLogger("orbited.workers")
 # layer buffers behind it (a read, or pipelined requests up to its limit), well under this.
 MESSAGE_LIMIT = 512 * 1024
 CHANNEL_BUFFER = 1 << 20  # asked for; the kernel caps it at net.core.wmem_max (doubled)
-RESPAWN_DELAY = 1.0
+RESPAWN_DELAY = 1.0  # after a worker that ran a while; doubled after each that died young
+RESPAWN_DELAY_MAX = 60.0
+YOUNG = 10.0  # seconds: a worker that dies sooner counts toward the back-off
 # A worker reports every second; one silent this long (stopped, or its loop stuck) gets no new
 # /ws or raw /sockjs/websocket connections until it is heard again.
 SILENT_AFTER = 3.0
@@ -88,7 +90,9 @@ class Worker:
     status: dict = field(default_factory=dict)
     stopping: bool = False
     heard_at: float = 0.0  # reactor time of its last message (or of its start)
+    started_at: float = 0.0
     passed_over: bool = False  # silent, and skipped by dispatch_fd since
+    killed: bool = False  # by the watchdog (workers.timeout); lost() starts another
 
 
 class ControlReader:
@@ -137,10 +141,31 @@ class WorkerPool:
         self.handed_at_accept = 0  # connections passed on by HandoffPort, unparsed
         self.handed_after_parse = 0  # the others, passed on by the HTTP layer
         self.handed_back = 0  # connections a worker returned for a request it does not serve
+        self.timeout = context.config.settings["workers.timeout"]
+        self.young_deaths = [0] * count  # per index, in a row: the respawn back-off
+        self.watchdog: Any = None
 
     def start(self) -> None:
         for index in range(self.count):
             self.spawn(index)
+        if self.timeout:
+            from twisted.internet.task import LoopingCall
+
+            self.watchdog = LoopingCall(self.watch)
+            self.watchdog.clock = self.reactor
+            self.watchdog.start(1.0, now=False)
+
+    def watch(self) -> None:
+        """workers.timeout: a worker silent that long is killed; lost() starts another."""
+        for worker in self.workers:
+            if worker is None or worker.stopping or worker.killed or not self.silent(worker):
+                continue
+            quiet = self.reactor.seconds() - worker.heard_at
+            if quiet >= self.timeout:
+                log.error("worker %d (pid %d) has not been heard from for %.0f s (workers.timeout); killing it",
+                          worker.index, worker.process.pid, quiet)
+                worker.killed = True
+                worker.process.kill()
 
     def spawn(self, index: int) -> None:
         if self.stopping:
@@ -155,7 +180,8 @@ class WorkerPool:
             pass_fds=(worker_end.fileno(),), stdin=subprocess.DEVNULL,
         )
         worker_end.close()
-        worker = Worker(index, process, master_end, heard_at=self.reactor.seconds())
+        now = self.reactor.seconds()
+        worker = Worker(index, process, master_end, heard_at=now, started_at=now)
         worker.reader = ControlReader(self, worker)
         self.reactor.addReader(worker.reader)
         self.workers[index] = worker
@@ -269,9 +295,16 @@ class WorkerPool:
         if self.stopping or worker.stopping:
             log.info("worker %d stopped (exit %s)", worker.index, code)
             return
+        # A worker that keeps dying at once (a crash at start-up) is restarted less and less often,
+        # not every second forever.
+        if self.reactor.seconds() - worker.started_at < YOUNG:
+            self.young_deaths[worker.index] += 1
+        else:
+            self.young_deaths[worker.index] = 0
+        delay = min(RESPAWN_DELAY * 2 ** max(self.young_deaths[worker.index] - 1, 0), RESPAWN_DELAY_MAX)
         log.error("worker %d died (exit %s); its sessions are gone; starting another in %.0fs",
-                  worker.index, code, RESPAWN_DELAY)
-        self.reactor.callLater(RESPAWN_DELAY, self.spawn, worker.index)
+                  worker.index, code, delay)
+        self.reactor.callLater(delay, self.spawn, worker.index)
 
     # --- control
 
@@ -291,6 +324,8 @@ class WorkerPool:
         from twisted.internet import defer
 
         self.stopping = True
+        if self.watchdog is not None and self.watchdog.running:
+            self.watchdog.stop()
         for worker in self.workers:
             if worker is not None:
                 worker.stopping = True

@@ -145,6 +145,19 @@ def test_a_dead_worker_is_replaced(cluster):
         assert answer == "1"
 
 
+def test_a_worker_that_keeps_dying_young_is_restarted_less_and_less_often(cluster):
+    """A crash at start-up would otherwise restart a worker every second, forever."""
+    delays = []
+    for _ in range(3):
+        victim = next(w["pid"] for w in cluster.status()["workers"] if w["index"] == 1)
+        os.kill(victim, signal.SIGKILL)
+        assert wait_for(lambda: cluster.log().count("worker 1 died") == len(delays) + 1)
+        delays.append(cluster.log().split("worker 1 died")[-1].split("starting another in ")[1].split("s")[0])
+        assert wait_for(lambda old=victim: (w := [w for w in cluster.status()["workers"] if w["index"] == 1])
+                        and w[0]["ready"] and w[0]["pid"] != old, 20)
+    assert delays == ["1", "2", "4"]
+
+
 def test_sigterm_closes_worker_sessions_and_every_process_exits(cluster):
     ws, answer = open_socket(cluster.port, f"127.0.0.1:{cluster.echo}")
     assert answer == "1"
@@ -610,3 +623,21 @@ def test_a_master_that_was_held_up_does_not_take_its_workers_for_silent(cluster)
     assert wait_for(lambda: cluster.log().count("[worker 0] ws 127.0.0.1:") >= 3
                     and cluster.log().count("[worker 1] ws 127.0.0.1:") >= 3)
     assert "has not been heard from" not in cluster.log()
+
+
+def test_a_worker_silent_past_workers_timeout_is_killed_and_replaced():
+    """As gunicorn's timeout: a worker stopped or stuck answers none of its sessions, so after
+    workers.timeout without a word the master kills it and starts another."""
+    with running(2, "workers.timeout = 4\n") as orbited:
+        old = next(w["pid"] for w in orbited.status()["workers"] if w["index"] == 0)
+        os.kill(old, signal.SIGSTOP)  # SIGKILL ends a stopped process too
+        assert wait_for(lambda: f"worker 0 (pid {old}) has not been heard from" in orbited.log()
+                        and "(workers.timeout); killing it" in orbited.log(), 20), orbited.log()[-2000:]
+        assert wait_for(lambda: old not in worker_pids(orbited) and len(worker_pids(orbited)) == 2, 15)
+        orbited.wait_workers(2)
+        assert wait_for(lambda: "worker 0 died (exit -9)" in orbited.log())
+        for _ in range(4):  # the replacement takes its share
+            ws, answer = open_socket(orbited.port, f"127.0.0.1:{orbited.echo}")
+            assert answer == "1"
+            ws.close()
+        assert wait_for(lambda: "[worker 0] ws 127.0.0.1:" in orbited.log())
