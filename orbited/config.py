@@ -57,20 +57,25 @@ def parse_bool(text: str) -> bool:
     raise ValueError(f"'{text}' is not a boolean (use 1 or 0)")
 
 
-def positive_number(text: str) -> float:
+def _number(text: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise ValueError(f"'{text}' is not a number") from None
+
+
+def positive_number(text: str) -> float:
+    value = _number(text)
     if not 0 < value < float("inf"):
         raise ValueError(f"'{text}' must be a positive number")
     return value
 
 
 def non_negative_number(text: str) -> float:
-    if text.strip() in ("0", "0.0"):
-        return 0.0
-    return positive_number(text)
+    value = _number(text)
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"'{text}' must be 0 or a positive number")
+    return value
 
 
 def non_negative_int(text: str) -> int:

@@ -145,8 +145,9 @@ def test_defaults_without_sections():
         ("[global]\nsession.ping_interval = soon\n", "x.cfg:2: [global] session.ping_interval: 'soon' is not a number"),
         ("[global]\nproxy.enabled = maybe\n", "x.cfg:2: [global] proxy.enabled: 'maybe' is not a boolean"),
         ("[global]\nproxy.connect_timeout = -1\n", "x.cfg:2: [global] proxy.connect_timeout: '-1' must be a positive"),
-        ("[global]\nworkers.timeout = -5\n", "x.cfg:2: [global] workers.timeout: '-5' must be a positive"),
+        ("[global]\nworkers.timeout = -5\n", "x.cfg:2: [global] workers.timeout: '-5' must be 0 or a positive number"),
         ("[global]\nworkers.timeout = never\n", "x.cfg:2: [global] workers.timeout: 'never' is not a number"),
+        ("[global]\nworkers.timeout = inf\n", "x.cfg:2: [global] workers.timeout: 'inf' must be 0 or a positive"),
         ("[global]\nreactor = turbo\n", "x.cfg:2: [global] reactor: 'turbo' is not one of"),
         ("[global]\nuser = no-such-user-here\n", "x.cfg:2: [global] user: no such user 'no-such-user-here'"),
         ("[listen]\nftp://:21\n", "x.cfg:2: [listen] unknown listen scheme 'ftp://'"),
@@ -172,7 +173,7 @@ def test_each_kind_of_error_names_file_and_line(text, expected):
     assert any(p.startswith(expected) for p in found), found
 
 
-@pytest.mark.parametrize("text, value", [("0", 0.0), ("0.0", 0.0), ("4", 4.0), ("2.5", 2.5)])
+@pytest.mark.parametrize("text, value", [("0", 0.0), ("0.0", 0.0), ("4", 4.0), ("2.5", 2.5), ("1e1", 10.0)])
 def test_workers_timeout_takes_zero_for_never_and_any_positive_number(text, value):
     assert load_text(f"[global]\nworkers.timeout = {text}\n", "x.cfg").settings["workers.timeout"] == value
 
