@@ -160,7 +160,7 @@ class WorkerPool:
         for worker in self.workers:
             if worker is None or worker.stopping or worker.killed or not self.silent(worker):
                 continue
-            quiet = self.reactor.seconds() - worker.heard_at
+            quiet = self.quiet(worker)
             if quiet >= self.timeout:
                 log.error("worker %d (pid %d) has not been heard from for %.0f s (workers.timeout); killing it",
                           worker.index, worker.process.pid, quiet)
@@ -225,11 +225,15 @@ class WorkerPool:
             return True
         return False
 
+    def quiet(self, worker: Worker) -> float:
+        """Seconds since the last message from ``worker`` (or since its start)."""
+        return self.reactor.seconds() - worker.heard_at
+
     def silent(self, worker: Worker) -> bool:
         """A worker not heard from for SILENT_AFTER seconds.  Its channel would still take a
         few thousand connections (2 MiB of small messages) that no one answers; they go to the
         others instead.  Requests of its own sessions still go to it: no one else can serve them."""
-        quiet = self.reactor.seconds() - worker.heard_at
+        quiet = self.quiet(worker)
         if quiet < SILENT_AFTER:
             return False
         try:  # a message not read yet (the master itself was held up) proves it is running
@@ -359,7 +363,7 @@ class WorkerPool:
                 continue
             status = worker.status
             total["workers"].append({"index": worker.index, "pid": worker.process.pid, "ready": bool(status),
-                                     "silent_for": round(self.reactor.seconds() - worker.heard_at, 1),
+                                     "silent_for": round(self.quiet(worker), 1),
                                      "sessions": sum(status.get("sessions", {}).values()),
                                      "process": status.get("process", {})})
             for name, count in status.get("sessions", {}).items():

@@ -50,6 +50,11 @@ def worker_pids(orbited: OrbitedProcess) -> list[int]:
     return sorted(found)
 
 
+def worker_status(orbited: OrbitedProcess, index: int) -> dict:
+    """Worker ``index``'s entry in /system/status; empty between its death and its replacement."""
+    return next((w for w in orbited.status()["workers"] if w["index"] == index), {})
+
+
 def wait_for(predicate, timeout: float = 15.0):
     deadline = time.monotonic() + timeout
     while True:
@@ -149,12 +154,11 @@ def test_a_worker_that_keeps_dying_young_is_restarted_less_and_less_often(cluste
     """A crash at start-up would otherwise restart a worker every second, forever."""
     delays = []
     for _ in range(3):
-        victim = next(w["pid"] for w in cluster.status()["workers"] if w["index"] == 1)
+        victim = worker_status(cluster, 1)["pid"]
         os.kill(victim, signal.SIGKILL)
         assert wait_for(lambda: cluster.log().count("worker 1 died") == len(delays) + 1)
         delays.append(cluster.log().split("worker 1 died")[-1].split("starting another in ")[1].split("s")[0])
-        assert wait_for(lambda old=victim: (w := [w for w in cluster.status()["workers"] if w["index"] == 1])
-                        and w[0]["ready"] and w[0]["pid"] != old, 20)
+        assert wait_for(lambda old=victim: (w := worker_status(cluster, 1)).get("ready") and w["pid"] != old, 20)
     assert delays == ["1", "2", "4"]
 
 
@@ -577,10 +581,10 @@ def test_a_worker_that_goes_silent_gets_no_new_connections_until_it_is_heard_aga
     """A worker stopped (SIGSTOP) or stuck still has a channel that takes thousands of connections
     no one would answer.  After 3 s without a word from it, new /ws connections go to the other
     worker; once it reports again, it takes its share again."""
-    pid = next(w["pid"] for w in cluster.status()["workers"] if w["index"] == 0)
+    pid = worker_status(cluster, 0)["pid"]
     os.kill(pid, signal.SIGSTOP)
     try:
-        assert wait_for(lambda: next(w["silent_for"] for w in cluster.status()["workers"] if w["index"] == 0) >= 3.5)
+        assert wait_for(lambda: worker_status(cluster, 0)["silent_for"] >= 3.5)
         before = cluster.log().count("[worker 1] ws 127.0.0.1:")
         sockets = [open_socket(cluster.port, f"127.0.0.1:{cluster.echo}") for _ in range(4)]
         assert [answer for _, answer in sockets] == ["1"] * 4  # none waits for the stopped worker
@@ -593,7 +597,7 @@ def test_a_worker_that_goes_silent_gets_no_new_connections_until_it_is_heard_aga
     finally:
         os.kill(pid, signal.SIGCONT)
     assert wait_for(lambda: "worker 0 is heard from again" in cluster.log()), cluster.log()[-2000:]
-    assert wait_for(lambda: next(w["silent_for"] for w in cluster.status()["workers"] if w["index"] == 0) < 2)
+    assert wait_for(lambda: worker_status(cluster, 0)["silent_for"] < 2)
     served_by_0 = cluster.log().count("[worker 0] ws 127.0.0.1:")
     for _ in range(4):
         ws, answer = open_socket(cluster.port, f"127.0.0.1:{cluster.echo}")
@@ -629,7 +633,7 @@ def test_a_worker_silent_past_workers_timeout_is_killed_and_replaced():
     """As gunicorn's timeout: a worker stopped or stuck answers none of its sessions, so after
     workers.timeout without a word the master kills it and starts another."""
     with running(2, "workers.timeout = 4\n") as orbited:
-        old = next(w["pid"] for w in orbited.status()["workers"] if w["index"] == 0)
+        old = worker_status(orbited, 0)["pid"]
         os.kill(old, signal.SIGSTOP)  # SIGKILL ends a stopped process too
         assert wait_for(lambda: f"worker 0 (pid {old}) has not been heard from" in orbited.log()
                         and "(workers.timeout); killing it" in orbited.log(), 20), orbited.log()[-2000:]
