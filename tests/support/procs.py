@@ -50,6 +50,22 @@ def _own_group(proc: subprocess.Popen) -> bool:
         return False
 
 
+_LISTEN_LINE = re.compile(r"^\s*[a-z]+://(\[[^\]]*\]|[^:\s/]*):(\d+)\s*$")
+
+
+def listen_addresses(config: str) -> list[tuple[str, int]]:
+    """Where to connect to reach each TCP listener of a config's [listen] section."""
+    found, in_listen = [], False
+    for line in config.splitlines():
+        if line.strip().startswith("["):
+            in_listen = line.strip().lower() == "[listen]"
+        elif in_listen and (match := _LISTEN_LINE.match(line)):
+            host = match[1].strip("[]")
+            host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+            found.append((host, int(match[2])))
+    return found
+
+
 class OrbitedProcess:
     """The real ``orbited`` command on a config the test writes.
 
@@ -82,6 +98,11 @@ class OrbitedProcess:
         if self.wait_for is not None:
             try:
                 wait_port(self.wait_for, proc=self.proc)
+                # Listeners are bound one after another: the one waited for being up does not
+                # mean the others are (a test once raced the stomp:// line after http://).
+                for host, port in listen_addresses(self.path.read_text()):
+                    if port != self.wait_for:
+                        wait_port(port, host, proc=self.proc)
             except Exception:  # noqa: BLE001 (re-raised with the log below)
                 self.stop()
                 raise RuntimeError(f"orbited did not start:\n{self.log()}") from None
