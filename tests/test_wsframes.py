@@ -7,7 +7,7 @@ import os
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orbited.transports.wsframes import binary_frame_header, take_binary_frames, unmask
+from orbited.transports.wsframes import binary_frame_header, take_binary_frames, take_text_frame, unmask
 
 
 def masked_frame(payload: bytes, opcode: int = 2, fin: bool = True, mask: bytes | None = None,
@@ -75,3 +75,36 @@ def test_server_frame_headers():
 def test_garbage_never_raises(data):
     taken, used = take_binary_frames(data, limit=1000)
     assert 0 <= used <= len(data) and all(len(p) <= 1000 for p in taken)
+
+
+def test_takes_a_small_whole_text_frame_of_valid_utf8():
+    handshake = "[::1]:8001 héllo 𝄞".encode()
+    frame = masked_frame(handshake, opcode=1)
+    assert take_text_frame(frame) == (handshake, len(frame))
+    after = masked_frame(b"bytes")
+    assert take_text_frame(frame + after) == (handshake, len(frame))  # what follows is left to the caller
+    assert take_text_frame(masked_frame(b"", opcode=1)) == (b"", 6)
+
+
+def test_leaves_every_other_text_frame_to_autobahn():
+    ok = b"127.0.0.1:8001"
+    for other in (
+        masked_frame(b"\xed\xa0\x80", opcode=1),  # a surrogate: not UTF-8 (autobahn closes with 1007)
+        masked_frame(b"caf\xc3", opcode=1),  # cut inside a character
+        masked_frame(ok, opcode=1)[:-1],  # not all there yet
+        masked_frame(ok, opcode=1, fin=False),  # a first fragment
+        masked_frame(ok, opcode=1, rsv=4),  # a reserved bit
+        bytes((0x81, len(ok))) + ok,  # unmasked
+        masked_frame(b"x" * 126, opcode=1),  # a 16-bit length: never a handshake
+        masked_frame(ok),  # binary
+    ):
+        assert take_text_frame(other) == (None, 0), other
+    assert take_text_frame(masked_frame(ok, opcode=1), limit=len(ok) - 1) == (None, 0)  # over ws.max_message_size
+    assert take_text_frame(masked_frame(ok, opcode=1), limit=len(ok)) == (ok, 6 + len(ok))
+
+
+@given(st.binary(max_size=200))
+@settings(max_examples=300)
+def test_text_garbage_never_raises(data):
+    text, used = take_text_frame(data, limit=1000)
+    assert (text is None and used == 0) or 6 <= used <= len(data)

@@ -32,6 +32,26 @@ def binary_frame_header(length: int) -> bytes:
     return b"\x82\x7f" + length.to_bytes(8, "big")
 
 
+def take_text_frame(data: bytes, limit: int = 0) -> tuple[bytes | None, int]:
+    """The payload of one small, complete, masked, final text frame of valid UTF-8 at the start of
+    ``data`` (a TCPSocket's ``host:port``), and how many bytes it used; ``(None, 0)`` for anything
+    else, which the caller hands to a full WebSocket implementation to judge."""
+    if len(data) < 6 or data[0] != 0x81:
+        return None, 0
+    length = data[1] ^ 0x80  # the mask bit must be set: then this is the 7-bit length
+    if length >= 126 or (limit and length > limit):
+        return None, 0
+    end = 6 + length
+    if end > len(data):
+        return None, 0
+    payload = unmask(data[6:end], data[2:6])
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, 0
+    return payload, end
+
+
 def take_binary_frames(data: bytes, limit: int = 0) -> tuple[list[bytes], int]:
     """Payloads of the complete, masked, final binary frames at the start of ``data``.
 
