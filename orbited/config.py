@@ -514,6 +514,36 @@ def load_file(path: str) -> Config:
     return load_text(text, path)
 
 
+RELOADED_KEYS = frozenset({"origins"})  # the [global] keys a reload (SIGHUP) applies
+RELOADED_SECTIONS = frozenset({"global", "listen", "static", "access", "ssl"})  # compared their own way below
+
+
+def changes_needing_restart(running: Config, fresh: Config) -> list[str]:
+    """What ``fresh`` (the file as re-read on SIGHUP) changes that a reload does not apply.
+
+    A reload applies [access], origins and the TLS files; everything else is read
+    once, at start.  Said aloud, so that an operator who edits a timeout or a
+    listener and sends SIGHUP learns that it needs a restart instead of
+    believing it done.
+    """
+    changed = [name for name in GLOBAL_KEY_NAMES
+               if name not in RELOADED_KEYS and running.settings[name] != fresh.settings[name]]
+
+    def listeners(config: Config) -> list[tuple[str, str, int, str]]:
+        return sorted((x.scheme, x.host, x.port, x.option) for x in config.listeners)
+
+    if listeners(running) != listeners(fresh):
+        changed.append("[listen]")
+    if running.static != fresh.static:
+        changed.append("[static]")
+    if (running.tls is None) != (fresh.tls is None):
+        changed.append("[ssl]")  # TLS turned on or off; new files for a running TLS listener do apply
+    for name in sorted((set(running.sections) | set(fresh.sections)) - RELOADED_SECTIONS):
+        if running.section(name).as_dict() != fresh.section(name).as_dict():
+            changed.append(f"[{name}]")
+    return changed
+
+
 def find_config() -> str | None:
     """The first of ./orbited.cfg and /etc/orbited.cfg that exists (0.7's search order)."""
     for candidate in DEFAULT_PATHS:

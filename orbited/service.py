@@ -23,7 +23,7 @@ from twisted.web.resource import Resource
 from zope.interface import implementer
 
 from orbited.access import AccessPolicy
-from orbited.config import Config, ConfigError, Listener, TLSFiles, load_file
+from orbited.config import Config, ConfigError, Listener, TLSFiles, changes_needing_restart, load_file
 from orbited.context import ServerContext
 from orbited.http import LeanSite
 from orbited.logs import reopen_log_files
@@ -234,6 +234,10 @@ class OrbitedServer:
         log.info("reloaded %s: %d access rules, origins %s%s", fresh.path, len(fresh.access),
                  " ".join(fresh.settings["origins"]) or "(same host)",
                  ", TLS certificate" if self.tls is not None and fresh.tls is not None else "")
+        unapplied = changes_needing_restart(self.config, fresh)
+        if unapplied:
+            log.warning("reload: %s changed in %s since start; a reload applies [access], origins and the "
+                        "TLS files only, so these take effect at the next restart", ", ".join(unapplied), fresh.path)
         return True
 
     def shutdown(self) -> defer.Deferred:

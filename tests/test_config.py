@@ -14,6 +14,7 @@ from orbited.config import (
     GLOBAL_KEYS,
     ConfigError,
     Listener,
+    changes_needing_restart,
     load_file,
     load_text,
     parse_listen_line,
@@ -21,6 +22,7 @@ from orbited.config import (
     split_host_port,
 )
 from orbited.inifile import parse_ini
+from tests.support.tlsfiles import make_cert
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parents[1]
@@ -276,3 +278,31 @@ def test_autobahn_client_faults_are_info_and_its_other_warnings_stay_warnings():
     assert [e["log_level"] for e in autobahn] == [LogLevel.info, LogLevel.warn]
     assert autobahn[0]["code"] == 1002
     assert [e["log_format"] for e in twisted] == ["a"]
+
+
+# --- what a reload (SIGHUP) does not apply
+
+
+BASE = "[global]\nproxy.connect_timeout = 10\n[listen]\nhttp://127.0.0.1:8000\n[access]\n* -> localhost:61613\n"
+
+
+def test_a_reload_names_what_it_does_not_apply(tmp_path: Path):
+    (tmp_path / "site").mkdir()
+    key, crt = make_cert(tmp_path)
+    running = load_text(BASE)
+    assert changes_needing_restart(running, load_text(BASE)) == []
+    # what a reload applies: [access] and origins; a reordered [listen] is the same listeners
+    applied = load_text("[global]\norigins = https://app.example.com\nproxy.connect_timeout = 10\n\n"
+                        "[listen]\n\nhttp://127.0.0.1:8000\n[access]\n* -> localhost:8001\n")
+    assert changes_needing_restart(running, applied) == []
+    fresh = load_text(
+        f"[global]\nproxy.connect_timeout = 3\nworkers = 2\n[listen]\nhttp://127.0.0.1:8000\nstomp://:61613\n"
+        f"[access]\n* -> localhost:61613\n[static]\nsite = {tmp_path / 'site'}\n"
+        f"[ssl]\nkey = {key}\ncrt = {crt}\n[logging]\nenabled.default = debug\n[stomp]\npublish.enabled = 0\n",
+        str(tmp_path / "orbited.cfg"))
+    assert changes_needing_restart(running, fresh) == [
+        "proxy.connect_timeout", "workers", "[listen]", "[static]", "[ssl]", "[logging]", "[stomp]"]
+    # new certificate files for a listener that already has TLS do apply
+    other_key, other_crt = make_cert(tmp_path, "other")
+    renewed = load_text(f"[ssl]\nkey = {other_key}\ncrt = {other_crt}\n")
+    assert changes_needing_restart(load_text(f"[ssl]\nkey = {key}\ncrt = {crt}\n"), renewed) == []

@@ -471,6 +471,25 @@ def wait_for_log(orbited: OrbitedProcess, text: str, timeout: float = 10.0) -> b
     return True
 
 
+def test_sighup_names_the_changes_it_does_not_apply():
+    port, echo = free_port(), free_port()
+    config = f"[global]\nproxy.connect_timeout = 10\n[listen]\nhttp://127.0.0.1:{port}\n[access]\n* -> 127.0.0.1:{echo}\n"
+    with OrbitedProcess(config, wait_for=port) as orbited:
+        text = orbited.path.read_text().replace("proxy.connect_timeout = 10", "proxy.connect_timeout = 2")
+        listen = f"http://127.0.0.1:{port}\n"
+        orbited.path.write_text(text.replace(listen, listen + f"echo://127.0.0.1:{echo}\n"))
+        orbited.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "next restart" not in orbited.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        line = next(x for x in orbited.log().splitlines() if "next restart" in x)
+        assert "WARNING" in line and "reload: proxy.connect_timeout, [listen] changed in" in line, line
+        # and they were not applied: nothing listens on the new line, the access rules still hold
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", echo), timeout=1).close()
+        assert "reloaded" in orbited.log()
+
+
 def handshake_reply(port: int, dest: str) -> str:
     with ws_connect(f"ws://127.0.0.1:{port}/ws") as ws:
         ws.send(dest)
@@ -494,6 +513,7 @@ def test_sighup_reloads_access_rules_without_dropping_sessions():
                 time.sleep(0.05)
             assert handshake_reply(port, f"127.0.0.1:{echo2}") == "1"
             assert handshake_reply(port, f"127.0.0.1:{echo1}") == "0106"
+            assert "next restart" not in orbited.log()  # all that changed was applied
             # the session opened under the old rules is untouched
             live.send(b"still here")
             assert live.recv(10) == b"still here"
