@@ -74,6 +74,7 @@ def test_echo_and_the_subprotocol():
         with ws:
             assert answer == "1"
             assert ws.subprotocol == "binary"
+            assert "Server" not in ws.response.headers  # no name and version for scanners, as over HTTP
             ws.send(b"hello")
             assert ws.recv(10) == b"hello"
             ws.send("héllo wörld 𝄞")  # text messages reach the backend as their UTF-8 bytes

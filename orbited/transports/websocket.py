@@ -222,7 +222,9 @@ def _address(peer: object) -> str:
 def websocket_factory(context: ServerContext, protocol: type = WebSocketSession) -> WebSocketServerFactory:
     """An autobahn factory with Orbited's limits, shared by /ws and the conformance echo."""
     settings = context.config.settings
-    factory = WebSocketServerFactory()
+    # server=None: the 101 carries no Server header, as no other response does
+    # (orbited/http/response.py); autobahn's default names itself and its version.
+    factory = WebSocketServerFactory(server=None)
     factory.protocol = protocol
     factory.context = context
     max_message = settings["ws.max_message_size"]
