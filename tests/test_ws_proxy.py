@@ -88,6 +88,21 @@ def test_echo_and_the_subprotocol():
         assert "closed after" in log and "bytes up" in log
 
 
+def test_a_request_without_upgrade_gets_426_not_a_status_page_or_a_redirect():
+    with orbited_with() as orbited:
+        # (/sockjs/websocket answers such a GET with the SockJS protocol's own 400)
+        for path in ("/ws", "/ws?redirect=http://evil.example", "/ws?redirect=http://evil.example&after=1",
+                     "/stomp"):
+            with socket.create_connection(("127.0.0.1", orbited.port), timeout=5) as sock:
+                sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+                answer = b""
+                while chunk := sock.recv(65536):
+                    answer += chunk
+            assert answer.startswith(b"HTTP/1.1 426 "), (path, answer)
+            assert b"Location" not in answer and b"evil.example" not in answer, (path, answer)
+            assert b"utobahn" not in answer, (path, answer)
+
+
 def test_data_pipelined_behind_the_handshake_is_delivered():
     with orbited_with() as orbited:
         with ws_connect(f"ws://127.0.0.1:{orbited.port}/ws") as ws:

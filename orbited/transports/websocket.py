@@ -237,6 +237,9 @@ def websocket_factory(context: ServerContext, protocol: type = WebSocketSession)
         closeHandshakeTimeout=5,
         tcpNoDelay=True,
         failByDrop=False,  # say why (1002, 1007, 1009) before closing, instead of just dropping
+        # A GET without Upgrade gets 426, not autobahn's status page: that page names autobahn and
+        # its version, and its ?redirect= parameter made the endpoint an open redirect.
+        webStatus=False,
     )
     return factory
 
