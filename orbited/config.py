@@ -197,7 +197,9 @@ GLOBAL_KEYS: tuple[Key, ...] = (
     Key("shutdown.timeout", positive_number, 5.0,
         "Seconds SIGTERM waits for sessions to close before exiting anyway."),
     Key("status", choice(STATUS_MODES), "local",
-        "/system/status: 'local' answers loopback clients only, 'on' everyone, "
+        "/system/status: 'local' answers loopback clients only, and not a request "
+        "a proxy relayed (one with a Forwarded, X-Forwarded-For or X-Real-IP "
+        "header: nginx on the same host connects from loopback), 'on' everyone, "
         "'off' nobody."),
     Key("reactor", choice(REACTORS), None,
         "Twisted reactor to install: epoll, poll, select or default; kqueue "

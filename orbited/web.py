@@ -46,6 +46,22 @@ def is_loopback(host: str) -> bool:
     return address.is_loopback
 
 
+# Headers a reverse proxy adds to what it relays (RFC 7239, and the two older conventions).
+FORWARDING_HEADERS = (b"forwarded", b"x-forwarded-for", b"x-real-ip")
+
+
+def is_local(request: Request) -> bool:
+    """A request from this machine that no proxy relayed.
+
+    nginx or HAProxy on the same host reaches Orbited from loopback with every
+    outside client's request; what they add to it is what tells those apart.
+    """
+    client = request.getClientAddress()
+    if not is_loopback(getattr(client, "host", "")):
+        return False
+    return not any(request.getHeader(name) is not None for name in FORWARDING_HEADERS)
+
+
 class StatusResource(Resource):
     """/system/status: what an operator or a monitoring probe wants at a glance."""
 
@@ -57,8 +73,7 @@ class StatusResource(Resource):
 
     def render_GET(self, request: Request) -> bytes:
         mode = self.context.config.settings["status"]
-        client = request.getClientAddress()
-        if mode == "off" or (mode == "local" and not is_loopback(getattr(client, "host", ""))):
+        if mode == "off" or (mode == "local" and not is_local(request)):
             request.setResponseCode(403)
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return b"/system/status is not available to this client ([global] status)\n"

@@ -29,9 +29,10 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 30) -> subproc
     return subprocess.run([*ORBITED, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout)
 
 
-def get(port: int, path: str, host: str = "127.0.0.1") -> tuple[int, dict[str, str], bytes]:
+def get(port: int, path: str, host: str = "127.0.0.1",
+        headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
     conn = http.client.HTTPConnection(host, port, timeout=10)
-    conn.request("GET", path)
+    conn.request("GET", path, headers=headers or {})
     response = conn.getresponse()
     body = response.read()
     conn.close()
@@ -266,6 +267,10 @@ def test_status_is_loopback_only_by_default():
         address = non_loopback_address()
         status, _, body = get(port, "/system/status", host=address)
         assert status == 403 and b"[global] status" in body
+        # nginx on this host relays outside clients from loopback: what it adds gives them away
+        for header in ("X-Forwarded-For: 203.0.113.7", "Forwarded: for=203.0.113.7", "X-Real-IP: 203.0.113.7"):
+            status, _, body = get(port, "/system/status", headers=dict([header.split(": ")]))
+            assert status == 403 and b"[global] status" in body, header
 
 
 def non_loopback_address() -> str:
