@@ -3,7 +3,9 @@
 Deny by default.  A destination is allowed when some rule names exactly that
 host and port and its source is ``*`` or the request's ``Host`` header, as in
 Orbited 0.7.  A browser page is allowed when its ``Origin`` has the same host
-as the ``Host`` header (any port), or is listed in ``[global] origins``.
+as the ``Host`` header (any port), or is listed in ``[global] origins``; a
+JSONP, htmlfile or iframe request, which carries no ``Origin`` header, is
+judged by its ``Referer``.
 Pure functions of their arguments: no sockets, no logging, no globals.
 """
 
@@ -56,10 +58,19 @@ class AccessPolicy:
     def any_origin(self) -> bool:
         return "*" in self.origins
 
-    @property
-    def restricts_origins(self) -> bool:
-        """True when [global] origins names origins (so same-host alone is not the rule)."""
-        return bool(self.origins) and not self.any_origin
+    def page_allowed(self, page: str | None, host_header: str | None) -> bool:
+        """May the page that made a request without an ``Origin`` header (JSONP, htmlfile, the
+        SockJS iframe) use this server?  ``page`` is the origin its ``Referer`` names.
+
+        A browser always sends ``Origin`` where it can, so a request without one was made by
+        a ``<script>``, a form or an iframe, and may come from any site's page.  Its Referer
+        is the only word on which page that is: a browser will not forge it, and a page that
+        hides it (``Referrer-Policy: no-referrer``) cannot be checked and is refused unless
+        every origin is allowed.
+        """
+        if self.any_origin:
+            return True
+        return page is not None and self.origin_allowed(page, host_header)
 
     def origin_allowed(self, origin: str | None, host_header: str | None) -> bool:
         """May a page from ``origin`` use this server, reached as ``host_header``?

@@ -168,7 +168,9 @@ GLOBAL_KEYS: tuple[Key, ...] = (
     Key("origins", word_list, (),
         "Page origins allowed besides the page's own host: 'https://app.example.com', "
         "'http://localhost:3000', or '*' for any. Empty: same host as the Host "
-        "header, any port."),
+        "header, any port. SockJS's JSONP, htmlfile and iframe requests carry no "
+        "Origin header and are judged by the page their Referer names; without a "
+        "Referer they are refused unless '*'."),
     Key("http.timeout", positive_number, 60.0,
         "Seconds an idle HTTP connection (between requests) is kept open; a request "
         "head must arrive whole within this time too (slowloris)."),

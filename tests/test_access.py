@@ -60,9 +60,24 @@ def test_listed_and_any_origins():
     assert listed.origin_allowed("https://app.example:8443", "orbited.example")
     assert listed.origin_allowed("http://other.example:80", "orbited.example")
     assert not listed.origin_allowed("http://app.example:8443", "orbited.example")
-    assert listed.restricts_origins and not listed.any_origin
+    assert not listed.any_origin
     anyone = policy(origins="*")
-    assert anyone.origin_allowed("http://evil.example", "x") and not anyone.restricts_origins
+    assert anyone.origin_allowed("http://evil.example", "x") and anyone.any_origin
+
+
+@pytest.mark.parametrize(("origins", "page", "allowed"), [
+    ("", "http://orbited.example:3000/app/index.html", True),  # a Referer: a URL, path and all
+    ("", "http://evil.example/attack.html", False),
+    ("", None, False),  # no Origin, no Referer: the page cannot be checked
+    ("", "null", False),
+    ("https://app.example", "https://app.example/chat?room=1", True),
+    ("https://app.example", "https://evil.example/", False),
+    ("https://app.example", None, False),
+    ("*", None, True),
+    ("*", "http://evil.example/", True),
+])
+def test_pages_of_requests_without_an_origin_header(origins, page, allowed):
+    assert policy(origins=origins).page_allowed(page, "orbited.example:8000") is allowed
 
 
 def test_origin_helpers():

@@ -264,6 +264,24 @@ def test_cross_origin_page(chromium, two_origins, transport):  # noqa: F811
     assert result == {"port": two_origins.other, "page": str(two_origins.port), "transport": transport}
 
 
+@pytest.mark.parametrize("transport", ["xhr-polling", "jsonp-polling"])
+def test_a_page_of_another_host_is_refused(chromium, two_origins, transport):  # noqa: F811
+    """The same page served as http://localhost:PORT is another site to Orbited at 127.0.0.1.
+    xhr carries its Origin; a JSONP <script> does not, and its Referer gives the page away."""
+    need_transport(transport)
+    chromium.get(two_origins.url.replace("index.html", "cross.html").replace("127.0.0.1", "localhost"))
+    code = run_js(chromium, """
+        try { await H.open('127.0.0.1', args[0], false, [args[1]]); return 'opened'; }
+        catch (code) { return code; }
+    """, two_origins.echo, transport)
+    assert code != "opened"
+    log = two_origins.log()
+    if transport == "jsonp-polling":
+        assert "refused jsonp" in log and "page http://localhost:" in log
+    else:
+        assert code == 106
+
+
 def test_ipv6_destination(chromium):  # noqa: F811
     """A bare IPv6 address is sent to Orbited in brackets, as the handshake requires."""
     try:

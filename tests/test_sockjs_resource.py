@@ -55,9 +55,13 @@ class Harness:
         protocol.makeConnection(transport)
         return transport, protocol
 
-    def send(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None):
+    def send(self, method: str, path: str, body: bytes = b"", headers: dict[str, str | None] | None = None):
+        """A request as a page of the same host sends it (its Referer too, which JSONP and htmlfile
+        are judged by); a header given as None is left out."""
         transport, protocol = self.connect()
-        fields = {"Host": "127.0.0.1:8000", "Content-Length": str(len(body)), **(headers or {})}
+        fields = {"Host": "127.0.0.1:8000", "Referer": "http://127.0.0.1:8000/app/", "Content-Length": str(len(body)),
+                  **(headers or {})}
+        fields = {name: value for name, value in fields.items() if value is not None}
         head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fields.items()) + "\r\n"
         protocol.dataReceived(head.encode() + body)
         return transport, protocol
@@ -161,15 +165,22 @@ def test_polls_carry_content_length(h):
     assert json.loads(body_of(data)[1:]) == [base64.b64encode(b"abc").decode()]
 
 
-def test_originless_transports_refused_with_a_reason_when_origins_are_restricted(engine, caplog):
-    h = Harness("origins = https://app.example\n", engine)
+@pytest.mark.parametrize(("origins", "referer"), [("", "https://evil.example/x.html"), ("", None),
+                                                  ("https://app.example", "https://evil.example/"),
+                                                  ("https://app.example", None)])
+def test_originless_transports_refused_with_a_reason_unless_the_referer_is_allowed(engine, caplog, origins,
+                                                                                   referer):
+    h = Harness(f"origins = {origins}\n", engine)
     for method, path in (("GET", "/sockjs/0/s1/jsonp?c=cb"), ("GET", "/sockjs/0/s1/htmlfile?c=cb"),
                          ("POST", "/sockjs/0/s1/jsonp_send"), ("GET", "/sockjs/iframe.html")):
-        transport, _ = h.send(method, path)
+        transport, _ = h.send(method, path, headers={"Referer": referer})
         assert status_of(transport.value()) == 403
         assert b"[global] origins" in body_of(transport.value())
-    assert not h.proxies and h.service.sessions == {}
-    assert "refused htmlfile" in caplog.text
+        # the page's own origin passes: same host as the Host header, or listed
+        allowed = "https://app.example/chat" if origins else "http://127.0.0.1:3000/"
+        transport, _ = h.send(method, path, headers={"Referer": allowed})
+        assert status_of(transport.value()) != 403, (path, allowed)
+    assert "refused htmlfile" in caplog.text and f"page {referer or 'not named'}" in caplog.text
 
 
 def test_every_refusal_is_a_clean_http_answer(h):

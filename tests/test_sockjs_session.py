@@ -590,17 +590,19 @@ def test_tcpsocket_slow_backend_holds_uploads_and_websocket_reads(clock):
     assert waiter.called and r.reading
 
 
-def test_tcpsocket_service_refuses_when_full_and_originless_when_origins_restricted(clock):
+def test_tcpsocket_service_refuses_when_full_and_originless_pages_it_cannot_confirm(clock):
     context, _ = tcp_context(clock, "proxy.max_sessions = 1\norigins = http://app.example\n")
     service = tcpsocket_service(context)
-    assert service.originless_refusal() is not None
+    assert service.originless_refusal(None, "h") is not None
+    assert service.originless_refusal("http://evil.example/page", "h") is not None
+    assert service.originless_refusal("http://app.example/page", "h") is None
     first = service.open_session(SessionRequest("a", "xhr", "127.0.0.1:1", "h", None))
     receiver(first, polling=True)
     with pytest.raises(SessionRefused) as refused:
         service.open_session(SessionRequest("b", "xhr", "127.0.0.1:2", "h", None))
     assert refused.value.status == 503
-    open_context, _ = tcp_context(clock)
-    assert tcpsocket_service(open_context).originless_refusal() is None
+    open_context, _ = tcp_context(clock, "origins = *\n")
+    assert tcpsocket_service(open_context).originless_refusal(None, "h") is None
 
 
 # ---------------------------------------------------------------------------

@@ -58,6 +58,10 @@ class Server:
     def session(self) -> str:
         return f"{self.base}/000/{uuid.uuid4().hex}"
 
+    def page(self) -> dict[str, str]:
+        """The Referer a page of this server's own host sends (JSONP and htmlfile are judged by it)."""
+        return {"Referer": f"http://127.0.0.1:{self.port}/app/index.html"}
+
     def connections(self) -> int:
         return self.process.status()["proxy"]["connections"]
 
@@ -131,7 +135,7 @@ def stream_frames(transport: str, chunk: bytes) -> list[str]:
                                                     ("GET", "htmlfile?c=cb")])
 def test_streaming_round_trip(server, method, transport):
     url = server.session()
-    s = stream(method, f"{url}/{transport}")
+    s = stream(method, f"{url}/{transport}", server.page())
     assert s.status == 200
     s.read()  # prelude
     assert stream_frames(transport, s.read()) == ["o"]
@@ -148,11 +152,11 @@ def test_streaming_round_trip(server, method, transport):
 
 def test_jsonp_round_trip(server):
     url = server.session()
-    assert request("GET", url + "/jsonp?c=cb").body == b'/**/cb("o");\r\n'
-    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    assert request("GET", url + "/jsonp?c=cb", server.page()).body == b'/**/cb("o");\r\n'
+    form = {"Content-Type": "application/x-www-form-urlencoded", **server.page()}
     r = request("POST", url + "/jsonp_send", form, body="d=" + quote(json.dumps([f"127.0.0.1:{server.echo}"])))
     assert r.body == b"ok"
-    assert request("GET", url + "/jsonp?c=cb").body == b'/**/cb("a[\\"1\\"]");\r\n'
+    assert request("GET", url + "/jsonp?c=cb", server.page()).body == b'/**/cb("a[\\"1\\"]");\r\n'
 
 
 def test_websocket_round_trip(server):
@@ -266,7 +270,8 @@ def test_bodies_over_http_max_body_get_413(workers):
         request("POST", url + "/xhr")
         r = request("POST", url + "/xhr_send", body=json.dumps(["x" * 1000]))
         assert r.status == 413
-        r = request("POST", url + "/jsonp_send", {"Content-Type": "text/plain"}, body=json.dumps(["x" * 1000]))
+        r = request("POST", url + "/jsonp_send", {"Content-Type": "text/plain", **small.page()},
+                    body=json.dumps(["x" * 1000]))
         assert r.status == 413
         assert request("POST", url + "/xhr_send", body=json.dumps(["x" * 10])).status == 204
         assert "over http.max_body" in small.process.log()
@@ -279,16 +284,38 @@ def test_too_many_sessions_get_503():
         assert request("POST", tiny.session() + "/xhr").status == 503
 
 
-def test_originless_transports_refused_when_origins_are_restricted(workers):
-    with Server("origins = http://app.example\n", workers=workers) as strict:
-        url = strict.session()
-        for method, suffix in (("GET", "/jsonp?c=cb"), ("GET", "/htmlfile?c=cb"), ("POST", "/jsonp_send")):
-            r = request(method, url + suffix)
-            assert r.status == 403 and b"Origin" in r.body
-        for page in ("/iframe.html", "/iframe-1.6.1.html"):
-            assert request("GET", strict.base + page).status == 403
-        assert request("POST", url + "/xhr", {"Origin": "http://app.example"}).body == b"o\n"
-        assert "refused jsonp" in strict.process.log()
+ORIGINLESS = (("GET", "/jsonp?c=cb"), ("GET", "/htmlfile?c=cb"), ("POST", "/jsonp_send"))
+
+
+def originless_refused(server: Server, headers: dict[str, str]) -> set[bool]:
+    """Whether each request that carries no checkable Origin (the iframe pages included) got 403.
+    (Each goes to a fresh session: a jsonp_send to one that does not exist is served with 404.)"""
+    refused = set()
+    for method, path in (*((method, server.session() + suffix) for method, suffix in ORIGINLESS),
+                         ("GET", server.base + "/iframe.html"), ("GET", server.base + "/iframe-1.6.1.html")):
+        answer = stream(method, path, headers)  # the head is enough: htmlfile streams on
+        refused.add(answer.status == 403)
+        answer.close()
+    return refused
+
+
+def test_originless_transports_are_judged_by_the_referer(workers):
+    """JSONP, htmlfile and the iframe page carry no Origin header, so any site's page could use
+    them; the Referer names the page, and it must pass the Origin rules."""
+    with Server("", workers=workers) as same_host:  # the default rule: the Host header's host
+        assert originless_refused(same_host, same_host.page()) == {False}
+        assert originless_refused(same_host, {"Referer": "http://evil.example/attack.html"}) == {True}
+        assert originless_refused(same_host, {}) == {True}  # a page that hides its Referer
+        r = request("GET", same_host.session() + "/jsonp?c=cb", {"Referer": "http://evil.example/"})
+        assert b"Origin" in r.body and b"[global] origins" in r.body
+        assert "refused jsonp" in same_host.process.log() and "page http://evil.example/" in same_host.process.log()
+    with Server("origins = http://app.example\n", workers=workers) as listed:
+        assert originless_refused(listed, {"Referer": "http://app.example/chat/"}) == {False}
+        assert originless_refused(listed, {"Referer": "http://other.example/"}) == {True}
+        assert originless_refused(listed, {}) == {True}
+        assert request("POST", listed.session() + "/xhr", {"Origin": "http://app.example"}).body == b"o\n"
+    with Server("origins = *\n", workers=workers) as anyone:
+        assert originless_refused(anyone, {}) == {False}
 
 
 def test_disallowed_origin_gets_0106(workers):

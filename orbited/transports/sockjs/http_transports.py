@@ -363,10 +363,12 @@ class SockJSResource(Resource):
         request.setHeader(b"expires", http.datetimeToString(time.time() + ONE_YEAR))
 
     def _originless(self, request: Request, what: str) -> bytes | None:
-        refusal = self.service.originless_refusal()
+        page = request.getHeader("origin") or request.getHeader("referer")
+        refusal = self.service.originless_refusal(page, request.getHeader("host"))
         if refusal is None:
             return None
-        log.warning("%s: refused %s from %s: %s", self.service.name, what, client_address(request), refusal)
+        log.warning("%s: refused %s from %s (page %s): %s", self.service.name, what, client_address(request),
+                    page or "not named: no Origin or Referer", refusal)
         return self._status(request, 403, refusal)
 
     @staticmethod

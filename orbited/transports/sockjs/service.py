@@ -58,12 +58,14 @@ class SockJSService:
     """Sessions by id, each with the handler ``handler_factory`` made for it.
 
     ``originless_refusal`` is asked on every request of a transport that
-    cannot carry a checkable Origin header (jsonp, htmlfile, the iframe page):
-    it returns None to serve it, or the reason to refuse it with 403.
+    cannot carry a checkable Origin header (jsonp, htmlfile, the iframe page),
+    with the page that made it (its ``Origin`` header if it has one, else its
+    ``Referer``, else None) and its ``Host`` header: it returns None to serve
+    it, or the reason to refuse it with 403.
     """
 
     def __init__(self, name: str, handler_factory: HandlerFactory, options: SockJSOptions, clock: Any,
-                 originless_refusal: Callable[[], str | None] = lambda: None):
+                 originless_refusal: Callable[[str | None, str | None], str | None] = lambda page, host: None):
         self.name = name
         self.handler_factory = handler_factory
         self.options = options

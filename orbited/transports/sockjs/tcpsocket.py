@@ -49,8 +49,9 @@ log = logging.getLogger("orbited.sockjs")
 CLOSE_BAD_MESSAGE = 1007  # RFC 6455's "data inconsistent with the message type"
 
 ORIGINLESS_REFUSAL = (
-    "this transport cannot carry a checkable Origin header and [global] origins restricts "
-    "origins; use websocket, xhr-streaming, xhr-polling or eventsource"
+    "this transport carries no Origin header, and its Referer does not name a page that "
+    "[global] origins allows (or there is none); use websocket, xhr-streaming, xhr-polling "
+    "or eventsource, or set origins = * to let any page use this server"
 )
 
 
@@ -152,8 +153,8 @@ def tcpsocket_service(context: ServerContext) -> SockJSService:
             raise SessionRefused(503, "too many sessions (proxy.max_sessions)")
         return SockJSTCPSocket(context, request)
 
-    def originless_refusal() -> str | None:
-        return ORIGINLESS_REFUSAL if context.policy.restricts_origins else None
+    def originless_refusal(page: str | None, host: str | None) -> str | None:
+        return None if context.policy.page_allowed(page, host) else ORIGINLESS_REFUSAL
 
     return SockJSService("sockjs", new_handler, sockjs_options(context), context.reactor, originless_refusal)
 
