@@ -23,6 +23,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from orbited import __version__
+from orbited.forwarding import forwarding_header
 from orbited.http import LeanSite, Limits
 from orbited.http.parser import DEFAULT_MAX_BODY
 from orbited.http.static import StaticFiles
@@ -46,20 +47,10 @@ def is_loopback(host: str) -> bool:
     return address.is_loopback
 
 
-# Headers a reverse proxy adds to what it relays (RFC 7239, and the two older conventions).
-FORWARDING_HEADERS = (b"forwarded", b"x-forwarded-for", b"x-real-ip")
-
-
 def is_local(request: Request) -> bool:
-    """A request from this machine that no proxy relayed.
-
-    nginx or HAProxy on the same host reaches Orbited from loopback with every
-    outside client's request; what they add to it is what tells those apart.
-    """
+    """A request from this machine that no proxy relayed (orbited/forwarding.py)."""
     client = request.getClientAddress()
-    if not is_loopback(getattr(client, "host", "")):
-        return False
-    return not any(request.getHeader(name) is not None for name in FORWARDING_HEADERS)
+    return is_loopback(getattr(client, "host", "")) and forwarding_header(request) is None
 
 
 class StatusResource(Resource):

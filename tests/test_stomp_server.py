@@ -322,6 +322,15 @@ def test_publish_endpoint_needs_an_access_rule_and_a_listed_client():
         assert code == 403 and "publish.clients" in answer["error"]
 
 
+def test_publish_endpoint_refuses_what_a_proxy_relayed():
+    """nginx on this host posts from loopback for any outside client: its headers give it away."""
+    with Server("publish.enabled = 1") as srv:
+        assert post(srv.http, "/stomp/publish/topic/news")[0] == 200
+        for name in ("X-Forwarded-For", "Forwarded", "X-Real-IP"):
+            code, answer = post(srv.http, "/stomp/publish/topic/news", headers={name: "for=203.0.113.7"})
+            assert code == 403 and name.lower() in answer["error"] and "proxy" in answer["error"], name
+
+
 def test_publish_endpoint_with_users():
     # (indented: tests.support.procs would read a line starting 'user' as [global] user)
     section = "publish.enabled = 1\n user.app = s3cret\n user.reader = r\nwrite /topic/* = app\nread /topic/* = *"

@@ -5,7 +5,8 @@ STOMP connection per message for this).  Off unless ``[stomp]
 publish.enabled = 1``; it replaces 0.7's unauthenticated
 ``/system/test/stomp`` injector.  A request must pass, in order:
 
-1. its client address is in ``[stomp] publish.clients`` (loopback by default);
+1. its client address is in ``[stomp] publish.clients`` (loopback by default),
+   and no proxy relayed it (orbited/forwarding.py);
 2. an ``Origin`` header, if a browser sent one, passes the same check as
    the WebSocket endpoints (so a page cannot post cross-site);
 3. an ``[access]`` rule lets the request's ``Host`` reach the broker's own
@@ -30,6 +31,7 @@ from urllib.parse import unquote
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from orbited.forwarding import forwarding_header
 from orbited.stomp.errors import AccessRefused, DestinationFull, ProtocolError
 
 if TYPE_CHECKING:
@@ -81,6 +83,12 @@ class PublishResource(Resource):
             address = None
         if address is None or not any(address in net for net in settings["publish.clients"]):
             return self._answer(request, 403, {"error": f"client {client} is not in [stomp] publish.clients"})
+        relayed = forwarding_header(request)
+        if relayed is not None:
+            # A proxy on a listed address (nginx on this host) relays every outside client too.
+            return self._answer(request, 403, {
+                "error": f"relayed by a proxy ({relayed} header): the client's own address is unknown, "
+                         "so [stomp] publish.clients cannot vouch for it; publish to Orbited directly"})
         host = (request.getHeader(b"host") or b"").decode("latin-1")
         origin = request.getHeader(b"origin")
         if origin is not None and not context.policy.origin_allowed(origin.decode("latin-1"), host):

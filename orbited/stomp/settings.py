@@ -124,7 +124,9 @@ STOMP_KEYS: tuple[Key, ...] = (
         "1 serves POST /stomp/publish/<destination> (see docs/stomp.md; replaces 0.7's "
         "[test] stompdispatcher.enabled)."),
     Key("publish.clients", networks, networks("127.0.0.0/8 ::1"),
-        "Client addresses allowed to POST to /stomp/publish, as addresses or networks."),
+        "Client addresses allowed to POST to /stomp/publish, as addresses or networks. "
+        "A request a proxy relayed (Forwarded, X-Forwarded-For or X-Real-IP) is refused: "
+        "its client's own address is unknown."),
 )
 STOMP_KEY_NAMES = {key.name: key for key in STOMP_KEYS}
 
