@@ -318,6 +318,39 @@ def test_originless_transports_are_judged_by_the_referer(workers):
         assert originless_refused(anyone, {}) == {False}
 
 
+def test_a_session_opened_without_origin_is_judged_by_the_page_that_sends_the_handshake(workers):
+    """Another site's <img> or <script> can open an EventSource session (no Origin header; it
+    cannot read the answer) and then post to it: the posting page is the one judged."""
+    with Server("", workers=workers) as server:
+        def upload(url: str, origin: str, *texts: str) -> int:
+            return request("POST", url + "/xhr_send", {"Origin": origin, "Content-Type": "text/plain"},
+                           body=json.dumps(list(texts))).status
+
+        def open_eventsource(referer: str):
+            url = server.session()
+            events = stream("GET", url + "/eventsource", {"Referer": referer})
+            events.read()  # prelude
+            assert stream_frames("eventsource", events.read()) == ["o"]
+            return url, events
+
+        url, events = open_eventsource("http://evil.example/attack.html")
+        assert upload(url, "http://evil.example", f"127.0.0.1:{server.echo}") == 204
+        assert stream_frames("eventsource", events.read()) == ['a["0106"]']
+        assert server.connections() == 0
+        events.close()
+        # the same-origin page this is for: its own EventSource, its own posts
+        own = f"http://127.0.0.1:{server.port}"
+        url, events = open_eventsource(own + "/app/")
+        assert upload(url, own, f"127.0.0.1:{server.echo}") == 204
+        assert stream_frames("eventsource", events.read()) == ['a["1"]']
+        # once the session is the page's, another site's post to it is refused outright
+        assert upload(url, "http://evil.example", b64(b"x")) == 403
+        assert upload(url, own, b64(b"ok")) == 204
+        assert stream_frames("eventsource", events.read()) == [f'a["{b64(b"ok")}"]']
+        events.close()
+        assert "belongs to another page" in server.process.log()
+
+
 def test_disallowed_origin_gets_0106(workers):
     with Server("origins = http://app.example\n", workers=workers) as strict:
         url = strict.session()

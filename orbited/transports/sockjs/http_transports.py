@@ -298,6 +298,13 @@ class SockJSResource(Resource):
         session = self.service.find(found.session_id)
         if session is None:
             return self._status(request, 404, "No such session.")
+        page = request.getHeader("origin") or request.getHeader("referer")
+        refusal = session.handler.uploadFrom(page)
+        if refusal is not None:
+            log.warning("%s: refused %s to session %s from %s (page %s): %s", self.service.name,
+                        found.transport.value if found.transport else "upload", found.session_id,
+                        client_address(request), page, refusal)
+            return self._status(request, 403, refusal)
         try:
             if form:
                 messages = framing.decode_form_payload(body, request.getHeader("content-type"))

@@ -53,6 +53,10 @@ class ISockJSHandler(Interface):
     def whenWritable() -> defer.Deferred:
         """Fires when the handler can take more messages; an upload is answered only then."""
 
+    def uploadFrom(page: str | None) -> str | None:
+        """An upload (xhr_send, jsonp_send) made by ``page`` (its Origin header, else its Referer,
+        else None) is about to deliver messages: None to go on, or why to refuse it with 403."""
+
 
 class SockJSHandler:
     """A handler with the optional parts filled in: no flow control, nothing to release."""
@@ -73,6 +77,9 @@ class SockJSHandler:
 
     def whenWritable(self) -> defer.Deferred:
         return defer.succeed(None)
+
+    def uploadFrom(self, page: str | None) -> str | None:
+        return None
 
 
 class Receiver(Protocol):

@@ -96,6 +96,24 @@ class SockJSTCPSocket(CometSession):
         self.connection = None
         self.finish(reason)
 
+    def uploadFrom(self, page: str | None) -> str | None:
+        """The Origin rules judge the page that sends the handshake, as on /ws.
+
+        A session opened without an Origin header (an EventSource GET from the same
+        origin, or a ``<script>``/``<img>`` of another site, which cannot read the answer)
+        takes the page of its first upload as its own, before the handshake is judged:
+        otherwise a page of any site could open a session that way and then post the
+        handshake and data to it.  Later uploads from another page must be allowed too.
+        """
+        if page is None:
+            return None  # not a browser: every browser names the page on a POST
+        if self.origin is None and not self.handshaken:
+            self.origin = page
+            return None
+        if page == self.origin or self.context.policy.origin_allowed(page, self.hostHeader):
+            return None
+        return "this session belongs to another page, and [global] origins does not allow this one"
+
     # drained() and whenWritable() come from CometSession.
 
     # ISession
