@@ -15,7 +15,7 @@ $(STAMP): setup.py
 
 install: $(STAMP)
 
-# Orbited on the embedded default: HTTP on :8000, the built-in STOMP broker on
+# Orbited on the embedded default: HTTP on 127.0.0.1:8000, the built-in STOMP broker on
 # :61613, test echo servers and the demo pages at /demos/.
 run: install
 	$(BIN)/orbited --config etc/demo.cfg
