@@ -113,9 +113,11 @@ def status_report(context: ServerContext) -> dict:
     return report
 
 
+# No version here: anyone may load this page, and a version tells a scanner which advisories
+# to try.  /system/status (loopback by default) and `orbited --version` say it.
 SYSTEM_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>Orbited {version}</title></head>
-<body><h1>Orbited {version}</h1>
+<html><head><meta charset="utf-8"><title>Orbited</title></head>
+<body><h1>Orbited</h1>
 <ul><li><a href="/system/status">/system/status</a> (JSON)</li>
 <li><a href="/static/">/static/</a>: Orbited.js and the protocol clients</li>
 <li><a href="/demos/">/demos/</a> (when this server was started with the demos)</li></ul>
@@ -130,7 +132,7 @@ class SystemResource(Resource):
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        return SYSTEM_PAGE.format(version=__version__).encode()
+        return SYSTEM_PAGE.encode()
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"":
@@ -154,7 +156,7 @@ class RootResource(Resource):
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        return SYSTEM_PAGE.format(version=__version__).encode()
+        return SYSTEM_PAGE.encode()
 
 
 class OrbitedSite(Site):

@@ -155,6 +155,17 @@ def test_serves_bundled_static_and_a_static_mount(tmp_path):
         assert status == 404 and b"hello.txt" not in body
 
 
+def test_pages_anyone_can_load_do_not_name_the_version():
+    """Like the missing Server header: the version is for /system/status, which is loopback-only."""
+    port = free_port()
+    with OrbitedProcess(f"[global]\n[listen]\nhttp://127.0.0.1:{port}\n", wait_for=port):
+        for path in ("/", "/system", "/system/"):
+            status, headers, body = get(port, path)
+            assert status == 200 and b"<h1>Orbited</h1>" in body, path
+            assert __version__.encode() not in body and "server" not in headers, path
+        assert json.loads(get(port, "/system/status")[2])["version"] == __version__
+
+
 def test_index_mount_serves_the_root(tmp_path):
     site = scratch_dir("site-")
     (site / "index.html").write_text("<h1>front page</h1>")
