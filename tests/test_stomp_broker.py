@@ -108,7 +108,7 @@ def test_version_negotiation(broker, offer, chosen):
     [frame] = client.frames()
     assert frame.command == "CONNECTED"
     assert frame.headers["version"] == chosen
-    assert frame.headers["server"].startswith("Orbited/")
+    assert frame.headers["server"] == "Orbited"  # no version for scanners, as over HTTP
     assert ("heart-beat" in frame.headers) == (chosen != "1.0")
 
 

@@ -15,7 +15,6 @@ import logging
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from orbited import __version__
 from orbited.stomp.codec import (
     V10,
     V11,
@@ -34,7 +33,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("orbited.stomp")
 
-SERVER_NAME = f"Orbited/{__version__}"
+# No version: the STOMP spec makes it optional, and Orbited tells it only to /system/status
+# (see orbited/http/response.py on the Server header).
+SERVER_NAME = "Orbited"
 ACK_MODES = ("auto", "client", "client-individual")
 
 
