@@ -338,6 +338,13 @@ def test_a_session_opened_without_origin_is_judged_by_the_page_that_sends_the_ha
         assert stream_frames("eventsource", events.read()) == ['a["0106"]']
         assert server.connections() == 0
         events.close()
+        # a post that names its page only by Referer (a whole URL) is judged by that page's origin
+        url, events = open_eventsource("http://evil.example/attack.html")
+        assert request("POST", url + "/xhr_send", {"Referer": "http://evil.example/attack.html"},
+                       body=json.dumps([f"127.0.0.1:{server.echo}"])).status == 204
+        assert stream_frames("eventsource", events.read()) == ['a["0106"]']
+        events.close()
+        assert "'origins = http://evil.example' to [global]" in server.process.log()
         # the same-origin page this is for: its own EventSource, its own posts
         own = f"http://127.0.0.1:{server.port}"
         url, events = open_eventsource(own + "/app/")

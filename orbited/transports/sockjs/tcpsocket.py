@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from zope.interface import implementer
 
+from orbited.access import normalise_origin
 from orbited.comet import CometSession
 from orbited.session import ISession, close_code, close_reason
 from orbited.transports.sockjs.http_transports import SockJSResource
@@ -107,10 +108,11 @@ class SockJSTCPSocket(CometSession):
         """
         if page is None:
             return None  # not a browser: every browser names the page on a POST
+        origin = normalise_origin(page) or "null"  # a Referer is a whole URL; what cannot be an origin is 'null'
         if self.origin is None and not self.handshaken:
-            self.origin = page
+            self.origin = origin
             return None
-        if page == self.origin or self.context.policy.origin_allowed(page, self.hostHeader):
+        if origin == normalise_origin(self.origin) or self.context.policy.origin_allowed(origin, self.hostHeader):
             return None
         return "this session belongs to another page, and [global] origins does not allow this one"
 
