@@ -127,6 +127,9 @@ def test_shipped_configs_are_valid_and_safe():
             assert rule.host in ("localhost", "127.0.0.1"), rule
     shipped = load_file(str(REPO / "etc" / "orbited.cfg"))
     assert {(r.host, r.port) for r in shipped.access} <= {("localhost", 61613), ("127.0.0.1", 61613)}
+    # `make run`'s broker takes any login and its test servers serve any page: all on loopback
+    demo = load_file(str(REPO / "etc" / "demo.cfg"))
+    assert {listener.host for listener in demo.listeners} == {"127.0.0.1"}
 
 
 def test_quickstart_matches_07():
