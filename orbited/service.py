@@ -83,10 +83,25 @@ def _pem_blocks(data: bytes) -> list[bytes]:
     return [block + marker for block in data.split(marker) if b"-----BEGIN CERTIFICATE-----" in block]
 
 
+def load_before_dropping_privileges() -> None:
+    """Import now what Orbited would otherwise import on first use.
+
+    After the drop, a Python installation that only root can read (a pyenv under
+    /root, as on the CI image) fails every new import.  Host-name lookups need
+    the idna codec: ``getaddrinfo`` encodes every host name with it, so without
+    this the first TCPSocket to ``localhost:8001`` failed with "unknown encoding:
+    idna" once Orbited ran as nobody.
+    """
+    import encodings.idna  # noqa: F401
+
+    from twisted.internet import _resolver  # noqa: F401  (Twisted's getaddrinfo resolver)
+
+
 def drop_privileges(config: Config) -> None:
     """Switch a root process to [global] user/group, with that user's supplementary groups."""
     if os.getuid() != 0:
         return
+    load_before_dropping_privileges()
     user = config.settings["user"]
     if not user:
         raise StartupError("refusing to run as root: set [global] user = <account> "

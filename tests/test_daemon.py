@@ -595,11 +595,20 @@ def test_privilege_drop_to_nobody_after_binding():
     import grp
     import pwd
 
-    port = free_port()
+    port, echo = free_port(), free_port()
     nobody = pwd.getpwnam("nobody")
     group = grp.getgrnam("nogroup") if "nogroup" in {g.gr_name for g in grp.getgrall()} else None
-    config = f"[global]\nuser = nobody\n[listen]\nhttp://127.0.0.1:{port}\n"
+    config = (f"[global]\nuser = nobody\n[listen]\nhttp://127.0.0.1:{port}\necho://127.0.0.1:{echo}\n"
+              f"[access]\n* -> localhost:{echo}\n")
     with OrbitedProcess(config, wait_for=port) as orbited:
+        # A host-name lookup after the drop: getaddrinfo needs the idna codec, and an interpreter
+        # that only root can read (this image's pyenv under /root) cannot import it any more.
+        with ws_connect(f"ws://127.0.0.1:{port}/ws", subprotocols=["binary"]) as ws:
+            ws.send(f"localhost:{echo}")
+            assert ws.recv(10) == "1"
+            ws.send(b"after the drop")
+            assert ws.recv(10) == b"after the drop"
+        assert "Traceback" not in orbited.log()
         # The port accepts connections from listen() on, a moment before the drop; an answer
         # comes only once the reactor runs, which is after it.
         assert orbited.status()["pid"] == orbited.proc.pid
