@@ -1,4 +1,4 @@
-"""Requests a reverse proxy relayed: their socket address is the proxy's, not the client's.
+"""Who sent a request, for the rules that trust a client address, and requests a proxy relayed.
 
 nginx or HAProxy on the same host connects from loopback with every outside
 client's request, so a rule that trusts a client address (``/system/status``
@@ -10,6 +10,7 @@ itself, and they are true only behind a proxy configured to replace them.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 # RFC 7239's header, and the two older conventions (nginx, HAProxy, most load balancers).
@@ -22,3 +23,14 @@ def forwarding_header(request: Any) -> str | None:
         if request.getHeader(name) is not None:
             return name.decode("ascii")
     return None
+
+
+def client_ip(request: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The request's peer address (an IPv4-mapped IPv6 one as IPv4), or None (a UNIX socket)."""
+    try:
+        address = ipaddress.ip_address(getattr(request.getClientAddress(), "host", ""))
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped
+    return address

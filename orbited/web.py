@@ -11,7 +11,6 @@ The tree is served by the lean HTTP layer (:mod:`orbited.http`) or, while
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import time
@@ -23,7 +22,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from orbited import __version__
-from orbited.forwarding import forwarding_header
+from orbited.forwarding import client_ip, forwarding_header
 from orbited.http import LeanSite, Limits
 from orbited.http.parser import DEFAULT_MAX_BODY
 from orbited.http.static import StaticFiles
@@ -37,20 +36,10 @@ def bundled_static_dir() -> str:
     return str(resources.files("orbited") / "static")
 
 
-def is_loopback(host: str) -> bool:
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    return address.is_loopback
-
-
 def is_local(request: Request) -> bool:
     """A request from this machine that no proxy relayed (orbited/forwarding.py)."""
-    client = request.getClientAddress()
-    return is_loopback(getattr(client, "host", "")) and forwarding_header(request) is None
+    address = client_ip(request)
+    return address is not None and address.is_loopback and forwarding_header(request) is None
 
 
 class StatusResource(Resource):
@@ -115,7 +104,7 @@ def status_report(context: ServerContext) -> dict:
 
 # No version here: anyone may load this page, and a version tells a scanner which advisories
 # to try.  /system/status (loopback by default) and `orbited --version` say it.
-SYSTEM_PAGE = """<!doctype html>
+SYSTEM_PAGE = b"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Orbited</title></head>
 <body><h1>Orbited</h1>
 <ul><li><a href="/system/status">/system/status</a> (JSON)</li>
@@ -132,7 +121,7 @@ class SystemResource(Resource):
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        return SYSTEM_PAGE.encode()
+        return SYSTEM_PAGE
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"":
@@ -156,7 +145,7 @@ class RootResource(Resource):
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        return SYSTEM_PAGE.encode()
+        return SYSTEM_PAGE
 
 
 class OrbitedSite(Site):

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import json
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
@@ -31,7 +30,7 @@ from urllib.parse import unquote
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from orbited.forwarding import forwarding_header
+from orbited.forwarding import client_ip, forwarding_header
 from orbited.stomp.errors import AccessRefused, DestinationFull, ProtocolError
 
 if TYPE_CHECKING:
@@ -75,12 +74,7 @@ class PublishResource(Resource):
         broker = context.broker
         settings = broker.settings
         client = getattr(request.getClientAddress(), "host", "")
-        try:
-            address = ipaddress.ip_address(client)
-            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-                address = address.ipv4_mapped
-        except ValueError:
-            address = None
+        address = client_ip(request)
         if address is None or not any(address in net for net in settings["publish.clients"]):
             return self._answer(request, 403, {"error": f"client {client} is not in [stomp] publish.clients"})
         relayed = forwarding_header(request)

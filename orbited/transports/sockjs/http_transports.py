@@ -64,6 +64,12 @@ def client_address(request: Request) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def page_of(request: Request) -> str | None:
+    """The page that made a request: its Origin header, else its Referer (a ``<script>``, a form
+    or an iframe sends no Origin, or not always), else None."""
+    return request.getHeader("origin") or request.getHeader("referer")
+
+
 def session_request(request: Request, session_id: str, transport: str) -> SessionRequest:
     return SessionRequest(session_id, transport, client_address(request),
                           request.getHeader("host"), request.getHeader("origin"))
@@ -298,7 +304,7 @@ class SockJSResource(Resource):
         session = self.service.find(found.session_id)
         if session is None:
             return self._status(request, 404, "No such session.")
-        page = request.getHeader("origin") or request.getHeader("referer")
+        page = page_of(request)
         refusal = session.handler.uploadFrom(page)
         if refusal is not None:
             log.warning("%s: refused %s to session %s from %s (page %s): %s", self.service.name,
@@ -370,7 +376,7 @@ class SockJSResource(Resource):
         request.setHeader(b"expires", http.datetimeToString(time.time() + ONE_YEAR))
 
     def _originless(self, request: Request, what: str) -> bytes | None:
-        page = request.getHeader("origin") or request.getHeader("referer")
+        page = page_of(request)
         refusal = self.service.originless_refusal(page, request.getHeader("host"))
         if refusal is None:
             return None
