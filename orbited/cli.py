@@ -97,6 +97,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def install_reactor(name: str | None) -> None:
     """[global] reactor, installed before anything imports twisted.internet.reactor."""
+    choose_reactor(name)
+    from twisted.internet import reactor
+
+    from orbited import lookup
+
+    lookup.install(reactor)
+
+
+def choose_reactor(name: str | None) -> None:
     if name in (None, "default"):
         # Twisted's default is epoll wherever epoll exists; there, Orbited's leaner subclass of it.
         if not hasattr(__import__("select"), "epoll"):

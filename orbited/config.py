@@ -16,6 +16,7 @@ from typing import Any
 
 from orbited import logs
 from orbited.inifile import Entry, Problem, Section, parse_ini
+from orbited.lookup import host_name_problem
 
 DEFAULT_PATHS = ("./orbited.cfg", "/etc/orbited.cfg")
 
@@ -351,6 +352,9 @@ def parse_access_entry(entry: Entry) -> AccessRule:
     host, port = split_host_port(dest, 80)
     if not host:
         raise ValueError(f"'{dest}' has no host")
+    problem = host_name_problem(host)
+    if problem:
+        raise ValueError(problem)
     if port == 0:
         raise ValueError(f"'{dest}': port 0 cannot be connected to")
     return AccessRule(source.lower(), host.lower(), port, entry.line)

@@ -23,6 +23,7 @@ from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from orbited.lookup import host_name_problem
 from orbited.session import ISession, ISessionProtocol
 
 if TYPE_CHECKING:
@@ -86,6 +87,9 @@ def parse_destination(data: bytes) -> Destination:
             raise HandshakeError("expected 'host:port'")
         if not all(c.isalnum() or c in "-._" for c in host):
             raise HandshakeError("host has characters a host name cannot have")
+        problem = host_name_problem(host)
+        if problem:
+            raise HandshakeError(problem)
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise HandshakeError("port is not a number from 1 to 65535")
     return Destination(host.lower(), int(port_text))

@@ -107,6 +107,14 @@ def test_handshake_parser_only_raises_its_own_error(data):
     assert 0 < dest.port < 65536 and dest.host
 
 
-@given(st.from_regex(r"[a-z0-9][a-z0-9.-]{0,60}", fullmatch=True), st.integers(1, 65535))
+@given(st.from_regex(r"[a-z0-9-]{1,63}(\.[a-z0-9-]{1,63}){0,2}\.?", fullmatch=True), st.integers(1, 65535))
 def test_handshake_round_trip(host, port):
     assert parse_destination(f"{host}:{port}\n".encode()) == Destination(host, port)
+
+
+@pytest.mark.parametrize("host", ["a" * 64 + ".example", "backend..example", ".example", ".",
+                                  ".".join(["a" * 63] * 4)])
+def test_a_name_no_lookup_could_take_is_an_invalid_handshake(host):
+    """getaddrinfo's idna codec raises UnicodeError on these, not gaierror: refused before any lookup."""
+    with pytest.raises(HandshakeError, match="is not a host name"):
+        parse_destination(f"{host}:80".encode())
