@@ -179,6 +179,25 @@ def test_raw_websocket_round_trip(server):
         assert base64.b64decode(ws.recv()) == b"raw"
 
 
+def test_a_version_8_websocket_is_judged_by_its_sec_websocket_origin(server):
+    """hybi-10 (version 8) browsers named the page in Sec-WebSocket-Origin, not Origin."""
+    dest = f"127.0.0.1:{server.echo}"
+    for page, refused in ((b"http://evil.example", True), (f"http://127.0.0.1:{server.port}".encode(), False)):
+        header = b"Sec-WebSocket-Origin: %s\r\n" % page
+        raw = raw_upgrade(server.port, b"/sockjs/websocket", version=8, headers=header)
+        raw.sendall(masked(1, dest.encode()))
+        answer = b"0106" if refused else b"1"
+        assert raw.recv(2 + len(answer)) == bytes((0x81, len(answer))) + answer, page
+        raw.close()
+        framed = raw_upgrade(server.port, f"/sockjs/000/{uuid.uuid4().hex}/websocket".encode(), version=8,
+                             headers=header)
+        assert framed.recv(3) == b"\x81\x01o"
+        framed.sendall(masked(1, json.dumps([dest]).encode()))
+        answer = b'a["0106"]' if refused else b'a["1"]'
+        assert framed.recv(2 + len(answer)) == bytes((0x81, len(answer))) + answer, page
+        framed.close()
+
+
 def test_info_says_websocket_and_no_cookie(server):
     info = json.loads(request("GET", server.base + "/info").body)
     assert info["websocket"] is True and info["cookie_needed"] is False

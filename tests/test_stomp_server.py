@@ -19,6 +19,7 @@ import pytest
 import websocket  # websocket-client
 
 from tests.support.procs import OrbitedProcess, free_port
+from tests.support.rawws import upgrade
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -220,6 +221,10 @@ def test_websocket_refuses_foreign_origin(server):
     with pytest.raises(websocket.WebSocketBadStatusException) as info:
         websocket.create_connection(f"ws://127.0.0.1:{server.http}/stomp", origin="https://evil.example")
     assert info.value.status_code == 403
+    # hybi-10 (version 8) browsers named the page in Sec-WebSocket-Origin instead
+    sock, head = upgrade(server.http, b"/stomp", version=8, headers=b"Sec-WebSocket-Origin: https://evil.example\r\n")
+    sock.close()
+    assert head.startswith(b"HTTP/1.1 403"), head
 
 
 def test_status_shows_the_broker(server):

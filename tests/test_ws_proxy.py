@@ -279,6 +279,19 @@ def test_origin_rules():
         assert answer == "1"
 
 
+def test_a_version_8_handshake_is_judged_by_its_sec_websocket_origin():
+    """hybi-10 (version 8) browsers named the page in Sec-WebSocket-Origin, not Origin; autobahn
+    accepts version 8, so reading only Origin let any page's version-8 socket through."""
+    with orbited_with() as orbited:
+        dest = f"127.0.0.1:{orbited.echo}".encode()
+        for page, expected in ((b"http://evil.example", b"0106"), (b"http://127.0.0.1:3000", b"1")):
+            sock = raw_upgrade(orbited.port, b"/ws", version=8, headers=b"Sec-WebSocket-Origin: %s\r\n" % page)
+            sock.sendall(masked(1, dest))
+            assert sock.recv(2 + len(expected)) == bytes((0x81, len(expected))) + expected, page
+            sock.close()
+        assert "refused Origin 'http://evil.example'" in orbited.log()
+
+
 def test_backend_close_closes_the_websocket_with_1000():
     rude = free_port()
     with orbited_with(access=f"* -> 127.0.0.1:{rude}", extra_listen=f"rude://127.0.0.1:{rude}") as orbited:

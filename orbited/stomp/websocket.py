@@ -28,7 +28,7 @@ from zope.interface import implementer
 from orbited.directwrite import write_now
 from orbited.stomp.connection import StompConnection
 from orbited.stomp.server import LINGER, peer_address
-from orbited.transports.websocket import ServerProtocol, websocket_factory
+from orbited.transports.websocket import ServerProtocol, page_origin, websocket_factory
 
 if TYPE_CHECKING:
     from orbited.context import ServerContext
@@ -75,9 +75,10 @@ class StompWebSocket(ServerProtocol):
     def onConnect(self, request: Any) -> str | None:
         context: ServerContext = self.factory.context
         headers = request.headers
-        if not context.policy.origin_allowed(headers.get("origin"), headers.get("host")):
+        origin = page_origin(request)
+        if not context.policy.origin_allowed(origin, headers.get("host")):
             log.warning("refusing /stomp WebSocket from %s: origin %s is not allowed ([global] origins)",
-                        request.peer, headers.get("origin"))
+                        request.peer, origin)
             raise ConnectionDeny(403, "origin not allowed")
         if context.broker.full():
             log.warning("refusing /stomp WebSocket from %s: %d connections open (max_connections)",

@@ -117,7 +117,7 @@ class WebSocketSession(ServerProtocol):
             raise ConnectionDeny(503, "too many sessions")
         headers = request.headers
         self.hostHeader = headers.get("host")
-        self.origin = headers.get("origin")
+        self.origin = page_origin(request)
         self.clientAddress = _address(self.transport.getPeer())
         return SUBPROTOCOL if SUBPROTOCOL in request.protocols else None
 
@@ -211,6 +211,17 @@ class WebSocketSession(ServerProtocol):
 
     def stopProducing(self) -> None:
         """The session protocol closes us with a reason; nothing to do here."""
+
+
+def page_origin(request: object) -> str | None:
+    """The page's origin as the handshake's version carries it, or None without one.
+
+    RFC 6455 (version 13) browsers send ``Origin``; hybi-10 (version 8) ones
+    sent ``Sec-WebSocket-Origin``, which autobahn still accepts.  Reading only
+    ``Origin`` let a version-8 handshake from any page pass as "not a browser".
+    autobahn reads the header that the request's version defines.
+    """
+    return getattr(request, "origin", None) or None
 
 
 def _address(peer: object) -> str:

@@ -39,7 +39,7 @@ from orbited.transports.sockjs.service import (
     SockJSService,
 )
 from orbited.transports.sockjs.session import ReceiverFlow, SockJSSession
-from orbited.transports.websocket import ServerProtocol
+from orbited.transports.websocket import ServerProtocol, page_origin
 
 log = logging.getLogger("orbited.sockjs")
 
@@ -139,7 +139,7 @@ class SockJSWebSocketProtocol(ServerProtocol):
         address = f"[{host}]:{peer.port}" if ":" in host else f"{host}:{getattr(peer, 'port', 0)}"
         headers = request.headers
         info = SessionRequest(route.session_id, "websocket-raw" if self.sockjsRaw else "websocket",
-                              address, headers.get("host"), headers.get("origin"))
+                              address, headers.get("host"), page_origin(request))
         try:
             self.sockjsSession = service.open_session(info, keep=False)
         except SessionRefused as refused:
