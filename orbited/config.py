@@ -183,10 +183,11 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         "4x cheaper a request) or 'twisted' (twisted.web: a fallback, and the baseline the "
         "lean layer is measured and cross-checked against)."),
     Key("workers", worker_count, 0,
-        "Worker processes that serve /ws and /sockjs TCPSocket sessions on plain http:// listeners, "
-        "so that they use every core; 'auto' is one per CPU. 0: one process does everything. Every "
-        "request of a /sockjs session goes to the worker its session id names. /tcp (0.7), /stomp, "
-        "static files and TLS listeners stay in the main process. With workers, http:// listeners "
+        "Worker processes that serve /ws, /sockjs and /tcp (0.7) TCPSocket sessions on plain http:// "
+        "listeners, so that they use every core; 'auto' is one per CPU. 0: one process does everything. "
+        "Every request of a /sockjs session goes to the worker its session id names, and of a /tcp "
+        "session to the worker whose number its key starts with. /stomp, static files and TLS "
+        "listeners stay in the main process. With workers, http:// listeners "
         "accept a connection once its first bytes are in (TCP_DEFER_ACCEPT), so that most "
         "connections go to a worker unread. A worker not heard from for 3 s (stopped, or stuck) "
         "gets no new /ws connections until it reports again; a /sockjs session's requests still go "

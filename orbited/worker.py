@@ -1,7 +1,7 @@
 """``python -m orbited.worker``: one worker process of a ``[global] workers`` master.
 
 It is started by the master (orbited/workers.py), never by hand: it reads the
-same config, serves the /ws and /sockjs connections the master passes it with
+same config, serves the /ws, /sockjs and /tcp connections the master passes it with
 exactly the code the master would use, hands a connection back when a later
 request on it is not its own (orbited/worker_routes.py), reports its
 counters each second and sends its log records to the master.  It binds
@@ -25,7 +25,7 @@ from twisted.python.threadable import isInIOThread
 from orbited.cli import install_reactor, stop_on_signals, stop_reactor
 from orbited.config import ConfigError, load_file, quickstart
 from orbited.procstats import process_usage
-from orbited.worker_routes import ANY, WS, worker_for
+from orbited.worker_routes import ANY, WS, legacy_key_prefix, worker_for
 from orbited.workers import MESSAGE_LIMIT, decode, encode, pass_on
 
 log = logging.getLogger("orbited.worker")
@@ -123,6 +123,7 @@ class Worker:
         from twisted.web.resource import Resource
 
         from orbited.context import ServerContext
+        from orbited.transports.legacy import LegacyCometResource
         from orbited.transports.sockjs import sockjs_resource
         from orbited.transports.websocket import websocket_factory, websocket_resource
         from orbited.web import lean_site
@@ -136,6 +137,7 @@ class Worker:
         root = Resource()
         root.putChild(b"ws", websocket_resource(self.context))
         root.putChild(b"sockjs", sockjs_resource(self.context))
+        root.putChild(b"tcp", LegacyCometResource(self.context, legacy_key_prefix(index)))
         settings = config.settings
         self.site = lean_site(root, reactor, settings["http.timeout"], settings["http.max_body"])
         self.site.router = self

@@ -6,9 +6,13 @@ on several connections (a stream and the ``xhr_send`` beside it, every
 poll), and only the process that holds the session can answer them, so
 every request of one session goes to one worker: number
 ``crc32(session id) mod N``.  SockJS puts the session id in the URL for this
-very purpose (sockjs-node relies on a sticky load balancer instead).  The
-rest (``/tcp``, /stomp, static files, /system, ``/sockjs/info``) needs the
-master's state or is not worth a hop, and stays there.
+very purpose (sockjs-node relies on a sticky load balancer instead).  An
+Orbited 0.7 ``/tcp`` session is created by a request to ``/tcp``, which any
+worker may take; the process that creates it writes its own number in the
+first two hex digits of the key it answers (``legacy_key_prefix``), and every
+``/tcp/<key>`` request goes where the key says.  The rest (/stomp, static
+files, /system, ``/sockjs/info``, ``/tcp/static``) needs the master's state or
+is not worth a hop, and stays there.
 
 The master applies the rule when it accepts a connection (to the bytes it
 peeks at) and to each request head it parses; a worker applies it to each
@@ -31,6 +35,8 @@ WS = -1  # any worker, straight to its /ws WebSocket protocol (no HTTP layer in 
 ANY = -2  # any worker, through its HTTP layer
 
 _SOCKJS = b"/sockjs/"
+_TCP = b"/tcp/"
+MASTER_KEYS = 0xFF  # the /tcp key prefix of a session the master holds (at most 64 workers)
 _SESSION_TRANSPORTS = frozenset(transport.value.encode("ascii") for transport in Transport)  # URL segments
 
 
@@ -39,6 +45,11 @@ def worker_for(head: RequestHead, count: int) -> int | None:
     path = head.target.split(b"?", 1)[0]
     if path.rstrip(b"/") == b"/ws":
         return WS if wants_websocket(head) else None
+    if path == b"/tcp":
+        return ANY  # a new 0.7 session
+    if path.startswith(_TCP):
+        owner = legacy_key_owner(path[len(_TCP):len(_TCP) + 2])
+        return owner if owner is not None and owner < count else None
     if not path.startswith(_SOCKJS):
         return None
     segments = path[len(_SOCKJS):].split(b"/")
@@ -52,6 +63,18 @@ def worker_for(head: RequestHead, count: int) -> int | None:
     if segments == [b"websocket"] and wants_websocket(head):
         return ANY
     return None
+
+
+def legacy_key_prefix(owner: int) -> str:
+    """The first two hex digits of the /tcp keys that process ``owner`` (``MASTER_KEYS``: the master) hands out."""
+    return f"{owner:02x}"
+
+
+def legacy_key_owner(key: bytes) -> int | None:
+    head = key[:2]
+    if len(head) != 2 or not all(c in b"0123456789abcdef" for c in head):
+        return None
+    return int(head, 16)
 
 
 def worker_at_accept(data: bytes, limits: Limits, count: int) -> int | None:

@@ -2,12 +2,12 @@
 
 One Twisted process saturates one core.  With ``[global] workers = N`` the
 master process keeps everything that needs shared state (the STOMP broker,
-/tcp's 0.7 sessions, static files, /system) and passes each plain-TCP
-connection for ``/ws`` and ``/sockjs`` -- the bytes it has already read, and
-the socket itself (SCM_RIGHTS) -- to one of N worker processes, which run
-the same session and proxy code.  A ``/ws`` WebSocket lives on one
-connection, so any worker may take it; every request of one ``/sockjs``
-session goes to the same worker (orbited/worker_routes.py).  A worker hands
+static files, /system) and passes each plain-TCP connection for ``/ws``,
+``/sockjs`` and ``/tcp`` -- the bytes it has already read, and the socket
+itself (SCM_RIGHTS) -- to one of N worker processes, which run the same
+session and proxy code.  A ``/ws`` WebSocket lives on one connection, so any
+worker may take it; every request of one ``/sockjs`` or ``/tcp`` session
+goes to the same worker (orbited/worker_routes.py).  A worker hands
 a connection back when a later request on it belongs elsewhere (a browser
 reuses its keep-alive connections for anything on the same origin).
 
@@ -211,10 +211,13 @@ class WorkerPool:
             worker = self.workers[target]
             live = [worker] if worker is not None and not worker.stopping else []
         message = encode("connection", {"family": family, "http": target != WS}, data)
-        # round robin; a worker that reports itself full, or has gone silent, is skipped
+        # round robin over the requests any worker may take (a session's own requests do not move
+        # it, or a 0.7 session, made by one and read on another connection, would always skip one);
+        # a worker that reports itself full, or has gone silent, is skipped
         for _ in range(len(live)):
             worker = live[self.next % len(live)]
-            self.next += 1
+            if target < 0:
+                self.next += 1
             if target < 0 and (worker.status.get("full") or self.silent(worker)):
                 continue
             try:

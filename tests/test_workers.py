@@ -1,7 +1,8 @@
-"""[global] workers: /ws sessions served by worker processes, the rest by the master."""
+"""[global] workers: /ws, /sockjs and /tcp sessions served by worker processes, the rest by the master."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -20,6 +21,8 @@ from websockets.sync.client import connect as ws_connect
 
 from orbited.http.parser import Limits
 from orbited.testing.sockjs_client import Connection, read_body, request
+from orbited.transports.legacy.client import HTTPConnection, LegacyClient
+from orbited.transports.legacy.codec import encode_packets
 from orbited.worker_routes import ANY, WS, worker_at_accept
 from tests.support.procs import OrbitedProcess, free_port, scratch_dir
 from tests.support.rawws import masked, upgrade_request
@@ -319,6 +322,93 @@ def test_max_sessions_applies_per_process_and_a_full_worker_gets_no_more():
         finally:
             for ws in sockets:
                 ws.close()
+
+
+def legacy_session(port: int, echo: int, transport: str, payload: bytes, hold: float = 0.0) -> str:
+    """An Orbited 0.7 session (its own connections up and down) that echoes ``payload``; its key."""
+    async def scenario() -> str:
+        client = LegacyClient("127.0.0.1", port, transport, poll_interval=0.02)
+        key = await client.open()
+        assert await client.connect("127.0.0.1", echo) == "1"
+        await client.send(payload)
+        assert await client.read_exactly(len(payload)) == payload
+        await asyncio.sleep(hold)
+        await client.close()
+        return key
+    return asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_legacy_tcp_sessions_spread_over_workers_and_live_where_their_key_says(cluster):
+    keys = [legacy_session(cluster.port, cluster.echo, transport, bytes(range(256)) * (index + 1))
+            for index, transport in enumerate(("xhrstream", "longpoll", "poll") * 2)]
+    assert sorted(key[:2] for key in keys) == ["00", "00", "00", "01", "01", "01"], keys  # round robin
+    # while one is open, the worker its key names reports it
+    opened: list[str] = []
+
+    async def hold_one() -> None:
+        client = LegacyClient("127.0.0.1", cluster.port, "xhrstream")
+        opened.append(await client.open())
+        assert await client.connect("127.0.0.1", cluster.echo) == "1"
+        expected = [0, 0]
+        expected[int(opened[0][:2], 16)] = 1
+        assert await asyncio.to_thread(wait_for, lambda: sockjs_worker_sessions(cluster) == expected), \
+            cluster.status()
+        assert cluster.status()["sessions"]["by_transport"] == {"tcp": 1}
+        await client.close()
+    asyncio.run(asyncio.wait_for(hold_one(), 30))
+    assert "Traceback" not in cluster.log()
+
+
+def test_one_keep_alive_connection_carries_legacy_sessions_of_both_workers(cluster):
+    """A 0.7 page's requests for its session, a new session and the master's pages share one connection."""
+    async def scenario() -> set[str]:
+        conn = await HTTPConnection.open("127.0.0.1", cluster.port)
+        owners = set()
+        for _ in range(4):
+            response = await conn.request("GET", "/tcp")
+            key = response.body.decode()
+            owners.add(key[:2])
+            response = await conn.request("POST", f"/tcp/{key}?ack=0", encode_packets(
+                [[b"1", b"data", base64.b64encode(f"127.0.0.1:{cluster.echo}\n".encode())]]))
+            assert (response.status, response.body) == (200, b"OK")
+            body = b""
+            while b"MQ==" not in body:  # the handshake's answer, '1'
+                response = await conn.request("GET", f"/tcp/{key}/poll")
+                assert response.status == 200
+                body += response.body
+            response = await conn.request("GET", "/static/Orbited.js")
+            assert response.status == 200 and b"TCPSocket" in response.body
+        conn.close()
+        return owners
+    assert asyncio.run(asyncio.wait_for(scenario(), 30)) == {"00", "01"}
+    handoffs = cluster.status()["worker_handoffs"]
+    assert handoffs == {"at_accept": 1, "after_parse": 3, "handed_back": 4}, handoffs
+
+
+def test_a_legacy_session_the_master_holds_says_so_in_its_key():
+    """http.engine = twisted hands nothing to workers: the master makes and serves the session, and
+    its key (prefix ff) would send its requests to the master under the lean engine too."""
+    with running(1, "http.engine = twisted\n") as orbited:
+        key = legacy_session(orbited.port, orbited.echo, "longpoll", b"held by the master")
+        assert key.startswith("ff")
+    assert worker_at_accept(b"GET /tcp/" + key.encode() + b"/longpoll HTTP/1.1\r\nHost: h\r\n\r\n", LIMITS, 2) is None
+
+
+@pytest.mark.parametrize(("head", "target"), [
+    (b"GET /tcp HTTP/1.1\r\nHost: h\r\n\r\n", ANY),
+    (b"GET /tcp?nocache=0.5 HTTP/1.1\r\nHost: h\r\n\r\n", ANY),
+    (b"POST /tcp HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n", ANY),
+    (b"GET /tcp/00" + b"a" * 30 + b"/xhrstream HTTP/1.1\r\nHost: h\r\n\r\n", 0),
+    (b"POST /tcp/01" + b"a" * 30 + b"?ack=3 HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nxy", 1),
+    (b"GET /tcp/02" + b"a" * 30 + b"/poll HTTP/1.1\r\nHost: h\r\n\r\n", None),  # no worker 2: the master
+    (b"GET /tcp/ff" + b"a" * 30 + b"/poll HTTP/1.1\r\nHost: h\r\n\r\n", None),  # the master's own
+    (b"GET /tcp/static/HTMLFileFrame.js HTTP/1.1\r\nHost: h\r\n\r\n", None),
+    (b"GET /tcp/ HTTP/1.1\r\nHost: h\r\n\r\n", None),
+    (b"GET /tcp/0 HTTP/1.1\r\nHost: h\r\n\r\n", None),
+    (b"GET /tcpx HTTP/1.1\r\nHost: h\r\n\r\n", None),
+])
+def test_legacy_requests_go_where_their_key_says(head, target):
+    assert worker_at_accept(head, LIMITS, 2) == target
 
 
 LIMITS = Limits()

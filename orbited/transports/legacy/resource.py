@@ -24,6 +24,7 @@ from orbited.comet import new_session_key, no_delay, request_identity
 from orbited.transports.legacy.kinds import KINDS
 from orbited.transports.legacy.session import LegacySession
 from orbited.web import StaticFiles, bundled_static_dir
+from orbited.worker_routes import MASTER_KEYS, legacy_key_prefix
 
 if TYPE_CHECKING:
     from twisted.web.server import Request
@@ -47,9 +48,10 @@ def _text(value: bytes | str | None) -> str | None:
 class LegacyCometResource(Resource):
     """The ``/tcp`` mount: session creation, lookup by key, the sweep."""
 
-    def __init__(self, context: ServerContext):
+    def __init__(self, context: ServerContext, key_prefix: str = ""):
         super().__init__()
         self.context = context
+        self.key_prefix = key_prefix  # with workers: which process holds the session (orbited/worker_routes.py)
         self.sessions: dict[bytes, LegacySession] = {}
         self.putChild(b"static", StaticFiles(bundled_static_dir()))
         self.sweep = LoopingCall(self.tick)
@@ -67,9 +69,9 @@ class LegacyCometResource(Resource):
             log.warning("refusing /tcp session from %s: %d sessions open (proxy.max_sessions)",
                         request.getClientAddress(), len(context.sessions.live))
             return self.refuse(request, 503, "too many sessions")
-        key = new_session_key()
+        key = new_session_key(self.key_prefix)
         while key.encode() in self.sessions:
-            key = new_session_key()
+            key = new_session_key(self.key_prefix)
         address, host, origin = request_identity(request)
         session = LegacySession(context, key, address, _text(host), _text(origin), self)
         self.sessions[key.encode()] = session
@@ -183,4 +185,6 @@ HTMLFILE_CLOSE = _Fixed(200, HTMLFILE_CLOSE_PAGE)
 
 
 def legacy_resource(context: ServerContext) -> LegacyCometResource:
-    return LegacyCometResource(context)
+    """The master's ``/tcp``; with workers, its keys say that the master holds their sessions."""
+    workers = context.config.settings["workers"]
+    return LegacyCometResource(context, legacy_key_prefix(MASTER_KEYS) if workers else "")
