@@ -51,6 +51,7 @@ class Server:
         self.http = free_port()
         self.echo = free_port()
         self.rude = free_port() if rude else 0
+        self.workers = 0
         listen = f"rude://127.0.0.1:{self.rude}" if rude else ""
         access = (f"* -> 127.0.0.1:{self.rude}\n" if rude else "") + extra_access
         self.proc = OrbitedProcess(config(self.http, self.echo, extra_global, listen, access),
@@ -70,10 +71,27 @@ class Server:
         self.proc.stop()
 
 
-@pytest.fixture(scope="module")
-def server():
-    with Server("session.ping_interval = 30\nsession.ping_timeout = 40\n") as srv:
+@pytest.fixture(scope="module", params=[0, 2], ids=["one-process", "workers"])
+def server(request):
+    """The shared server, in one process and with two workers (each /tcp key names its process)."""
+    with Server(f"session.ping_interval = 30\nsession.ping_timeout = 40\nworkers = {request.param}\n") as srv:
+        srv.workers = request.param
+        if srv.workers:
+            srv.proc.wait_workers(srv.workers)
         yield srv
+
+
+async def tcp_sessions(server: Server, expected: int | None = None) -> int:
+    """/system/status's count of /tcp sessions: once it is ``expected``, or once two reads a
+    worker report apart agree (workers report once a second; the master counts at once)."""
+    last = None
+    deadline = time.monotonic() + 10
+    while True:
+        count = server.proc.status()["sessions"]["by_transport"].get("tcp", 0)
+        if count == expected or (expected is None and count == last) or time.monotonic() > deadline:
+            return count
+        last = count
+        await asyncio.sleep(1.2 if server.workers else 0.05)
 
 
 def run(coro):
@@ -355,18 +373,18 @@ def test_backend_close(transport):
 
 def test_client_close_closes_the_backend(server):
     async def scenario():
-        before = server.proc.status()["sessions"]["by_transport"].get("tcp", 0)
+        before = await tcp_sessions(server)
         client = server.client("xhrstream")
         await client.open()
         assert await client.connect("127.0.0.1", server.echo) == "1"
-        assert server.proc.status()["sessions"]["by_transport"]["tcp"] == before + 1
+        assert await tcp_sessions(server, before + 1) == before + 1
         key = client.key
         await client.close()
         conn = await server.conn()
         response = await conn.request("GET", f"/tcp/{key}/poll")
         assert response.status == 404
         conn.close()
-        assert server.proc.status()["sessions"]["by_transport"].get("tcp", 0) == before
+        assert await tcp_sessions(server, before) == before
     run(scenario())
 
 
@@ -500,7 +518,6 @@ def test_sessions_show_in_status(server):
         client = server.client("longpoll")
         await client.open()
         assert await client.connect("127.0.0.1", server.echo) == "1"
-        status = server.proc.status()
-        assert status["sessions"]["by_transport"]["tcp"] >= 1
+        assert await tcp_sessions(server) >= 1
         await client.close()
     run(scenario())
