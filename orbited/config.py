@@ -190,8 +190,8 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         "listeners stay in the main process. With workers, http:// listeners "
         "accept a connection once its first bytes are in (TCP_DEFER_ACCEPT), so that most "
         "connections go to a worker unread. A worker not heard from for 3 s (stopped, or stuck) "
-        "gets no new /ws connections until it reports again; a /sockjs session's requests still go "
-        "to the worker its id names. Workers' log lines are written by the main process, with its "
+        "gets no new /ws connections or /tcp sessions until it reports again; the requests of its own "
+        "/sockjs and /tcp sessions still go to it. Workers' log lines are written by the main process, with its "
         "logging config, marked '[worker N]' and stamped with the time the worker logged them."),
     Key("workers.timeout", non_negative_number, 30.0,
         "Seconds a worker may go without a word to the main process (it reports every second) "
