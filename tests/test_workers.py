@@ -683,6 +683,9 @@ def test_a_worker_that_goes_silent_gets_no_new_connections_until_it_is_heard_aga
             assert ws.recv(10) == b"still here"
             ws.close()
         assert wait_for(lambda: cluster.log().count("[worker 1] ws 127.0.0.1:") >= before + 8)  # connect, close
+        # new 0.7 sessions too: each is made, and echoes, on the worker that is heard from
+        keys = [legacy_session(cluster.port, cluster.echo, "longpoll", b"still here") for _ in range(2)]
+        assert [key[:2] for key in keys] == ["01", "01"], keys
         assert f"worker 0 (pid {pid}) has not been heard from" in cluster.log()
     finally:
         os.kill(pid, signal.SIGCONT)
