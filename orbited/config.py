@@ -136,6 +136,10 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         "Seconds to wait for a backend TCP connect before answering 0104. For a destination given "
         "by host name, the lookup and every address tried (one after another, in the order "
         "getaddrinfo gives them) share this time."),
+    Key("proxy.lookup_cache", non_negative_number, 10.0,
+        "Seconds a backend host name's addresses are remembered after a lookup; 0 looks the name "
+        "up for every TCPSocket. Lookups of one name under way at once are shared either way. A "
+        "name whose every address failed is looked up afresh by the next TCPSocket."),
     Key("proxy.handshake_timeout", positive_number, 30.0,
         "Seconds a TCPSocket may stay open without sending its handshake (host:port) before it is "
         "closed with 0102; checked once a second."),

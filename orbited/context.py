@@ -1,7 +1,7 @@
 """The one object handed down from the service to every resource and protocol.
 
 It carries the config (read once), the current access policy (swapped on
-SIGHUP), the counters and the session registry.  Nothing reads these from a
+SIGHUP), the counters, the session registry and the backend host names looked up.  Nothing reads these from a
 module global: a test builds its own context and gets its own server.
 """
 
@@ -12,6 +12,7 @@ from typing import Any
 
 from orbited.access import AccessPolicy
 from orbited.config import Config
+from orbited.lookup import LookupCache
 from orbited.proxy import HandshakeDeadlines, TCPSocketProxy
 from orbited.session import ISessionProtocol, ServerStats, SessionRegistry
 
@@ -24,6 +25,7 @@ class ServerContext:
     stats: ServerStats = field(default_factory=ServerStats)
     sessions: SessionRegistry = field(init=False)
     handshakes: HandshakeDeadlines = field(init=False)
+    lookups: LookupCache = field(init=False)
     broker: Any = None  # the built-in STOMP broker, when a stomp:// listener or /stomp runs
     workers: Any = None  # orbited.workers.WorkerPool when [global] workers > 0
 
@@ -31,6 +33,7 @@ class ServerContext:
         self.policy = AccessPolicy.from_config(self.config)
         self.sessions = SessionRegistry(self.config.settings["proxy.max_sessions"])
         self.handshakes = HandshakeDeadlines(self.reactor, self.config.settings["proxy.handshake_timeout"])
+        self.lookups = LookupCache(self.reactor, self.config.settings["proxy.lookup_cache"])
 
     def newSessionProtocol(self) -> ISessionProtocol:
         """What runs on every TCPSocket session: the access-checked proxy."""

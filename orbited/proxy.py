@@ -329,8 +329,9 @@ class BackendFactory(ClientFactory):
 
 @implementer(IResolutionReceiver)
 class HostnameConnect(BackendFactory):
-    """A backend named by host name: look it up (getaddrinfo, in Twisted's thread pool), then
-    try its addresses one after another, all within one ``proxy.connect_timeout``.
+    """A backend named by host name: look it up (getaddrinfo, in Twisted's thread pool, unless
+    ``proxy.lookup_cache`` still knows it), then try its addresses one after another, all within
+    one ``proxy.connect_timeout``.
 
     Twisted's HostnameEndpoint does this (racing the addresses, Happy Eyeballs), but it builds
     a class for every call and leaves each session behind it in reference cycles, which wait
@@ -349,7 +350,9 @@ class HostnameConnect(BackendFactory):
         self.failure: Failure | None = None  # the last attempt's
         self.done = False
         self.deadline = reactor.callLater(timeout, self._timed_out)
-        reactor.nameResolver.resolveHostName(self, host, port)
+        self.lookups = proxy.context.lookups
+        self.tried = False
+        self.lookups.resolveHostName(self, host, port)
 
     # IResolutionReceiver
 
@@ -369,6 +372,7 @@ class HostnameConnect(BackendFactory):
         if not self.addresses:
             self._finish(self.failure or Failure(neterror.DNSLookupError(f"no address for {self.host}")))
             return
+        self.tried = True
         address = self.addresses.pop(0)
         remaining = max(self.deadline.getTime() - self.reactor.seconds(), 0.001)
         self.connector = self.connect(self.reactor, address.host, self.port, remaining)
@@ -390,6 +394,8 @@ class HostnameConnect(BackendFactory):
 
     def _finish(self, reason: Failure) -> None:
         self._stop()
+        if self.tried:  # no address answered in time: the next TCPSocket looks the name up afresh
+            self.lookups.forget(self.host, self.port)
         self.proxy.connectFailed(reason)
 
     def _stop(self) -> None:

@@ -263,6 +263,82 @@ def test_a_browser_that_leaves_while_a_host_name_connects_stops_it():
     assert connect_deadlines(reactor) == []
 
 
+def second_socket(proxy: TCPSocketProxy) -> tuple[TCPSocketProxy, FakeSession]:
+    """Another TCPSocket on the same server (context, cache and reactor) as ``proxy``."""
+    other, session = TCPSocketProxy(proxy.context), FakeSession()
+    other.sessionOpened(session)
+    return other, session
+
+
+def test_sockets_to_one_name_share_its_lookup_and_then_remember_it():
+    proxy, _session, reactor, resolver = resolving()
+    other, _other_session = second_socket(proxy)
+    other.dataReceived(b"backend.example:7000")
+    assert len(resolver.asked) == 1  # the lookup under way is shared
+    resolver.answer("127.0.0.1")
+    assert [client[:2] for client in reactor.tcpClients] == [("127.0.0.1", 7000)] * 2
+    reactor.advance(5)
+    third, _ = second_socket(proxy)
+    third.dataReceived(b"backend.example:7000")
+    assert resolver.asked == [] and reactor.tcpClients[2][:2] == ("127.0.0.1", 7000)  # remembered
+    reactor.advance(6)  # proxy.lookup_cache (10 s) has passed
+    fourth, _ = second_socket(proxy)
+    fourth.dataReceived(b"backend.example:7000")
+    assert len(resolver.asked) == 1
+
+
+def test_a_name_whose_addresses_all_failed_is_looked_up_afresh():
+    proxy, session, reactor, resolver = resolving()
+    resolver.answer("127.0.0.1")
+    reactor.tcpClients[0][2].clientConnectionFailed(reactor.connectors[0], Failure(error.ConnectionRefusedError()))
+    assert session.answers == ["0108"]
+    other, other_session = second_socket(proxy)
+    other.dataReceived(b"backend.example:7000")
+    assert len(resolver.asked) == 1  # not the failed address again from the cache
+    resolver.answer("127.0.0.2")
+    assert reactor.tcpClients[1][:2] == ("127.0.0.2", 7000)
+    # a connect that times out (a dead address) is forgotten too
+    reactor.advance(10)
+    assert other_session.answers == ["0104"]
+    third, _ = second_socket(proxy)
+    third.dataReceived(b"backend.example:7000")
+    assert len(resolver.asked) == 1
+
+
+def test_no_address_is_not_remembered_and_lookup_cache_0_remembers_nothing():
+    proxy, session, reactor, resolver = resolving()
+    resolver.answer()
+    assert session.answers == ["0108"]
+    other, _ = second_socket(proxy)
+    other.dataReceived(b"backend.example:7000")
+    assert len(resolver.asked) == 1
+    resolver.answer("127.0.0.1")
+    reactor = MemoryReactorClock()
+    context = ServerContext(load_text("[global]\nproxy.lookup_cache = 0\n[access]\n* -> backend.example:7000\n",
+                                      "t.cfg"), reactor)
+    reactor.nameResolver = resolver = ScriptedResolver()
+    sockets = [TCPSocketProxy(context) for _ in range(3)]
+    for proxy in sockets:
+        proxy.sessionOpened(FakeSession())
+        proxy.dataReceived(b"backend.example:7000")
+    assert len(resolver.asked) == 1  # shared while under way even so
+    resolver.answer("127.0.0.1")
+    again = TCPSocketProxy(context)
+    again.sessionOpened(FakeSession())
+    again.dataReceived(b"backend.example:7000")
+    assert len(resolver.asked) == 1  # but not remembered
+
+
+def test_a_receiver_that_fails_does_not_keep_the_others_waiting():
+    proxy, _session, reactor, resolver = resolving()
+    other, _other_session = second_socket(proxy)
+    other.dataReceived(b"backend.example:7000")
+    proxy.pending.addressResolved = None  # the first waiter's delivery raises
+    resolver.answer("127.0.0.1")
+    assert [client[:2] for client in reactor.tcpClients] == [("127.0.0.1", 7000)]  # the second one's
+    assert other.pending.addresses == [] and other.pending.connector is not None
+
+
 def connect_deadlines(reactor: MemoryReactorClock) -> list[Any]:
     return [call for call in reactor.getDelayedCalls() if isinstance(getattr(call.func, "__self__", None),
                                                                        HostnameConnect)]
