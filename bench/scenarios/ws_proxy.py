@@ -10,8 +10,9 @@ directions.  The connect bursts also run against ``client/answer_at_once.js``,
 a server that answers at once and has no backend: its figure is the floor
 that the machine, the kernel and the load client set for any server, and against
 ``client/bare_proxy.py``, a proxy on Orbited's own reactor with none of Orbited's
-features: its figure is what a Twisted proxy costs here.  Both are reported
-without a target.  Each measurement starts a fresh server process.  Every process
+features: its figure is what a Twisted proxy costs here, and against Orbited
+with the backend named ``localhost`` (each TCPSocket then needs a host-name
+lookup).  These are reported without a target.  Each measurement starts a fresh server process.  Every process
 runs in its own group and is stopped when the scenario ends, however it ends.
 """
 
@@ -142,13 +143,14 @@ class Server:
 
 class OrbitedServer(Server):
     extra = ""  # more [global] lines
+    backend_host = "127.0.0.1"  # how the handshake and the [access] rules name the backend
 
     @property
     def handshake(self) -> str:
-        return f"127.0.0.1:{self.backend}"
+        return f"{self.backend_host}:{self.backend}"
 
     def argv(self, workdir: Path) -> list[str]:
-        access = "\n".join(f"* -> 127.0.0.1:{port}" for port in self.backends.values())
+        access = "\n".join(f"* -> {self.backend_host}:{port}" for port in self.backends.values())
         config = workdir / "orbited.cfg"
         # Logging as shipped (INFO: one line per connect and per close), like websockify's default.
         config.write_text(f"[global]\nuser = root\nproxy.max_sessions = 0\n{self.extra}\n"
@@ -166,6 +168,13 @@ class OrbitedWorkersServer(OrbitedServer):
     extra = "workers = 2\n"
     processes = 3  # the master and its two workers
     warm_connects = 20  # both workers serve a few before the measured bursts
+
+
+class OrbitedByNameServer(OrbitedServer):
+    """Orbited as shipped, with the backend named the way pages usually name it: ``localhost``.
+    Each TCPSocket then needs a host-name lookup (``[global] proxy.lookup_cache``)."""
+
+    backend_host = "localhost"
 
 
 class WebsockifyServer(Server):
@@ -418,8 +427,8 @@ def run(ctx: ScenarioContext) -> dict:
     backend_proc = ctx.procs.start([node(), str(BACKENDS)], stdout_pipe=True, log=ctx.workdir / "backends.log")
     backends = JsonLines(backend_proc, "backends").next(30)
 
-    references = (OrbitedWorkersServer("orbited_workers", ctx), FloorServer("floor", ctx),
-                  BareProxyServer("bare_proxy", ctx))
+    references = (OrbitedWorkersServer("orbited_workers", ctx), OrbitedByNameServer("orbited_by_name", ctx),
+                  FloorServer("floor", ctx), BareProxyServer("bare_proxy", ctx))
     data: dict[str, dict[str, Any]] = {s.label: {} for s in (*servers, *references)}
     for label, result in measure_connect(ctx, plan, (*servers, *references), backends).items():
         data[label]["connect"] = result
@@ -476,6 +485,10 @@ def build_result(plan: Plan, data: dict[str, dict[str, Any]]) -> dict:
     if "orbited_workers" in data:
         k = data["orbited_workers"]["connect"]
         metrics.append(metric(f"connect p50, {n} clients at once, Orbited with workers = 2", "ms",
+                              k["p50"], w["connect"]["p50"], "lower"))
+    if "orbited_by_name" in data:
+        k = data["orbited_by_name"]["connect"]
+        metrics.append(metric(f"connect p50, {n} clients at once, Orbited to a backend named localhost", "ms",
                               k["p50"], w["connect"]["p50"], "lower"))
     if "floor" in data:
         f = data["floor"]["connect"]
@@ -548,6 +561,14 @@ def _workers_note(data: dict[str, dict[str, Any]]) -> str:
             f"Reported without a target; the target row is Orbited as shipped (one process).")
 
 
+def _by_name_note(data: dict[str, dict[str, Any]]) -> str:
+    k, o = data["orbited_by_name"]["connect"], data["orbited"]["connect"]
+    return (f"By name: the same bursts against Orbited as shipped, with pages naming the backend `localhost` "
+            f"instead of `127.0.0.1` (so each TCPSocket needs a host-name lookup; `[global] proxy.lookup_cache` "
+            f"shares and keeps them): {_burst_figures(k)}, against {o['p50']:.1f} ms and "
+            f"{o['cpu_ms_per_connect']['server']:.2f} ms by address.")
+
+
 def _floor_note(plan: Plan, data: dict[str, dict[str, Any]]) -> str:
     f, w = data["floor"]["connect"], data["websockify"]["connect"]
     return (f"Floor: the same bursts against `bench/client/answer_at_once.js`, a Node server that answers the "
@@ -589,6 +610,7 @@ def notes(plan: Plan, data: dict[str, dict[str, Any]]) -> list[str]:
          f"{oc['cpu_ms_per_connect']['client']:.2f} / {wc['cpu_ms_per_connect']['client']:.2f} ms. Failures: "
          f"Orbited {oc['failures'] or 'none'}, websockify {wc['failures'] or 'none'}."),
         *([_workers_note(data)] if "orbited_workers" in data else []),
+        *([_by_name_note(data)] if "orbited_by_name" in data else []),
         *([_floor_note(plan, data)] if "floor" in data else []),
         *([_bare_note(data)] if "bare_proxy" in data else []),
         ("websockify listens with a backlog of 100 (`sock.listen(100)`), so a burst of 200 connects can "
