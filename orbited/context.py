@@ -1,8 +1,9 @@
 """The one object handed down from the service to every resource and protocol.
 
 It carries the config (read once), the current access policy (swapped on
-SIGHUP), the counters, the session registry and the backend host names looked up.  Nothing reads these from a
-module global: a test builds its own context and gets its own server.
+SIGHUP), the counters, the session registry and the backend host names
+looked up.  Nothing reads these from a module global: a test builds its own
+context and gets its own server.
 """
 
 from __future__ import annotations
