@@ -139,7 +139,8 @@ GLOBAL_KEYS: tuple[Key, ...] = (
     Key("proxy.lookup_cache", non_negative_number, 10.0,
         "Seconds a backend host name's addresses are remembered after a lookup; 0 looks the name "
         "up for every TCPSocket. Lookups of one name under way at once are shared either way. A "
-        "name whose every address failed is looked up afresh by the next TCPSocket."),
+        "name whose every address failed is looked up afresh by the next TCPSocket. The address "
+        "that last took a connect is tried first."),
     Key("proxy.handshake_timeout", positive_number, 30.0,
         "Seconds a TCPSocket may stay open without sending its handshake (host:port) before it is "
         "closed with 0102; checked once a second."),

@@ -352,6 +352,7 @@ class HostnameConnect(BackendFactory):
         self.deadline = reactor.callLater(timeout, self._timed_out)
         self.lookups = proxy.context.lookups
         self.tried = False
+        self.trying: Any = None  # the address being connected to
         self.lookups.resolveHostName(self, host, port)
 
     # IResolutionReceiver
@@ -373,13 +374,14 @@ class HostnameConnect(BackendFactory):
             self._finish(self.failure or Failure(neterror.DNSLookupError(f"no address for {self.host}")))
             return
         self.tried = True
-        address = self.addresses.pop(0)
+        address = self.trying = self.addresses.pop(0)
         remaining = max(self.deadline.getTime() - self.reactor.seconds(), 0.001)
         self.connector = self.connect(self.reactor, address.host, self.port, remaining)
 
     def buildProtocol(self, addr: object) -> BackendConnection:
         self.connector = None  # connected: nothing to stop
         self._stop()
+        self.lookups.answered(self.host, self.port, self.trying.host)
         return super().buildProtocol(addr)
 
     def clientConnectionFailed(self, connector: object, reason: Failure) -> None:

@@ -305,6 +305,24 @@ def test_a_name_whose_addresses_all_failed_is_looked_up_afresh():
     assert len(resolver.asked) == 1
 
 
+def test_the_address_that_answered_is_tried_first_from_then_on():
+    """A name with an IPv6 and an IPv4 address, for a backend on IPv4 only (localhost on Debian)."""
+    proxy, _session, reactor, resolver = resolving()
+    resolver.answer("::1", "127.0.0.1")
+    reactor.tcpClients[0][2].clientConnectionFailed(reactor.connectors[0], Failure(error.ConnectionRefusedError()))
+    assert reactor.tcpClients[1][0] == "127.0.0.1"
+    reactor.tcpClients[1][2].buildProtocol(None).makeConnection(TCPStringTransport())
+    other, _ = second_socket(proxy)
+    other.dataReceived(b"backend.example:7000")
+    assert reactor.tcpClients[2][0] == "127.0.0.1"  # from the cache, the answering address first
+    reactor.advance(11)  # the cache has expired; a fresh lookup gives ::1 first again
+    third, _ = second_socket(proxy)
+    third.dataReceived(b"backend.example:7000")
+    resolver.answer("::1", "127.0.0.1")
+    assert reactor.tcpClients[3][0] == "127.0.0.1"
+    assert [a.host for a in third.pending.addresses] == ["::1"]  # still tried if 127.0.0.1 fails
+
+
 def test_no_address_is_not_remembered_and_lookup_cache_0_remembers_nothing():
     proxy, session, reactor, resolver = resolving()
     resolver.answer()
