@@ -94,6 +94,8 @@ class LookupCache:
         self.known: dict[tuple[str, int], tuple[float, list[Any]]] = {}  # (host, port) -> (until, addresses)
         self.waiting: dict[tuple[str, int], list[Any]] = {}  # receivers of the lookup under way
         self.preferred: dict[tuple[str, int], str] = {}  # the address that last answered, kept across lookups
+        # for /system/status: getaddrinfo calls made, and TCPSockets answered by one under way or from memory
+        self.counts = {"lookups": 0, "lookups_shared": 0, "lookups_remembered": 0}
 
     def resolveHostName(self, resolutionReceiver: Any, hostName: str, portNumber: int = 0,
                         addressTypes: Any = None, transportSemantics: str = "TCP") -> Any:
@@ -108,13 +110,16 @@ class LookupCache:
         entry = self.known.get(key)
         if entry is not None:
             if entry[0] > self.reactor.seconds():
+                self.counts["lookups_remembered"] += 1
                 _deliver(resolutionReceiver, self._ordered(key, entry[1]))
                 return resolution
             del self.known[key]
         waiters = self.waiting.get(key)
         if waiters is not None:
+            self.counts["lookups_shared"] += 1
             waiters.append(resolutionReceiver)
             return resolution
+        self.counts["lookups"] += 1
         self.waiting[key] = [resolutionReceiver]
         self.reactor.nameResolver.resolveHostName(_Lookup(self, key), hostName, portNumber)
         return resolution

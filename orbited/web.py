@@ -81,6 +81,7 @@ def status_report(context: ServerContext) -> dict:
             "connections_total": stats.proxied_total,
             "bytes_to_backend": up,
             "bytes_from_backend": down,
+            **context.lookups.counts,
         },
         "process": process_usage(),
     }
@@ -95,6 +96,8 @@ def status_report(context: ServerContext) -> dict:
         proxy["connections_total"] += totals["proxied_total"]
         proxy["bytes_to_backend"] += totals["bytes_up"]
         proxy["bytes_from_backend"] += totals["bytes_down"]
+        for key in context.lookups.counts:
+            proxy[key] += totals["lookups"].get(key, 0)
         report["workers"] = totals["workers"]
         report["worker_handoffs"] = totals["handoffs"]
     if context.broker is not None and hasattr(context.broker, "status"):

@@ -228,7 +228,7 @@ class Worker:
         up, down = stats.bytes_each_way()
         status = {"sessions": dict(sessions.by_transport), "proxied_now": stats.proxied_now,
                   "proxied_total": stats.proxied_total, "bytes_up": up, "bytes_down": down,
-                  "full": sessions.full(), "process": process_usage()}
+                  "full": sessions.full(), "process": process_usage(), "lookups": self.context.lookups.counts}
         try:
             self.channel.send(encode("status", status))
         except OSError:

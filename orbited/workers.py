@@ -358,7 +358,7 @@ class WorkerPool:
     def totals(self) -> dict:
         """Counters of all workers, for /system/status."""
         total: dict = {"sessions": {}, "proxied_now": 0, "proxied_total": 0, "bytes_up": 0, "bytes_down": 0,
-                       "workers": [], "handoffs": {"at_accept": self.handed_at_accept,
+                       "lookups": {}, "workers": [], "handoffs": {"at_accept": self.handed_at_accept,
                                                    "after_parse": self.handed_after_parse,
                                                    "handed_back": self.handed_back}}
         for worker in self.workers:
@@ -373,6 +373,8 @@ class WorkerPool:
                 total["sessions"][name] = total["sessions"].get(name, 0) + count
             for key in ("proxied_now", "proxied_total", "bytes_up", "bytes_down"):
                 total[key] += status.get(key, 0)
+            for key, count in status.get("lookups", {}).items():
+                total["lookups"][key] = total["lookups"].get(key, 0) + count
         return total
 
 

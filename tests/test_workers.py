@@ -74,11 +74,11 @@ def open_socket(port: int, dest: str):
 
 
 @contextmanager
-def running(workers: int, settings: str = ""):
+def running(workers: int, settings: str = "", echo_host: str = "127.0.0.1"):
     """Orbited with ``workers`` on an http:// listener and an echo backend, once every worker is up."""
     port, echo = free_port(), free_port()
     config = (f"[global]\nworkers = {workers}\n{settings}[listen]\nhttp://127.0.0.1:{port}\n"
-              f"echo://127.0.0.1:{echo}\n[access]\n* -> 127.0.0.1:{echo}\n")
+              f"echo://127.0.0.1:{echo}\n[access]\n* -> {echo_host}:{echo}\n")
     with OrbitedProcess(config, wait_for=port) as orbited:
         orbited.port, orbited.echo = port, echo
         orbited.wait_workers(workers)
@@ -115,6 +115,20 @@ def test_sessions_spread_over_workers_and_are_counted(cluster):
     finally:
         for ws in sockets:
             ws.close()
+
+
+def test_each_worker_remembers_host_names_and_the_status_sums_them():
+    with running(2, echo_host="localhost") as orbited:
+        for index in range(4):  # in turn: two on each worker
+            ws, answer = open_socket(orbited.port, f"localhost:{orbited.echo}")
+            assert answer == "1"
+            ws.send(b"by name %d" % index)
+            assert ws.recv(20) == b"by name %d" % index
+            ws.close()
+        # each worker looked the name up once and remembered it once; workers report once a second
+        counts = wait_for(lambda: (p := orbited.status()["proxy"])["lookups"] == 2 and p["lookups_remembered"] == 2
+                          and p)
+        assert counts and counts["lookups_shared"] == 0, orbited.status()["proxy"]
 
 
 def test_access_rules_apply_in_workers_and_reload_with_sighup(cluster):
