@@ -17,6 +17,7 @@ import logging
 import socket
 from typing import Any
 
+from twisted.internet._resolver import GAIResolver, HostResolution
 from twisted.internet.interfaces import IHostnameResolver, IResolutionReceiver
 from zope.interface import implementer
 
@@ -63,8 +64,6 @@ def reporting_getaddrinfo(reactor: Any) -> Any:
 
 def install(reactor: Any) -> None:
     """Give the reactor a resolver whose lookups end, one way or the other, for every name."""
-    from twisted.internet._resolver import GAIResolver
-
     reactor.installNameResolver(GAIResolver(reactor, reactor.getThreadPool, reporting_getaddrinfo(reactor)))
 
 
@@ -102,8 +101,6 @@ class LookupCache:
         if addressTypes is not None or transportSemantics != "TCP":
             return self.reactor.nameResolver.resolveHostName(resolutionReceiver, hostName, portNumber,
                                                              addressTypes, transportSemantics)
-        from twisted.internet._resolver import HostResolution
-
         resolution = HostResolution(hostName)
         resolutionReceiver.resolutionBegan(resolution)
         key = (hostName, portNumber)

@@ -351,8 +351,7 @@ class HostnameConnect(BackendFactory):
         self.done = False
         self.deadline = reactor.callLater(timeout, self._timed_out)
         self.lookups = proxy.context.lookups
-        self.tried = False
-        self.trying: Any = None  # the address being connected to
+        self.trying: Any = None  # the address being connected to, once one is tried
         self.lookups.resolveHostName(self, host, port)
 
     # IResolutionReceiver
@@ -373,7 +372,6 @@ class HostnameConnect(BackendFactory):
         if not self.addresses:
             self._finish(self.failure or Failure(neterror.DNSLookupError(f"no address for {self.host}")))
             return
-        self.tried = True
         address = self.trying = self.addresses.pop(0)
         remaining = max(self.deadline.getTime() - self.reactor.seconds(), 0.001)
         self.connector = self.connect(self.reactor, address.host, self.port, remaining)
@@ -396,7 +394,7 @@ class HostnameConnect(BackendFactory):
 
     def _finish(self, reason: Failure) -> None:
         self._stop()
-        if self.tried:  # no address answered in time: the next TCPSocket looks the name up afresh
+        if self.trying is not None:  # no address answered in time: the next TCPSocket looks the name up afresh
             self.lookups.forget(self.host, self.port)
         self.proxy.connectFailed(reason)
 
