@@ -630,6 +630,14 @@ def median_window(windows: list[dict]) -> dict:
     return chosen
 
 
+def share_lower(ours: list[float], theirs: list[float]) -> float:
+    """How often one of our windows beats one of theirs (ties count half): the Mann-Whitney U
+    statistic over both sets of windows, scaled to 0..1.  A ≥ 1x verdict on two medians of five
+    windows each says little when this is near one half."""
+    pairs = [(a < b) + 0.5 * (a == b) for a in ours for b in theirs]
+    return sum(pairs) / len(pairs)
+
+
 def build_result(plan: Plan, data: dict[str, dict[str, Any]]) -> dict:
     lat, cap = plan.offered(plan.latency_interval_ms), plan.offered(plan.capacity_interval_ms)
     metrics = []
@@ -685,6 +693,15 @@ def build_result(plan: Plan, data: dict[str, dict[str, Any]]) -> dict:
                 rounds = ", ".join(f"{p50:.2f}/{p99:.1f}" for p50, p99 in
                                    zip(d["latency"]["round_p50_ms"], d["latency"]["round_p99_ms"]))
                 notes.append(f"{name}, {label}, latency windows (p50/p99 ms, in the order run): {rounds}.")
+    for transport, name in TRANSPORTS.items():
+        ours, theirs = data[transport].get("orbited_workers", data[transport]["orbited"])["latency"], \
+            data[transport]["peer"]["latency"]
+        if "round_p50_ms" in ours and "round_p50_ms" in theirs:
+            shares = "; ".join(f"{key[6:9]} {share_lower(ours[key], theirs[key]):.0%}"
+                               for key in ("round_p50_ms", "round_p99_ms"))
+            notes.append(f"{name}, judged latency rows: share of (Orbited window, {PEER_NAME} window) pairs in "
+                         f"which Orbited's figure is lower: {shares}. Near 50% the verdict on that row is "
+                         "decided by which windows the run drew.")
     for transport, name in TRANSPORTS.items():
         for label, d in server_rows(data[transport]):
             client = d["capacity"]["cores"].get("client", 0.0)
