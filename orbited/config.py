@@ -353,8 +353,8 @@ def parse_access_entry(entry: Entry) -> AccessRule:
         raise ValueError("the source before '->' is empty (use '*' or a Host such as localhost:8000)")
     if not dest:
         raise ValueError("the destination after '->' is empty")
-    if dest == "*" or dest.startswith("*:"):
-        raise ValueError("illegal [access] entry: wildcard destination")
+    if "*" in dest:  # '*', '*:80', '*.example.com:80'
+        raise ValueError("illegal [access] entry: wildcard destination (name each backend in a rule of its own)")
     host, port = split_host_port(dest, 80)
     if not host:
         raise ValueError(f"'{dest}' has no host")

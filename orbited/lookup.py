@@ -13,8 +13,10 @@ so the session gets 0108 at once.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
+import string
 from typing import Any
 
 from twisted.internet._resolver import GAIResolver, HostResolution
@@ -23,27 +25,43 @@ from zope.interface import implementer
 
 log = logging.getLogger("orbited.proxy")
 
+_NAME_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-._")
+
 
 def host_name_problem(host: str) -> str | None:
-    """Why ``getaddrinfo`` could never look ``host`` up, or None.
+    """Why no TCPSocket could reach ``host`` by name, or None.
 
-    The idna codec, which ``getaddrinfo`` applies to every name, refuses an
-    empty label (``a..b``) and one over 63 characters; DNS takes at most 253
-    characters in all.  An ASCII name (every handshake's) is checked without
-    the codec, which costs a few microseconds on every connect.
+    A handshake is ASCII and its host name has letters, digits, ``-``, ``.``
+    and ``_`` only, so an ``[access]`` rule for any other name could never
+    match.  The idna codec, which ``getaddrinfo`` applies to every name,
+    refuses an empty label (``a..b``) and one over 63 characters; DNS takes at
+    most 253 characters in all.  The set test costs well under a microsecond
+    on every connect, against 3.7 µs for the codec.  An IP address (IPv6 from
+    ``[access]`` brackets) is not a name and passes.
     """
-    if host.isascii():
-        encoded = host
-        if not all(0 < len(label) < 64 for label in host.removesuffix(".").split(".")):
-            return f"'{host}' is not a host name (a label is empty or longer than 63 characters)"
-    else:
+    if not host.isascii():
         try:
             encoded = host.encode("idna").decode("ascii")
         except UnicodeError as exc:
             return f"'{host}' is not a host name ({exc.__cause__ or exc})"
-    if len(encoded.removesuffix(".")) > 253:
+        return f"'{host}' is not a host name a TCPSocket can send (not ASCII): write it as '{encoded}'"
+    if not _NAME_CHARACTERS.issuperset(host):
+        if ":" in host and is_ip_literal(host):
+            return None
+        return f"'{host}' is not a host name (only letters, digits, '-', '.' and '_')"
+    if not all(0 < len(label) < 64 for label in host.removesuffix(".").split(".")):
+        return f"'{host}' is not a host name (a label is empty or longer than 63 characters)"
+    if len(host.removesuffix(".")) > 253:
         return f"'{host}' is not a host name (longer than 253 characters)"
     return None
+
+
+def is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def reporting_getaddrinfo(reactor: Any) -> Any:

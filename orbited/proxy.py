@@ -23,7 +23,7 @@ from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from orbited.lookup import host_name_problem
+from orbited.lookup import host_name_problem, is_ip_literal
 from orbited.session import ISession, ISessionProtocol
 
 if TYPE_CHECKING:
@@ -85,22 +85,14 @@ def parse_destination(data: bytes) -> Destination:
         host, sep, port_text = text.rpartition(":")
         if not sep or not host:
             raise HandshakeError("expected 'host:port'")
-        if not all(c.isalnum() or c in "-._" for c in host):
-            raise HandshakeError("host has characters a host name cannot have")
+        if ":" in host:
+            raise HandshakeError("an IPv6 address goes in brackets: '[address]:port'")
         problem = host_name_problem(host)
         if problem:
             raise HandshakeError(problem)
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise HandshakeError("port is not a number from 1 to 65535")
     return Destination(host.lower(), int(port_text))
-
-
-def is_ip_literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 class State(Enum):

@@ -98,6 +98,17 @@ def test_handshake_parses(raw, expected):
     assert parse_destination(raw) == expected
 
 
+@pytest.mark.parametrize("raw", [b"exa$mple:80", b"local host:80", b"*.example:80", b"a/b:80", b"::1:80"])
+def test_a_host_with_characters_no_name_has_is_an_invalid_handshake(raw):
+    with pytest.raises(HandshakeError):
+        parse_destination(raw)
+
+
+def test_a_host_with_characters_no_name_has_is_named_in_the_error():
+    with pytest.raises(HandshakeError, match="'exa\\$mple' is not a host name \\(only letters, digits"):
+        parse_destination(b"exa$mple:80")
+
+
 @given(st.binary(max_size=700))
 def test_handshake_parser_only_raises_its_own_error(data):
     try:

@@ -166,6 +166,13 @@ def test_defaults_without_sections():
         ("[access]\n* -> backend..example:80\n",
          "x.cfg:2: [access] 'backend..example' is not a host name (a label is empty"),
         (f"[access]\n* -> b{'ü' * 70}.example:80\n", "x.cfg:2: [access] 'b" + "ü" * 70 + ".example' is not a host name"),
+        # hosts no handshake can name: a rule for them would never match
+        ("[access]\n* -> *.example.com:80\n", "x.cfg:2: [access] illegal [access] entry: wildcard destination"),
+        ("[access]\n* -> exa$mple:80\n", "x.cfg:2: [access] 'exa$mple' is not a host name (only letters, digits"),
+        ("[access]\n* -> local host:80\n", "x.cfg:2: [access] 'local host' is not a host name (only letters"),
+        ("[access]\n* -> bücher.example:80\n",
+         "x.cfg:2: [access] 'bücher.example' is not a host name a TCPSocket can send (not ASCII): write it as "
+         "'xn--bcher-kva.example'"),
         ("[access]\nlocalhost:8000 localhost:61613\n", "x.cfg:2: [access] lines look like 'SOURCE -> HOST:PORT'"),
         ("[ssl]\nkey = /nonexistent.key\ncrt = /nonexistent.crt\n", "x.cfg:2: [ssl] key: no such file"),
         ("[static]\nfiles = /nonexistent/dir\n", "x.cfg:2: [static] files: no such file or directory"),
