@@ -24,43 +24,46 @@ the same bytes, so a connection never goes round in circles.
 from __future__ import annotations
 
 import zlib
-from urllib.parse import unquote_to_bytes
 
 from orbited.http.events import END_OF_REQUEST, RequestError, RequestHead
 from orbited.http.parser import Limits, RequestParser
+from orbited.http.request import path_of, path_segments
 from orbited.http.upgrade import wants_websocket
 from orbited.transports.sockjs.routing import Transport
 
 WS = -1  # any worker, straight to its /ws WebSocket protocol (no HTTP layer in between)
 ANY = -2  # any worker, through its HTTP layer
 
-_SOCKJS = b"/sockjs/"
-_TCP = b"/tcp/"
 MASTER_KEYS = 0xFF  # the /tcp key prefix of a session the master holds (at most 64 workers)
 _SESSION_TRANSPORTS = frozenset(transport.value.encode("ascii") for transport in Transport)  # URL segments
 
 
 def worker_for(head: RequestHead, count: int) -> int | None:
-    """``WS`` or ``ANY``, the index of the one worker that must serve this request, or None: the master."""
-    path = head.target.split(b"?", 1)[0]
-    if path.rstrip(b"/") == b"/ws":
+    """``WS`` or ``ANY``, the index of the one worker that must serve this request, or None: the master.
+
+    It reads the path as the resource tree does (absolute-form targets, escapes), so that every
+    spelling of a session's URL reaches the process that holds the session."""
+    target = head.target
+    if target[:1] == b"/" and b"%" not in target:  # the usual origin-form request: no decoding
+        segments = target.split(b"?", 1)[0][1:].split(b"/")
+    else:
+        segments = path_segments(path_of(target))
+    first, rest = segments[0], segments[1:]
+    if first == b"ws" and not any(rest):  # /ws, /ws/
         return WS if wants_websocket(head) else None
-    if path == b"/tcp":
-        return ANY  # a new 0.7 session
-    if path.startswith(_TCP):
-        owner = legacy_key_owner(path[len(_TCP):len(_TCP) + 2])
+    if first == b"tcp":
+        if not rest:
+            return ANY  # a new 0.7 session
+        owner = legacy_key_owner(rest[0])
         return owner if owner is not None and owner < count else None
-    if not path.startswith(_SOCKJS):
+    if first != b"sockjs":
         return None
-    segments = path[len(_SOCKJS):].split(b"/")
-    if len(segments) == 3:
-        server, session, transport = segments
+    if len(rest) == 3:
+        server, session, transport = rest
         if not server or not session or transport not in _SESSION_TRANSPORTS:
             return None  # the master's /sockjs answers 404 as the worker's would
-        if b"%" in session:
-            session = unquote_to_bytes(session)
         return zlib.crc32(session) % count
-    if segments == [b"websocket"] and wants_websocket(head):
+    if rest == [b"websocket"] and wants_websocket(head):
         return ANY
     return None
 

@@ -171,8 +171,8 @@ def test_defaults_without_sections():
         ("[access]\n* -> exa$mple:80\n", "x.cfg:2: [access] 'exa$mple' is not a host name (only letters, digits"),
         ("[access]\n* -> local host:80\n", "x.cfg:2: [access] 'local host' is not a host name (only letters"),
         ("[access]\n* -> bücher.example:80\n",
-         "x.cfg:2: [access] 'bücher.example' is not a host name a TCPSocket can send (not ASCII): write it as "
-         "'xn--bcher-kva.example'"),
+         ("x.cfg:2: [access] 'bücher.example' is not a host name a TCPSocket can send (not ASCII): write it as "
+          "'xn--bcher-kva.example'")),
         ("[access]\nlocalhost:8000 localhost:61613\n", "x.cfg:2: [access] lines look like 'SOURCE -> HOST:PORT'"),
         ("[ssl]\nkey = /nonexistent.key\ncrt = /nonexistent.crt\n", "x.cfg:2: [ssl] key: no such file"),
         ("[static]\nfiles = /nonexistent/dir\n", "x.cfg:2: [static] files: no such file or directory"),

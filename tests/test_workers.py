@@ -425,6 +425,43 @@ def test_legacy_requests_go_where_their_key_says(head, target):
     assert worker_at_accept(head, LIMITS, 2) == target
 
 
+@pytest.mark.parametrize(("head", "target"), [
+    # the spellings the resource tree reads the same way: escapes, absolute-form
+    (b"GET /tcp/%30%31" + b"a" * 30 + b"/poll HTTP/1.1\r\nHost: h\r\n\r\n", 1),
+    (b"GET http://h:8000/tcp/01" + b"a" * 30 + b"/poll HTTP/1.1\r\nHost: h\r\n\r\n", 1),
+    (b"GET /%74cp HTTP/1.1\r\nHost: h\r\n\r\n", ANY),
+    (b"GET http://h/tcp?x=1 HTTP/1.1\r\nHost: h\r\n\r\n", ANY),
+    (b"GET http://h/tcp/static/HTMLFileFrame.js HTTP/1.1\r\nHost: h\r\n\r\n", None),
+])
+def test_legacy_requests_spelled_otherwise_go_where_their_key_says(head, target):
+    assert worker_at_accept(head, LIMITS, 2) == target
+
+
+def plain_get(port: int, target: bytes) -> tuple[int, bytes]:
+    """One HTTP/1.1 GET of ``target`` as written (escapes, absolute-form): status and body."""
+    with socket.create_connection(("127.0.0.1", port), 10) as conn:
+        conn.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def test_every_spelling_of_a_legacy_session_url_reaches_the_worker_that_holds_it(cluster):
+    """A request the resource tree would serve must reach the session's process however the client
+    spelled the URL; with workers it went to the master, which answered 404."""
+    keys = [plain_get(cluster.port, b"/tcp")[1].strip() for _ in range(2)]
+    assert sorted(key[:2] for key in keys) == [b"00", b"01"], keys  # one on each worker
+    for key in keys:
+        escaped = b"".join(b"%%%02X" % c for c in key[:2]) + key[2:]
+        for target in (b"/tcp/" + key + b"/poll", b"/tcp/" + escaped + b"/poll", b"/%74cp/" + key + b"/poll",
+                       b"http://127.0.0.1:%d/tcp/%s/poll" % (cluster.port, key)):
+            assert plain_get(cluster.port, target)[0] == 200, target
+    assert plain_get(cluster.port, b"/tcp/%30%30" + b"0" * 30 + b"/poll")[0] == 404  # no such session
+    assert "Traceback" not in cluster.log()
+
+
 LIMITS = Limits()
 UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
@@ -476,8 +513,10 @@ def test_sockjs_session_requests_go_to_the_worker_their_session_id_names(transpo
         for session in ("a", "b", "c", "0123456789abcdef"):
             head = sockjs_head(f"/sockjs/000/{session}/{transport}?c=x", body=b'["x"]')
             assert worker_at_accept(head, LIMITS, count) == owner(session, count)
-    # an id sent percent-encoded is the same session
+    # an id sent percent-encoded is the same session, and so is any other spelling of its URL
     assert worker_at_accept(sockjs_head("/sockjs/000/%61%62/xhr"), LIMITS, 3) == owner("ab", 3)
+    assert worker_at_accept(sockjs_head("/%73ockjs/000/ab/xh%72"), LIMITS, 3) == owner("ab", 3)
+    assert worker_at_accept(sockjs_head("http://h/sockjs/000/ab/xhr"), LIMITS, 3) == owner("ab", 3)
 
 
 def test_raw_sockjs_websockets_go_to_any_worker_and_the_rest_of_sockjs_stays():

@@ -76,6 +76,17 @@ def path_of(target: bytes) -> bytes:
     return b"/" + path.split(b"://", 1)[1].partition(b"/")[2]
 
 
+def path_segments(path: bytes) -> list[bytes]:
+    """The segments resources are found by (``/a/b%2Fc`` -> ``[b"a", b"b/c"]``): decoded one by
+    one, so an encoded ``/`` stays inside its segment.  The master's choice of worker
+    (orbited.worker_routes) reads the same segments as the resource tree, or a request
+    spelled with escapes would go to a process that does not hold its session."""
+    segments = path[1:].split(b"/")
+    if b"%" in path:
+        segments = [unquote_to_bytes(segment) if b"%" in segment else segment for segment in segments]
+    return segments
+
+
 class Request:
     """An HTTP request being answered; made by :class:`~orbited.http.channel.HTTPChannel`."""
 

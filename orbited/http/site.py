@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
 from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
@@ -29,7 +28,7 @@ from twisted.web.server import NOT_DONE_YET
 from orbited.http.channel import HTTPChannel
 from orbited.http.events import RequestHead
 from orbited.http.parser import Limits
-from orbited.http.request import Request
+from orbited.http.request import Request, path_segments
 from orbited.http.upgrade import hand_over, replayable_head, websocket_factory_of
 
 log = logging.getLogger("orbited.http")
@@ -100,10 +99,7 @@ class LeanSite(Factory):
 
     def resourceFor(self, request: Request) -> Any:
         """twisted.web's getChildForRequest over the decoded path segments."""
-        path = request.path
-        segments = path[1:].split(b"/")
-        if b"%" in path:
-            segments = [unquote_to_bytes(segment) if b"%" in segment else segment for segment in segments]
+        segments = path_segments(request.path)
         request.postpath = segments
         prepath = request.prepath
         resource = self.resource
