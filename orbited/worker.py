@@ -289,23 +289,26 @@ def main(argv: list[str] | None = None) -> int:
         for problem in exc.problems:
             log.error("%s", problem)
         return 2
-    from orbited.service import StartupError, drop_privileges
-
-    try:
-        drop_privileges(config)
-    except (StartupError, KeyError, OSError) as exc:
-        log.error("cannot drop privileges: %s", exc)
-        return 1
     install_reactor(config.settings["reactor"])
     from twisted.internet import reactor
     from twisted.internet.task import LoopingCall
 
     from orbited.logs import route_twisted_logs
+    from orbited.service import StartupError, drop_privileges
 
     route_twisted_logs()
     channel.setblocking(False)
     handler.start_batching(reactor)
+    # Everything is built before the drop, as the master builds its site before its own: after
+    # it, an interpreter that only root can read (a pyenv under /root) fails every import made
+    # on first use, and the /tcp resource's static files needed one (importlib.readers).
+    # Nothing is read from the network before the drop.
     worker = Worker(args.index, args.count, channel, config, reactor)
+    try:
+        drop_privileges(config)
+    except (StartupError, KeyError, OSError) as exc:
+        log.error("cannot drop privileges: %s", exc)
+        return 1
     reactor.addReader(worker)
     from orbited.cli import tune_garbage_collector
 

@@ -81,6 +81,10 @@ def log_records(index: int, data: bytes) -> None:
         log.error("worker %d sent unreadable log records: %s", index, exc)
 
 
+# a worker's status counters that count since its start (the rest say how things are now)
+CUMULATIVE = ("proxied_total", "bytes_up", "bytes_down")
+
+
 @dataclass
 class Worker:
     index: int
@@ -144,6 +148,10 @@ class WorkerPool:
         self.timeout = context.config.settings["workers.timeout"]
         self.young_deaths = [0] * count  # per index, in a row: the respawn back-off
         self.watchdog: Any = None
+        self.python = sys.executable
+        # the counters of workers that are gone: /system/status's totals since start never go back
+        self.departed: dict = {key: 0 for key in CUMULATIVE}
+        self.departed["lookups"] = {}
 
     def start(self) -> None:
         for index in range(self.count):
@@ -170,16 +178,30 @@ class WorkerPool:
     def spawn(self, index: int) -> None:
         if self.stopping:
             return
-        master_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        for end in (master_end, worker_end):
-            end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, CHANNEL_BUFFER)
-        master_end.setblocking(False)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "orbited.worker", "--index", str(index), "--count", str(self.count),
-             "--channel", str(worker_end.fileno()), *self.config_args],
-            pass_fds=(worker_end.fileno(),), stdin=subprocess.DEVNULL,
-        )
-        worker_end.close()
+        try:
+            master_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        except OSError as exc:  # EMFILE, ENFILE
+            self.young_deaths[index] += 1
+            self.retry(index, f"cannot start worker {index}: {exc}")
+            return
+        try:
+            for end in (master_end, worker_end):
+                end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, CHANNEL_BUFFER)
+            master_end.setblocking(False)
+            process = subprocess.Popen(
+                [self.python, "-m", "orbited.worker", "--index", str(index), "--count", str(self.count),
+                 "--channel", str(worker_end.fileno()), *self.config_args],
+                pass_fds=(worker_end.fileno(),), stdin=subprocess.DEVNULL,
+            )
+        except OSError as exc:
+            # EAGAIN, ENOMEM, or an interpreter the master can no longer run after dropping
+            # privileges (one under /root): say so and try again, as after a death.
+            master_end.close()
+            self.young_deaths[index] += 1
+            self.retry(index, f"cannot start worker {index}: {exc}")
+            return
+        finally:
+            worker_end.close()
         now = self.reactor.seconds()
         worker = Worker(index, process, master_end, heard_at=now, started_at=now)
         worker.reader = ControlReader(self, worker)
@@ -298,20 +320,28 @@ class WorkerPool:
         self.reactor.removeReader(worker.reader)
         worker.channel.close()
         self.workers[worker.index] = None
+        self.keep_counters(worker.status)
         code = worker.process.wait(5) if worker.process.poll() is None else worker.process.returncode
         if self.stopping or worker.stopping:
             log.info("worker %d stopped (exit %s)", worker.index, code)
             return
-        # A worker that keeps dying at once (a crash at start-up) is restarted less and less often,
-        # not every second forever.
-        if self.reactor.seconds() - worker.started_at < YOUNG:
-            self.young_deaths[worker.index] += 1
-        else:
-            self.young_deaths[worker.index] = 0
-        delay = min(RESPAWN_DELAY * 2 ** max(self.young_deaths[worker.index] - 1, 0), RESPAWN_DELAY_MAX)
-        log.error("worker %d died (exit %s); its sessions are gone; starting another in %.0fs",
-                  worker.index, code, delay)
-        self.reactor.callLater(delay, self.spawn, worker.index)
+        young = self.reactor.seconds() - worker.started_at < YOUNG
+        self.young_deaths[worker.index] = self.young_deaths[worker.index] + 1 if young else 0
+        self.retry(worker.index, f"worker {worker.index} died (exit {code}); its sessions are gone")
+
+    def retry(self, index: int, why: str) -> None:
+        """Start worker ``index`` again later.  One that keeps dying at once (a crash at start-up)
+        or cannot be started is tried less and less often, not every second forever."""
+        delay = min(RESPAWN_DELAY * 2 ** max(self.young_deaths[index] - 1, 0), RESPAWN_DELAY_MAX)
+        log.error("%s; starting another in %.0fs", why, delay)
+        self.reactor.callLater(delay, self.spawn, index)
+
+    def keep_counters(self, status: dict) -> None:
+        """Add a departed worker's counters since start (as of its last report, at most a second old)."""
+        for key in CUMULATIVE:
+            self.departed[key] += status.get(key, 0)
+        for key, count in status.get("lookups", {}).items():
+            self.departed["lookups"][key] = self.departed["lookups"].get(key, 0) + count
 
     # --- control
 
@@ -357,8 +387,9 @@ class WorkerPool:
 
     def totals(self) -> dict:
         """Counters of all workers, for /system/status."""
-        total: dict = {"sessions": {}, "proxied_now": 0, "proxied_total": 0, "bytes_up": 0, "bytes_down": 0,
-                       "lookups": {}, "workers": [], "handoffs": {"at_accept": self.handed_at_accept,
+        total: dict = {"sessions": {}, "proxied_now": 0, **{key: self.departed[key] for key in CUMULATIVE},
+                       "lookups": dict(self.departed["lookups"]), "workers": [],
+                       "handoffs": {"at_accept": self.handed_at_accept,
                                                    "after_parse": self.handed_after_parse,
                                                    "handed_back": self.handed_back}}
         for worker in self.workers:
@@ -371,7 +402,7 @@ class WorkerPool:
                                      "process": status.get("process", {})})
             for name, count in status.get("sessions", {}).items():
                 total["sessions"][name] = total["sessions"].get(name, 0) + count
-            for key in ("proxied_now", "proxied_total", "bytes_up", "bytes_down"):
+            for key in ("proxied_now", *CUMULATIVE):
                 total[key] += status.get(key, 0)
             for key, count in status.get("lookups", {}).items():
                 total["lookups"][key] = total["lookups"].get(key, 0) + count

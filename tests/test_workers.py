@@ -78,7 +78,7 @@ def running(workers: int, settings: str = "", echo_host: str = "127.0.0.1"):
     """Orbited with ``workers`` on an http:// listener and an echo backend, once every worker is up."""
     port, echo = free_port(), free_port()
     config = (f"[global]\nworkers = {workers}\n{settings}[listen]\nhttp://127.0.0.1:{port}\n"
-              f"echo://127.0.0.1:{echo}\n[access]\n* -> {echo_host}:{echo}\n")
+              f"echo://127.0.0.1:{echo}\n[access]\n" + "".join(f"* -> {host}:{echo}\n" for host in echo_host.split(",")))
     with OrbitedProcess(config, wait_for=port) as orbited:
         orbited.port, orbited.echo = port, echo
         orbited.wait_workers(workers)
@@ -338,12 +338,13 @@ def test_max_sessions_applies_per_process_and_a_full_worker_gets_no_more():
                 ws.close()
 
 
-def legacy_session(port: int, echo: int, transport: str, payload: bytes, hold: float = 0.0) -> str:
+def legacy_session(port: int, echo: int, transport: str, payload: bytes, hold: float = 0.0,
+                   host: str = "127.0.0.1") -> str:
     """An Orbited 0.7 session (its own connections up and down) that echoes ``payload``; its key."""
     async def scenario() -> str:
         client = LegacyClient("127.0.0.1", port, transport, poll_interval=0.02)
         key = await client.open()
-        assert await client.connect("127.0.0.1", echo) == "1"
+        assert await client.connect(host, echo) == "1"
         await client.send(payload)
         assert await client.read_exactly(len(payload)) == payload
         await asyncio.sleep(hold)
@@ -534,7 +535,7 @@ def sockjs_worker_sessions(orbited: OrbitedProcess) -> list[int]:
     return [w["sessions"] for w in orbited.status()["workers"]]
 
 
-def sockjs_echo(conn: Connection, base: str, session: str, echo: int, text: bytes) -> None:
+def sockjs_echo(conn: Connection, base: str, session: str, echo: int, text: bytes, host: str = "127.0.0.1") -> None:
     """Open a session, connect it to the echo backend and echo ``text``, all on ``conn``."""
     def post(url: str, body: str | None = None) -> bytes:
         conn.send_request("POST", url, body=body)
@@ -543,7 +544,7 @@ def sockjs_echo(conn: Connection, base: str, session: str, echo: int, text: byte
 
     url = f"{base}/000/{session}"
     assert post(url + "/xhr") == b"o\n"
-    assert post(url + "/xhr_send", json.dumps([f"127.0.0.1:{echo}"])) == b""
+    assert post(url + "/xhr_send", json.dumps([f"{host}:{echo}"])) == b""
     assert post(url + "/xhr") == b'a["1"]\n'
     assert post(url + "/xhr_send", json.dumps([base64.b64encode(text).decode()])) == b""
     got = b""
@@ -791,3 +792,106 @@ def test_a_worker_silent_past_workers_timeout_is_killed_and_replaced():
             assert answer == "1"
             ws.close()
         assert wait_for(lambda: "[worker 0] ws 127.0.0.1:" in orbited.log())
+
+
+def proc_uid(pid: int) -> int:
+    line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("Uid:"))
+    return int(line.split()[1])
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="privileges can only be dropped by a process started as root")
+def test_workers_that_drop_to_nobody_serve_every_tcpsocket_transport():
+    """Workers build everything before their privilege drop, as the master does: after it, this
+    image's interpreter (under /root) cannot be read, and a worker that mounted /tcp after the
+    drop died at start with ModuleNotFoundError, leaving the master to run with no workers."""
+    import pwd
+
+    nobody = pwd.getpwnam("nobody").pw_uid
+    with running(2, "user = nobody\n", echo_host="localhost") as orbited:
+        assert {proc_uid(pid) for pid in worker_pids(orbited)} == {nobody}, orbited.log()
+        for _ in range(2):  # one on each worker
+            ws, answer = open_socket(orbited.port, f"localhost:{orbited.echo}")
+            with ws:
+                assert answer == "1"
+                ws.send(b"by name, after the drop")
+                assert ws.recv(10) == b"by name, after the drop"
+        base = f"http://127.0.0.1:{orbited.port}/sockjs"
+        for worker in (0, 1):
+            with Connection(base) as conn:
+                sockjs_echo(conn, base, session_for(worker), orbited.echo, b"sockjs %d" % worker, host="localhost")
+        for transport in ("xhrstream", "longpoll"):
+            key = legacy_session(orbited.port, orbited.echo, transport, b"0.7 after the drop", host="localhost")
+            assert key[:2] in ("00", "01")
+        assert wait_for(lambda: orbited.status()["proxy"]["connections_total"] == 6), orbited.status()
+        assert "Traceback" not in orbited.log() and "CRITICAL" not in orbited.log()
+
+
+def test_a_worker_that_cannot_be_started_is_tried_again_later(tmp_path):
+    """spawn's OSError (here: no such interpreter; after a privilege drop, one the master may no
+    longer run) is logged and retried with the back-off, not a traceback that left the slot empty."""
+    from twisted.internet.task import Clock
+
+    from orbited.config import quickstart
+    from orbited.context import ServerContext
+    from orbited.workers import WorkerPool
+
+    clock = Clock()
+    pool = WorkerPool(ServerContext(quickstart(), clock), 1, [])
+    pool.python = str(tmp_path / "no-such-python")
+    with caplog_of("orbited.workers") as records:
+        pool.spawn(0)
+        clock.advance(1)  # the first retry, 1 s later, fails the same way
+        clock.advance(1.5)
+    assert pool.workers == [None]
+    messages = [r.getMessage() for r in records]
+    assert len(messages) == 2 and all(m.startswith("cannot start worker 0: ") for m in messages), messages
+    assert messages[0].endswith("starting another in 1s") and messages[1].endswith("starting another in 2s")
+    assert [call.getTime() for call in clock.getDelayedCalls()] == [3.0]  # tried at 1, next in 2: backing off
+    for call in clock.getDelayedCalls():
+        call.cancel()
+
+
+@contextmanager
+def caplog_of(name: str):
+    import logging
+
+    records: list = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger(name)
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+
+
+@pytest.fixture
+def cluster_by_name():
+    with running(2, "shutdown.timeout = 3\n", echo_host="127.0.0.1,localhost") as orbited:
+        yield orbited
+
+
+def test_status_counters_since_start_survive_a_worker_that_dies(cluster_by_name):
+    """connections_total, bytes and lookups count since start: a worker replaced after SIGKILL
+    took its counters with it, and the totals went back."""
+    cluster = cluster_by_name
+    for host in ("127.0.0.1", "localhost") * 2:
+        ws, answer = open_socket(cluster.port, f"{host}:{cluster.echo}")
+        with ws:
+            assert answer == "1"
+            ws.send(b"x" * 100)
+            assert ws.recv(10) == b"x" * 100
+
+    def proxy() -> dict:
+        return cluster.status()["proxy"]
+
+    assert wait_for(lambda: proxy()["connections_total"] == 4 and proxy()["bytes_to_backend"] == 400), proxy()
+    before = proxy()
+    old = worker_status(cluster, 0)["pid"]
+    os.kill(old, signal.SIGKILL)
+    assert wait_for(lambda: worker_status(cluster, 0).get("pid") not in (None, old)
+                    and worker_status(cluster, 0).get("ready")), cluster.log()
+    after = proxy()
+    for key in ("connections_total", "bytes_to_backend", "bytes_from_backend", "lookups"):
+        assert after[key] == before[key], (key, before, after)
