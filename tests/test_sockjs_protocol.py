@@ -303,6 +303,29 @@ def test_websocket_hixie76_headers_before_the_key(base):
         assert conn.read_exact(len(frame) + 2) == b"\x00" + frame + b"\xff"
 
 
+def test_websocket_hixie76_key_in_the_same_packet_as_the_headers(base):
+    """websocket-client 0.4.1 (the one the 0.3.3 suite ran with) sends key3 right behind the head:
+    the twisted.web engine left it in its line buffer, and the 16-byte answer never came."""
+    url = ws_url(base).replace("ws:", "http:")
+    authority = url.split("/")[2]
+    origin = f"http://{authority}"
+    path = "/" + url.split("/", 3)[3]
+    head = (f"GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: Upgrade\r\nUpgrade: WebSocket\r\n"
+            f"Origin: {origin}\r\nSec-WebSocket-Key1: 4 @1  46546xW%0l 1 5\r\n"
+            "Sec-WebSocket-Key2: 12998 5 Y3 1  .P00\r\n\r\n").encode()
+    host, port = authority.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), 5) as conn:
+        conn.settimeout(5)
+        conn.sendall(head + b"aaaaaaaa")
+        data = b""
+        while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < 19:
+            chunk = conn.recv(4096)
+            assert chunk, data
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 101 ")
+    assert data.partition(b"\r\n\r\n")[2][:19] == b"\xca4\x00\xd8\xa5\x08G\x97,\xd5qZ\xba\xbfC{\x00o\xff"
+
+
 def test_websocket_broken_json_closes_it(base):
     with ws_connect(ws_url(base)) as ws:
         assert ws.recv() == "o"

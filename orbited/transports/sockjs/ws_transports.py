@@ -385,7 +385,10 @@ def _take_over(request: Request, protocol: Protocol, first: bytes = b"") -> None
     else:
         channel = request.channel
         transport, channel.transport = channel.transport, None
-        rest = b"".join(getattr(channel, "_dataBuffer", None) or [])
+        # What came right behind the head (Hixie-76's key3) is still in LineReceiver's buffer,
+        # where the HTTP channel would wait for a line end that never comes.
+        pending, channel._buffer = getattr(channel, "_buffer", b""), b""
+        rest = pending + b"".join(getattr(channel, "_dataBuffer", None) or [])
     if isinstance(transport, ProtocolWrapper):
         transport.wrappedProtocol = protocol  # TLS
     elif isinstance(getattr(transport, "protocol", None), ProtocolWrapper):
