@@ -164,12 +164,16 @@ class OrbitedSite(Site):
             logger.debug("%s", self._logFormatter(self._logDateTime, request))
 
 
+def static_files(context: ServerContext, directory: str) -> StaticFiles:
+    return StaticFiles(directory, context.reactor, context.config.settings["http.timeout"])
+
+
 def build_root(context: ServerContext, extra_children: dict[bytes, Resource] | None = None) -> Resource:
     """The whole tree; ``extra_children`` lets a caller (the demos) add mounts."""
     config = context.config
-    mounts: dict[str, Resource] = {name: StaticFiles(directory) for name, directory in config.static}
+    mounts: dict[str, Resource] = {name: static_files(context, directory) for name, directory in config.static}
     root = RootResource(mounts.pop("", None))
-    root.putChild(b"static", StaticFiles(bundled_static_dir()))
+    root.putChild(b"static", static_files(context, bundled_static_dir()))
     root.putChild(b"system", SystemResource(context))
     for name, child in transport_children(context).items():
         root.putChild(name, child)

@@ -97,3 +97,58 @@ def test_nothing_outside_the_directory(site, target):
     client.send(get(target))
     assert client.response()[0] in (400, 404)
     client.close()
+
+
+def test_a_client_that_stops_reading_a_large_file_is_cut_off_and_a_slow_one_is_not():
+    """No time limit applies while a response is in progress (a long-poll may rightly be silent),
+    so a client that stopped reading a large file held its connection and the open file for ever."""
+    import time
+
+    root = scratch_dir("static-stall-")
+    (root / "huge.bin").write_bytes(b"\0" * (32 << 20))  # more than the kernel's buffers take
+    slow_body = bytes(range(256)) * 6144  # 1.5 MiB, read over about 3 s: longer than http.timeout
+    (root / "slow.bin").write_bytes(slow_body)
+    port = free_port()
+    config = f"[global]\nhttp.timeout = 2\n[listen]\nhttp://127.0.0.1:{port}\n[static]\nfiles = {root}\n"
+    with OrbitedProcess(config, wait_for=port) as orbited:
+        baseline = orbited.status()["process"]["open_files"]
+        stalled = []
+        for _ in range(3):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", port))
+            sock.sendall(get("/files/huge.bin"))
+            stalled.append(sock)
+        slow = socket.socket()
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.connect(("127.0.0.1", port))
+        slow.settimeout(10)
+        slow.sendall(get("/files/slow.bin"))
+        received, paced = b"", 0
+        started = time.monotonic()
+        while b"\r\n\r\n" not in received or len(received.partition(b"\r\n\r\n")[2]) < len(slow_body):
+            chunk = slow.recv(128 << 10)
+            assert chunk, "the slow reader was cut off"
+            received += chunk
+            if len(received) - paced >= 128 << 10:
+                paced = len(received)
+                time.sleep(0.25)  # about 0.5 MiB a second at most
+        assert time.monotonic() - started > 2.5  # it took longer than http.timeout
+        assert received.partition(b"\r\n\r\n")[2] == slow_body
+        slow.close()
+        deadline = time.monotonic() + 15
+        while orbited.log().count("read nothing of") < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert orbited.log().count("read nothing of") == 3, orbited.log()
+        for sock in stalled:
+            sock.settimeout(10)
+            got = 0
+            try:
+                while chunk := sock.recv(1 << 20):
+                    got += len(chunk)
+            except ConnectionResetError:
+                pass
+            assert got < 32 << 20  # cut off, not finished
+            sock.close()
+        assert orbited.status()["process"]["open_files"] <= baseline
+        assert "Traceback" not in orbited.log()

@@ -21,6 +21,7 @@ It uses only the common Request API, so it runs on both HTTP engines.
 
 from __future__ import annotations
 
+import logging
 import mimetypes
 import os
 import stat
@@ -30,6 +31,8 @@ from twisted.protocols.basic import FileSender
 from twisted.web.http import CACHED
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
+
+log = logging.getLogger("orbited.http")
 
 INDEX_NAMES = ("index.html",)
 WHOLE_FILE_LIMIT = 256 * 1024  # read and sent in one write; larger files are streamed
@@ -77,13 +80,22 @@ def not_found(request: Any) -> bytes:
 
 
 class StaticFiles(Resource):
-    """The files under ``directory``; mount with ``putChild`` (or as the INDEX of the root)."""
+    """The files under ``directory``; mount with ``putChild`` (or as the INDEX of the root).
+
+    ``stall_timeout`` (``[global] http.timeout``): a client that reads none of a
+    large file for that long is cut off.  While a response is in progress the
+    HTTP layer does not time the connection out (a long-poll may rightly be
+    silent), so a client that stopped reading held a connection and an open
+    file for ever: two descriptors each, towards the open-file limit of the
+    process every other client shares."""
 
     isLeaf = True
 
-    def __init__(self, directory: str):
+    def __init__(self, directory: str, clock: Any = None, stall_timeout: float = 60.0):
         super().__init__()
         self.directory = os.path.abspath(directory)
+        self.clock = clock
+        self.stall_timeout = stall_timeout
 
     def getChild(self, path: bytes, request: Any) -> Resource:
         # Asked for a child by a parent that delegates to us (the root's INDEX
@@ -135,15 +147,17 @@ class StaticFiles(Resource):
             request.setHeader(b"content-length", b"%d" % (size if request.method == b"HEAD" else len(body)))
             return body
         request.setHeader(b"content-length", b"%d" % size)
-        sender = FileSender()
+        sender = GuardedFileSender(self.clock or _reactor(), self.stall_timeout, request, path)
 
         def done(_: object) -> None:
             handle.close()
+            sender.guard_off()
             if not getattr(request, "_disconnected", False) and not request.finished:
                 request.finish()
 
         def failed(_: object) -> None:
             handle.close()
+            sender.guard_off()
 
         sender.beginFileTransfer(handle, request).addCallbacks(done, failed)
         return NOT_DONE_YET
@@ -159,3 +173,46 @@ class StaticFiles(Resource):
         request.setHeader(b"location", path + (b"?" + query if query else b""))
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         return b""
+
+
+class GuardedFileSender(FileSender):
+    """A FileSender that cuts the connection off when the client reads nothing for ``timeout``
+    seconds: the transport asks for the next chunk only once the last one has left for the
+    kernel, so no call to ``resumeProducing`` for that long means no progress."""
+
+    def __init__(self, clock: Any, timeout: float, request: Any, path: str):
+        self.clock = clock
+        self.timeout = timeout
+        self.request = request
+        self.path = path
+        self.moved = clock.seconds()
+        self.check = clock.callLater(timeout, self.stalled)
+
+    def resumeProducing(self) -> None:
+        self.moved = self.clock.seconds()
+        super().resumeProducing()
+
+    def stalled(self) -> None:
+        idle = self.clock.seconds() - self.moved
+        if idle < self.timeout:
+            self.check = self.clock.callLater(self.timeout - idle, self.stalled)
+            return
+        log.info("%s read nothing of %s for %.0f s (http.timeout): closing the connection",
+                 _peer(self.request), self.path, idle)
+        transport = getattr(self.request, "transport", None) or getattr(self.request.channel, "transport", None)
+        if transport is not None:
+            transport.abortConnection()
+
+    def guard_off(self) -> None:
+        if self.check.active():
+            self.check.cancel()
+
+
+def _peer(request: Any) -> str:
+    return str(getattr(request.getClientAddress(), "host", "a client"))
+
+
+def _reactor() -> Any:
+    from twisted.internet import reactor
+
+    return reactor

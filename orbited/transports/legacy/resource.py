@@ -23,7 +23,7 @@ from twisted.web.resource import Resource
 from orbited.comet import new_session_key, no_delay, request_identity
 from orbited.transports.legacy.kinds import KINDS
 from orbited.transports.legacy.session import LegacySession
-from orbited.web import StaticFiles, bundled_static_dir
+from orbited.web import bundled_static_dir, static_files
 from orbited.worker_routes import MASTER_KEYS, legacy_key_prefix
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ class LegacyCometResource(Resource):
         self.context = context
         self.key_prefix = key_prefix  # with workers: which process holds the session (orbited/worker_routes.py)
         self.sessions: dict[bytes, LegacySession] = {}
-        self.putChild(b"static", StaticFiles(bundled_static_dir()))
+        self.putChild(b"static", static_files(context, bundled_static_dir()))
         self.sweep = LoopingCall(self.tick)
         self.sweep.clock = context.reactor
 
