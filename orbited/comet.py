@@ -194,3 +194,18 @@ class CometSession:
 
     def close(self, reason: str, code: int | None = None) -> None:
         raise NotImplementedError
+
+
+def request_body(request: Any, limit: int) -> bytes | None:
+    """The request body, or None when it is longer than ``limit``.  Measured, not taken from
+    ``Content-Length``: the HTTP layer has already checked that header (a list of equal values
+    is legal) or decoded a chunked body, and both engines hand over the body they read."""
+    content = request.content
+    if content is None:
+        return b""
+    content.seek(0, 2)
+    size = content.tell()
+    if size > limit:
+        return None
+    content.seek(0)
+    return content.read()

@@ -344,6 +344,25 @@ def test_oversize_post_is_413():
         run(scenario())
 
 
+def test_an_upload_whose_length_is_a_list_of_equal_values_is_taken(server):
+    """``Content-Length: 6, 6`` is legal and the HTTP layer takes it; /tcp re-read the header
+    and answered 413 "over http.max_body" for a few bytes."""
+    async def scenario():
+        client = server.client("longpoll")
+        await client.open()
+        assert await client.connect("127.0.0.1", server.echo) == "1"
+        body = encode_packets(client.numbered([[b"data", base64.b64encode(b"listed")]]))
+        head = (f"POST {client.session_path}?ack={client.last_id} HTTP/1.1\r\nHost: x\r\n"
+                f"Content-Length: {len(body)}, {len(body)}\r\n\r\n")
+        client.up.writer.write(head.encode() + body)
+        response = await client.up.head()
+        assert response.status == 200
+        assert b"".join([chunk async for chunk in client.up.chunks(response)]) == b"OK"
+        assert await client.read_exactly(6) == b"listed"
+        await client.close()
+    run(scenario())
+
+
 def test_session_cap_is_503():
     with Server("proxy.max_sessions = 1\n") as srv:
         async def scenario():

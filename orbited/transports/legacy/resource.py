@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from twisted.internet.task import LoopingCall
 from twisted.web.resource import Resource
 
-from orbited.comet import new_session_key, no_delay, request_identity
+from orbited.comet import new_session_key, no_delay, request_body, request_identity
 from orbited.transports.legacy.kinds import KINDS
 from orbited.transports.legacy.session import LegacySession
 from orbited.web import bundled_static_dir, static_files
@@ -146,11 +146,8 @@ class SessionEndpoint(Resource):
         session = self.session
         home = session.home
         limit = session.context.config.settings["http.max_body"]
-        declared = request.getHeader(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            return home.refuse(request, 413, f"request body over http.max_body ({limit} bytes)")
-        body = request.content.read(limit + 1) if request.content is not None else b""
-        if len(body) > limit:
+        body = request_body(request, limit)
+        if body is None:
             return home.refuse(request, 413, f"request body over http.max_body ({limit} bytes)")
         request.setHeader(b"cache-control", b"no-cache, must-revalidate")
         request.setHeader(b"content-type", b"text/plain")

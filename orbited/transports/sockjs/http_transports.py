@@ -26,7 +26,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from orbited.comet import no_delay
+from orbited.comet import no_delay, request_body
 from orbited.transports.sockjs import framing, pages
 from orbited.transports.sockjs.routing import Kind, Route, Transport, route
 from orbited.transports.sockjs.service import (
@@ -295,7 +295,7 @@ class SockJSResource(Resource):
     # uploads
 
     def _upload(self, request: Request, found: Route, form: bool) -> Any:
-        body = _body(request, self.options.max_body)
+        body = request_body(request, self.options.max_body)
         if body is None:
             log.warning("%s: %s from %s over http.max_body (%d bytes)", self.service.name,
                         found.transport.value if found.transport else "upload",
@@ -396,16 +396,3 @@ def _query(request: Request, name: bytes) -> str | None:
     if not values:
         return None
     return values[0].decode("utf-8", "replace")
-
-
-def _body(request: Request, limit: int) -> bytes | None:
-    """The request body, or None when it is longer than ``limit``."""
-    content = request.content
-    if content is None:
-        return b""
-    content.seek(0, 2)
-    size = content.tell()
-    if size > limit:
-        return None
-    content.seek(0)
-    return content.read()
