@@ -61,6 +61,18 @@ def test_head_gives_the_length_and_no_body(site):
     client.close()
 
 
+def test_head_of_a_redirect_has_the_length_of_the_get(site):
+    """HEAD gets the GET's headers, Content-Length included, also when the GET's body is short."""
+    client = Raw(site.port)
+    client.send(get("/files/dir"))
+    _, got, body = client.response()
+    client.send(b"HEAD /files/dir HTTP/1.1\r\nHost: x\r\n\r\n" + get("/files/app.js"))
+    status, headers, _ = client.response(head_only=True)
+    assert status == 301 and headers[b"content-length"] == got[b"content-length"] == b"%d" % len(body)
+    assert client.response()[2] == b"var x = 1;"
+    client.close()
+
+
 def test_if_modified_since_is_304(site):
     client = Raw(site.port)
     client.send(get("/files/page.html"))

@@ -363,6 +363,24 @@ def test_an_upload_whose_length_is_a_list_of_equal_values_is_taken(server):
     run(scenario())
 
 
+def test_head_is_405_and_holds_nothing(server):
+    """A HEAD made a session nobody could use, or held a stream (and what was pipelined behind
+    it) until the session ended."""
+    async def scenario():
+        conn = await server.conn()
+        key = await new_session(conn)
+        live = server.proc.status()["sessions"]["total"]
+        for target in ("/tcp", f"/tcp/{key}/xhrstream", f"/tcp/{key}/sse", f"/tcp/{key}/htmlfile", f"/tcp/{key}"):
+            conn.send("HEAD", target)
+            response = await asyncio.wait_for(conn.head(), 5)  # a HEAD answer has no body to read
+            assert response.status == 405 and response.headers[b"allow"] == b"GET, POST", target
+        assert server.proc.status()["sessions"]["total"] == live  # no session made
+        response = await conn.request("GET", f"/tcp/{key}/poll")  # the same connection still serves
+        assert response.status == 200
+        conn.close()
+    run(scenario())
+
+
 def test_session_cap_is_503():
     with Server("proxy.max_sessions = 1\n") as srv:
         async def scenario():

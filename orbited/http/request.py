@@ -340,7 +340,9 @@ class Request:
         if self.startedWriting:
             self.write(body)
         elif self._headOnly:
-            if body:
+            # the GET's length: the body rendered, unless the resource set it without a body
+            # (a static file's HEAD); an empty GET answer has Content-Length: 0 too
+            if body or b"content-length" not in self.responseHeaders.raw:
                 self.responseHeaders.raw[b"content-length"] = [b"%d" % len(body)]
             self._start(b"", complete=False)
         else:

@@ -63,6 +63,8 @@ class LegacyCometResource(Resource):
     # --- creation
 
     def render(self, request: Request) -> bytes:
+        if request.method == b"HEAD":
+            return refuse_head(request)
         context = self.context
         request.setHeader(b"cache-control", b"no-cache, must-revalidate")
         if context.sessions.full():
@@ -130,6 +132,8 @@ class SessionEndpoint(Resource):
         self.session = session
 
     def render(self, request: Request) -> bytes | int:
+        if request.method == b"HEAD":
+            return refuse_head(request)
         session = self.session
         home = session.home
         postpath = request.postpath
@@ -154,6 +158,13 @@ class SessionEndpoint(Resource):
         no_delay(request)
         session.touch(request)
         return session.receive(request, body)
+
+
+def refuse_head(request: Request) -> bytes:
+    """0.7 takes any method, but a HEAD can use no answer of /tcp's: it would make a session whose
+    key it never sees, or hold a stream whose bytes are never sent, and with it its connection."""
+    request.setHeader(b"allow", b"GET, POST")
+    return LegacyCometResource.refuse(request, 405, "HEAD has no use on /tcp: GET or POST")
 
 
 def _unknown(request: Request) -> bytes:
