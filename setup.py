@@ -3,7 +3,7 @@ and a built-in STOMP broker, on Twisted."""
 
 import re
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 with open("orbited/__init__.py") as handle:
     VERSION = re.search(r'__version__ = "([^"]+)"', handle.read()).group(1)
@@ -16,7 +16,8 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.11",
-    packages=find_packages(include=["orbited", "orbited.*"]),
+    # namespace packages: the data directories under orbited/static are packages to setuptools too
+    packages=find_namespace_packages(include=["orbited", "orbited.*"]),
     include_package_data=True,
     package_data={"orbited": ["static/*", "static/**/*"]},
     install_requires=[

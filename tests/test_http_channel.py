@@ -159,8 +159,16 @@ class Held(Resource):
         return NOT_DONE_YET
 
 
+class Root(Resource):
+    """A tree's root as Orbited's is: an unknown child is twisted.web's escaping notFound page
+    (Resource's default, _UnsafeNoResource, is deprecated)."""
+
+    def getChild(self, path: bytes, request: object) -> Resource:
+        return pages.notFound()
+
+
 def tree(**children: Resource) -> Resource:
-    root = Resource()
+    root = Root()
     for name, child in children.items():
         root.putChild(name.encode(), child)
     return root
