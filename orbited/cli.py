@@ -19,6 +19,7 @@ from typing import Any
 
 from orbited import __version__, logs
 from orbited.config import Config, ConfigError, find_config, load_file, quickstart
+from orbited.inifile import Problem
 
 log = logging.getLogger("orbited.cli")
 
@@ -73,8 +74,11 @@ def main(argv: list[str] | None = None) -> int:
             print(problem, file=sys.stderr)
         return EXIT_CONFIG
     if args.check:
-        for problem in config.warnings:
+        problems = sorted([*config.warnings, *check_files(config)], key=lambda p: (not p.fatal, p.line))
+        for problem in problems:
             print(problem, file=sys.stderr)
+        if any(problem.fatal for problem in problems):
+            return EXIT_CONFIG
         print(f"{config.path}: OK ({len(config.listeners)} listeners, {len(config.access)} access rules)")
         return EXIT_OK
     if os.getuid() == 0 and not config.settings["user"]:
@@ -93,6 +97,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.daemon:
         return run_daemon(config, args.pid_file)
     return serve(config)
+
+
+def check_files(config: Config) -> list[Problem]:
+    """``--check`` beyond the text: the [ssl] files, loaded as start-up loads them, and
+    whether this user could open the log files (nothing is opened or created)."""
+    problems = logs.check_log_files(config.sections, config.path)
+    if config.tls is not None:
+        from orbited.service import TLSFilesError, tls_context
+
+        try:
+            tls_context(config.tls)
+        except TLSFilesError as exc:
+            problems.append(Problem(config.path, ssl_line(config, exc.key), f"[ssl] {exc.detail}"))
+    return problems
+
+
+def ssl_line(config: Config, key: str) -> int:
+    """The line of [ssl] ``key`` (or of the section)."""
+    entry = config.section("ssl").get(key)
+    return entry.line if entry else config.section("ssl").line
 
 
 def install_reactor(name: str | None) -> None:
@@ -128,19 +152,21 @@ def serve(config: Config, ready: Any = None) -> int:
     """Bind, drop privileges, run until stopped.  ``ready(error)`` is told how start-up went."""
     from twisted.internet import reactor
 
-    from orbited.service import OrbitedServer, StartupError
+    from orbited.service import OrbitedServer, StartupError, TLSFilesError
 
-    server = OrbitedServer(config, reactor)
     stop_on_signals(reactor, lambda: stop_reactor(reactor))
-    # SIGHUP's default action ends the process: a logrotate run while the daemon starts up
-    # must queue a reload instead.
-    server.install_signal_handlers()
     try:
+        server = OrbitedServer(config, reactor)  # loads the [ssl] files: TLSFilesError, a StartupError
+        # SIGHUP's default action ends the process: a logrotate run while the daemon starts up
+        # must queue a reload instead.
+        server.install_signal_handlers()
         server.listen()
         server.start_workers(worker_args(config))
         server.drop_privileges()
     except (StartupError, KeyError, OSError) as exc:
         message = str(exc) if isinstance(exc, StartupError) else f"cannot start: {exc}"
+        if isinstance(exc, TLSFilesError):
+            message = f"{config.path}:{ssl_line(config, exc.key)}: {message}"
         log.error("%s", message)
         if ready is not None:
             ready(message)

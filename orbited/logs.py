@@ -3,8 +3,10 @@
 0.7.11 handed the whole file to ``logging.config.fileConfig``; 0.7.10 and the
 Rails plugin used a ``[logging]`` section of level -> outputs.  0.7.11 crashed
 on the older form; we accept both and, with neither, log INFO to stderr.
-Checks only look at text; :func:`configure_logging` is the one place that
-touches the process-wide logging state, and it runs once, at start-up.
+Checks only look at text, apart from :func:`check_log_files` (``--check``),
+which asks the file system whether the log files could be opened, without
+opening them; :func:`configure_logging` is the one place that touches the
+process-wide logging state, and it runs once, at start-up.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ from __future__ import annotations
 import configparser
 import logging
 import logging.config
+import logging.handlers
+import os
+import pwd
 import sys
 from typing import Any
 
-from orbited.inifile import Problem, Section
+from orbited.inifile import Entry, Problem, Section
 
 DEFAULT_FORMAT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
 
@@ -37,6 +42,18 @@ LEVEL_NAMES = {
 }
 # The logger whose INFO lines are 0.7's 'access' level: connects and closes.
 ACCESS_LOGGER = "orbited.proxy"
+# [logging] outputs that are not file names.
+LEGACY_STREAMS = ("SCREEN", "STDOUT", "STDERR")
+
+
+_CONTROLS = {code: f"\\x{code:02x}" for code in (*range(32), 127)} | {10: "\\n", 13: "\\r", 9: "\\t"}
+
+
+def printable(text: str) -> str:
+    """Client-supplied ``text`` for a log line: control characters escaped, so a STOMP header
+    (whose 1.1+ escapes make real newlines) or a destination name cannot end the line and
+    forge another one, as a ``CRITICAL`` from the service, in the operator's log."""
+    return text.translate(_CONTROLS) if not text.isprintable() else text
 
 
 def logging_form(sections: dict[str, Section]) -> str:
@@ -107,6 +124,101 @@ def _check_stdlib(sections: dict[str, Section], path: str, problems: list[Proble
                 problems.append(Problem(path, level.line, f"[{name}] unknown level '{level.value}'"))
         if name.startswith("handler_") and section.get("class") is None:
             problems.append(Problem(path, section.line, f"[{name}] needs 'class = ...'"))
+
+
+def check_log_files(sections: dict[str, Section], path: str) -> list[Problem]:
+    """Every log file the config would open that could not be opened by this user (``--check``).
+
+    The file handlers of the fileConfig form (FileHandler and its subclasses in
+    ``logging.handlers``) and the file outputs of the ``[logging]`` form.  A
+    handler's ``args``/``kwargs`` are evaluated as fileConfig evaluates them, to
+    find the file name; nothing is opened or created: :func:`log_file_problem`
+    asks ``os.access``.  Only for ``--check``: a reload runs after the drop of
+    privileges, where the answer would not be start-up's.
+    """
+    problems: list[Problem] = []
+    form = logging_form(sections)
+    if form == "legacy":
+        seen: set[str] = set()
+        for _level, entry, outputs in _legacy_outputs(sections)[1]:
+            for output in outputs:
+                if entry is None or output.upper() in LEGACY_STREAMS or output in seen:
+                    continue
+                seen.add(output)
+                problem = log_file_problem(output)
+                if problem:
+                    problems.append(Problem(path, entry.line, f"[logging] {entry.key}: {problem}"))
+    elif form == "stdlib":
+        keys = sections["handlers"].get("keys") if "handlers" in sections else None
+        for name in _names(keys.value) if keys else []:
+            section = sections.get("handler_" + name)
+            if section is None or section.get("class") is None:
+                continue  # check_logging_sections says so
+            found = _handler_file_name(section)
+            if found is None:
+                continue
+            line, file_name, problem = found
+            problem = problem or log_file_problem(file_name)
+            if problem:
+                problems.append(Problem(path, line, f"[handler_{name}] {problem}"))
+    return problems
+
+
+def _handler_class(name: str) -> Any:
+    """A fileConfig ``class`` found in the logging package without importing anything (or None)."""
+    found: Any = logging
+    parts = name.strip().split(".")
+    for part in parts[1:] if parts[0] == "logging" else parts:
+        found = getattr(found, part, None)
+    return found if isinstance(found, type) else None
+
+
+def _handler_file_name(section: Section) -> tuple[int, Any, str | None] | None:
+    """(line, file name, problem) of a file handler's section; None for other handlers."""
+    handler_class = _handler_class(section.get("class").value)
+    if handler_class is None or not issubclass(handler_class, logging.FileHandler):
+        return None
+    values: list[Any] = []
+    for key, default in (("args", "()"), ("kwargs", "{}")):
+        entry = section.get(key)
+        try:
+            # as fileConfig does, in a copy of the namespace: eval adds __builtins__ to it
+            values.append(eval(entry.value if entry else default, dict(vars(logging))))
+        except Exception as exc:  # noqa: BLE001 (any error of an expression; fileConfig would raise it)
+            return (entry or section).line, None, f"{key}: cannot evaluate: {exc!r}"
+    args, kwargs = values
+    if isinstance(args, (tuple, list)) and args:
+        entry, file_name = section.get("args"), args[0]
+    elif isinstance(kwargs, dict) and "filename" in kwargs:
+        entry, file_name = section.get("kwargs"), kwargs["filename"]
+    else:
+        return None
+    if not isinstance(file_name, (str, bytes, os.PathLike)):
+        return None
+    return (entry or section).line, file_name, None
+
+
+def log_file_problem(file_name: Any) -> str | None:
+    """Why a log file could not be opened for writing by this process (or None); opens nothing."""
+    path = os.path.abspath(os.fsdecode(file_name))
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        return f"log file '{path}': directory '{directory}' does not exist"
+    if os.path.isdir(path):
+        return f"log file '{path}' is a directory"
+    if os.path.exists(path):
+        if not os.access(path, os.W_OK):
+            return f"log file '{path}' is not writable by {_this_user()}"
+    elif not os.access(directory, os.W_OK | os.X_OK):
+        return f"log file '{path}': directory '{directory}' is not writable by {_this_user()}"
+    return None
+
+
+def _this_user() -> str:
+    try:
+        return f"user {pwd.getpwuid(os.geteuid()).pw_name}"
+    except KeyError:
+        return f"uid {os.geteuid()}"
 
 
 def configure_logging(sections: dict[str, Section], path: str, level: str | None = None) -> list[Problem]:
@@ -208,17 +320,29 @@ class _LevelFilter(logging.Filter):
         return record.levelno in self.levels
 
 
-def _configure_legacy(sections: dict[str, Section], root: logging.Logger) -> None:
+def _legacy_outputs(sections: dict[str, Section]) -> tuple[list[str], list[tuple[str, Entry | None, list[str]]]]:
+    """[logging]: the enabled levels, and (level, its entry, its outputs) for each level.
+
+    An output not in LEGACY_STREAMS (any case) is a file name."""
     logging_section = sections.get("logging", Section("logging", 0))
     enabled_entry = logging_section.get("enabled.default")
     enabled = _names(enabled_entry.value) if enabled_entry else ["info", "access", "warn", "error"]
+    outputs = []
+    for level_name in LEGACY_LEVELS:
+        entry = logging_section.get(level_name)
+        outputs.append((level_name, entry, _names(entry.value) if entry else
+                        (["STDERR"] if level_name in enabled else [])))
+    return enabled, outputs
+
+
+def _configure_legacy(sections: dict[str, Section], root: logging.Logger) -> None:
+    enabled, level_outputs = _legacy_outputs(sections)
     streams: dict[str, logging.Handler] = {}
     formatter = logging.Formatter(DEFAULT_FORMAT)
-    for level_name, level in LEGACY_LEVELS.items():
-        entry = logging_section.get(level_name)
-        outputs = _names(entry.value) if entry else (["STDERR"] if level_name in enabled else [])
+    for level_name, _entry, outputs in level_outputs:
+        level = LEGACY_LEVELS[level_name]
         for output in outputs:
-            key = output.upper() if output.upper() in ("SCREEN", "STDOUT", "STDERR") else output
+            key = output.upper() if output.upper() in LEGACY_STREAMS else output
             if key not in streams:
                 if key in ("SCREEN", "STDOUT"):
                     streams[key] = logging.StreamHandler(sys.stdout)

@@ -13,9 +13,10 @@ import logging
 import os
 import pwd
 import signal
+from collections.abc import Callable
 from typing import Any
 
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IOpenSSLContextFactory
@@ -39,6 +40,15 @@ class StartupError(Exception):
     """Something outside the config file stops start-up (a port in use, a bad key file)."""
 
 
+class TLSFilesError(StartupError):
+    """An [ssl] file that does not load; ``key`` is the [ssl] key ('key', 'crt', 'chain') to blame."""
+
+    def __init__(self, key: str, detail: str):
+        self.key = key
+        self.detail = detail
+        super().__init__(f"cannot use TLS files: [ssl] {detail}")
+
+
 @implementer(IOpenSSLContextFactory)
 class ReloadableTLS:
     """A pyOpenSSL context factory whose certificate can be swapped while serving.
@@ -48,34 +58,62 @@ class ReloadableTLS:
     """
 
     def __init__(self, files: TLSFiles):
-        self.context = self.build(files)
-
-    @staticmethod
-    def build(files: TLSFiles) -> SSL.Context:
-        context = SSL.Context(SSL.TLS_SERVER_METHOD)
-        context.set_min_proto_version(SSL.TLS1_2_VERSION)
-        context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE)
-        try:
-            context.use_certificate_chain_file(files.crt)
-            if files.chain:
-                context.load_verify_locations(files.chain)
-                with open(files.chain, "rb") as handle:
-                    from OpenSSL import crypto
-
-                    for pem in _pem_blocks(handle.read()):
-                        context.add_extra_chain_cert(crypto.load_certificate(crypto.FILETYPE_PEM, pem))
-            context.use_privatekey_file(files.key)
-            context.check_privatekey()
-        except (SSL.Error, OSError) as exc:
-            raise StartupError(f"cannot use TLS files key={files.key} crt={files.crt} "
-                               f"chain={files.chain}: {exc}") from None
-        return context
+        self.context = tls_context(files)
 
     def reload(self, files: TLSFiles) -> None:
-        self.context = self.build(files)
+        self.context = tls_context(files)
 
     def getContext(self) -> SSL.Context:
         return self.context
+
+
+def tls_context(files: TLSFiles) -> SSL.Context:
+    """The server context for [ssl] files: what start-up, a reload and ``--check`` load.
+
+    Raises :class:`TLSFilesError` naming the file that is missing, unreadable or not
+    PEM, or the key that does not match the certificate."""
+    context = SSL.Context(SSL.TLS_SERVER_METHOD)
+    context.set_min_proto_version(SSL.TLS1_2_VERSION)
+    context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE)
+    mismatch = TLSFilesError("key", f"key '{files.key}' does not match the certificate in crt '{files.crt}'")
+    steps: list[tuple[str, str | None, str, Callable[[str], object]]] = [
+        ("crt", files.crt, "the certificate chain", context.use_certificate_chain_file),
+        ("chain", files.chain, "the chain", lambda path: _load_chain(context, path)),
+        ("key", files.key, "the private key", context.use_privatekey_file),
+    ]
+    for key, path, what, load in steps:
+        if path is None:
+            continue
+        try:
+            with open(path, "rb") as handle:
+                handle.read(1)  # OpenSSL's own message for an unreadable file is only "system lib"
+            load(path)
+        except OSError as exc:
+            raise TLSFilesError(key, f"{key} '{path}': cannot read {what}: {exc.strerror}") from None
+        except (SSL.Error, crypto.Error) as exc:
+            reason = _ssl_reason(exc)
+            if "key values mismatch" in reason:  # OpenSSL compares a key with the certificate as it loads it
+                raise mismatch from None
+            raise TLSFilesError(key, f"{key} '{path}': cannot load {what}: {reason}") from None
+    try:
+        context.check_privatekey()
+    except SSL.Error:
+        raise mismatch from None
+    return context
+
+
+def _load_chain(context: SSL.Context, path: str) -> None:
+    context.load_verify_locations(path)
+    with open(path, "rb") as handle:
+        for pem in _pem_blocks(handle.read()):
+            context.add_extra_chain_cert(crypto.load_certificate(crypto.FILETYPE_PEM, pem))
+
+
+def _ssl_reason(exc: Exception) -> str:
+    """OpenSSL's error queue as text: 'PEM routines: no start line'."""
+    errors = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
+    reasons = [f"{lib}: {why}" if lib else why for lib, _func, why in errors if why]
+    return ", ".join(dict.fromkeys(reasons)) or str(exc) or type(exc).__name__
 
 
 def _pem_blocks(data: bytes) -> list[bytes]:

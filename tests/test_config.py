@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,26 @@ def test_unwritable_log_file_is_a_problem_not_a_crash(tmp_path):
         root.handlers[:], root.level = saved
     assert len(problems) == 1 and str(problems[0]).startswith("x.cfg:")
     assert "logging config failed" in problems[0].message
+
+
+def test_check_log_files_reports_unwritable_files_and_touches_nothing(tmp_path, monkeypatch):
+    existing = tmp_path / "x.log"
+    existing.write_text("kept\n")
+    config = load_text(
+        "[loggers]\nkeys = root\n[handlers]\nkeys = a, b\n[logger_root]\nhandlers = a, b\n"
+        f"[handler_a]\nclass = FileHandler\nargs = ('{existing}', 'w')\n"
+        f"[handler_b]\nclass = logging.handlers.RotatingFileHandler\nargs = ('{tmp_path}/new.log',)\n", "x.cfg")
+    assert logs.check_log_files(config.sections, config.path) == []
+    root = logging.getLogger()
+    before = root.handlers[:], root.level, dict(logging.Logger.manager.loggerDict)
+    monkeypatch.setattr(logs.os, "access", lambda path, mode: False)  # as a user who may not write there
+    user = __import__("pwd").getpwuid(os.geteuid()).pw_name
+    assert [str(p) for p in logs.check_log_files(config.sections, config.path)] == [
+        f"x.cfg:9: [handler_a] log file '{existing}' is not writable by user {user}",
+        f"x.cfg:12: [handler_b] log file '{tmp_path}/new.log': directory '{tmp_path}' is not writable by user {user}",
+    ]
+    assert (root.handlers[:], root.level, dict(logging.Logger.manager.loggerDict)) == before
+    assert existing.read_text() == "kept\n" and not (tmp_path / "new.log").exists()
 
 
 def test_shipped_configs_are_valid_and_safe():

@@ -416,7 +416,95 @@ def test_bad_tls_files_stop_startup(tmp_path):
     port = free_port()
     with OrbitedProcess(f"[global]\n[listen]\nhttps://127.0.0.1:{port}\n[ssl]\nkey = {key}\ncrt = {crt2}\n") as o:
         assert o.proc.wait(20) == 1
-        assert "cannot use TLS files" in o.log()
+        # one clean line naming FILE:LINE and both files, as for a port in use; no traceback
+        assert "Traceback" not in o.log(), o.log()
+        assert (f"ERROR [orbited.cli] {o.path}:6: cannot use TLS files: [ssl] key '{key}' does not match "
+                f"the certificate in crt '{crt2}'") in o.log()
+    # --daemon: the parent reports the child's failure (before, the child died without a word)
+    user = __import__("pwd").getpwuid(os.getuid()).pw_name
+    cfg = tmp_path / "o.cfg"
+    cfg.write_text(f"[global]\nuser = {user}\n[listen]\nhttps://127.0.0.1:{port}\n[ssl]\nkey = {key}\n"
+                   f"crt = {crt2}\n")
+    out = run_cli("-c", str(cfg), "--daemon", "--pid-file", str(tmp_path / "o.pid"))
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert f"daemon failed to start: {cfg}:6: cannot use TLS files: [ssl] key '{key}' does not match" in out.stderr
+
+
+def test_check_loads_the_tls_files(tmp_path):
+    key, crt = make_cert(tmp_path, "one")
+    _key2, crt2 = make_cert(tmp_path, "two")
+    chain = make_chain(tmp_path)
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not PEM at all\n")
+    cfg = tmp_path / "o.cfg"
+
+    def check(ssl_lines: str) -> subprocess.CompletedProcess:
+        cfg.write_text(f"[listen]\nhttps://127.0.0.1:{free_port()}\n[ssl]\n{ssl_lines}")
+        return run_cli("--check", "-c", str(cfg))
+
+    out = check(f"key = {key}\ncrt = {crt}\n")
+    assert out.returncode == 0 and "OK" in out.stdout, out.stderr
+    out = check(f"key = {chain['key']}\ncrt = {chain['crt']}\nchain = {chain['chain']}\n")
+    assert out.returncode == 0, out.stderr
+    # the problem is on the line of the file to blame, and names that file
+    for ssl_lines, expected in [
+        (f"crt = {crt2}\nkey = {key}\n",
+         f"{cfg}:5: [ssl] key '{key}' does not match the certificate in crt '{crt2}'"),
+        (f"key = {key}\ncrt = {garbage}\n", f"{cfg}:5: [ssl] crt '{garbage}': cannot load the certificate chain: "),
+        (f"key = {garbage}\ncrt = {crt}\n", f"{cfg}:4: [ssl] key '{garbage}': cannot load the private key: "),
+        (f"key = {key}\ncrt = {crt}\nchain = {garbage}\n", f"{cfg}:6: [ssl] chain '{garbage}': cannot load the chain: "),
+    ]:
+        out = check(ssl_lines)
+        assert out.returncode == 2, (ssl_lines, out.stdout, out.stderr)
+        assert out.stderr.startswith(expected), (expected, out.stderr)
+        assert "OK" not in out.stdout and "Traceback" not in out.stderr
+
+
+def test_check_reports_log_files_that_cannot_be_opened(tmp_path):
+    existing = tmp_path / "existing.log"
+    existing.write_text("old lines\n")
+    a_directory = tmp_path / "a-directory"
+    a_directory.mkdir()
+    cfg = tmp_path / "o.cfg"
+    cfg.write_text(
+        "[listen]\nhttp://127.0.0.1:1\n"
+        "[loggers]\nkeys = root\n"
+        "[handlers]\nkeys = missing, rotating, timed, watched, fine, stream\n"  # 6
+        "[formatters]\nkeys = f\n"
+        "[logger_root]\nlevel = WARNING\nhandlers = missing, rotating, timed, watched, fine, stream\n"
+        "[handler_missing]\nclass = FileHandler\nargs = ('/nonexistent-dir/x.log', 'w')\nformatter = f\n"  # 14: args
+        "[handler_rotating]\nclass = handlers.RotatingFileHandler\n"
+        f"kwargs = {{'filename': '{a_directory}', 'maxBytes': 10}}\n"  # 18
+        "[handler_timed]\nclass = logging.handlers.TimedRotatingFileHandler\n"
+        f"args = ('{tmp_path}/no/such/t.log',)\n"  # 21
+        "[handler_watched]\nclass = handlers.WatchedFileHandler\nargs = (undefined_name,)\n"  # 24
+        f"[handler_fine]\nclass = FileHandler\nargs = ('{existing}', 'w')\n"
+        "[handler_stream]\nclass = StreamHandler\nargs = (sys.stderr,)\n"
+        "[formatter_f]\nformat = %(message)s\n"
+    )
+    out = run_cli("--check", "-c", str(cfg))
+    assert out.returncode == 2 and "OK" not in out.stdout
+    assert out.stderr.splitlines() == [
+        f"{cfg}:14: [handler_missing] log file '/nonexistent-dir/x.log': directory '/nonexistent-dir' does not exist",
+        f"{cfg}:18: [handler_rotating] log file '{a_directory}' is a directory",
+        (f"{cfg}:21: [handler_timed] log file '{tmp_path}/no/such/t.log': directory '{tmp_path}/no/such' "
+         "does not exist"),
+        f"{cfg}:24: [handler_watched] args: cannot evaluate: NameError(\"name 'undefined_name' is not defined\")",
+    ], out.stderr
+    # nothing was opened: the 'w' file is not truncated, and no file was created
+    assert existing.read_text() == "old lines\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-directory", "existing.log", "o.cfg"]
+    # the [logging] form's file outputs too
+    user = __import__("pwd").getpwuid(os.getuid()).pw_name
+    cfg.write_text(f"[global]\nuser = {user}\n[listen]\nhttp://127.0.0.1:{free_port()}\n[logging]\ninfo = STDERR\n"
+                   f"error = screen, {existing}, /nonexistent-dir/e.log\n")
+    out = run_cli("--check", "-c", str(cfg))
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        f"{cfg}:7: [logging] error: log file '/nonexistent-dir/e.log': directory '/nonexistent-dir' does not exist"]
+    # and start-up fails on the same file, as --check said it would
+    out = run_cli("-c", str(cfg))
+    assert out.returncode == 2 and f"{cfg}:5: logging config failed" in out.stderr
 
 
 # --- signals
