@@ -677,13 +677,19 @@ def test_bad_heart_beat_header(broker):
 # flow control
 
 
-def test_congested_subscriber_pauses_publishers_then_stops_holding_them():
-    clock = Clock()
-    broker = make_broker("flow.pause_publishers = 2\nflow.stall_timeout = 10", clock)
+def slow_subscriber_and_publisher(clock: Clock, stall_timeout: int) -> tuple[StompBroker, Client, Client]:
+    """A subscriber to /topic/t and a publisher that has sent it '1', pause_publishers 2 s."""
+    broker = make_broker(f"flow.pause_publishers = 2\nflow.stall_timeout = {stall_timeout}", clock)
     slow = connected(broker)
     slow.send("SUBSCRIBE", id="s", destination="/topic/t")
     pub = connected(broker)
     pub.send("SEND", b"1", destination="/topic/t")
+    return broker, slow, pub
+
+
+def test_congested_subscriber_pauses_publishers_then_stops_holding_them():
+    clock = Clock()
+    broker, slow, pub = slow_subscriber_and_publisher(clock, 10)
     slow.conn.congestion_started()
     assert pub.outbox.paused and pub.conn.reading_paused
     # frames that arrive meanwhile wait in the parser
@@ -854,3 +860,129 @@ def test_any_input_ends_in_frames_or_one_error_never_an_exception(chunks):
     if errors:
         assert frames[-1] is errors[0] and client.closed and errors[0].headers["message"]
     assert all(f.command in ("CONNECTED", "MESSAGE", "RECEIPT", "ERROR") for f in frames)
+
+
+# --------------------------------------------------------------------------
+# found by a fresh-eyes audit: each of these failed on the code before it
+
+
+@pytest.mark.parametrize(("frames", "message"), [
+    ([("SUBSCRIBE", {"id": "s", "destination": "/topic/t", "prefetch-count": "²"})], "invalid prefetch-count"),
+    ([("ACK", {"id": "²-x"})], "unknown ack id"),
+])
+def test_unicode_digits_in_a_header_are_an_invalid_header_not_an_internal_error(frames, message, caplog):
+    """str.isdigit takes '²'; int() then raised, logged as an internal error with a traceback."""
+    client = connected(make_broker())
+    with caplog.at_level(logging.INFO, "orbited.stomp"):
+        for command, headers in frames:
+            client.send(command, **{k.replace("-", "_"): v for k, v in headers.items()})
+    assert client.frames()[0].headers["message"] == message
+    assert "Traceback" not in caplog.text and "internal error" not in caplog.text
+
+
+@pytest.mark.parametrize("beat", ["²,0", "0,²", "1," + "9" * 400, "1,2147483648", "1,2,3", " , "])
+def test_a_heart_beat_no_timer_can_take_is_invalid_and_counts_no_version(beat, caplog):
+    broker = make_broker()
+    client = Client(broker)
+    with caplog.at_level(logging.INFO, "orbited.stomp"):
+        client.send("CONNECT", accept_version="1.2", heart_beat=beat)
+    assert client.frames()[0].headers["message"] == "invalid heart-beat header"
+    assert client.closed and "Traceback" not in caplog.text
+    assert broker.status()["by_version"] == {}  # was {"1.2": -1}: version set, never counted
+
+
+def test_a_connect_frame_with_a_body_is_refused(broker):
+    client = Client(broker)
+    client.send("CONNECT", b"a body", accept_version="1.2")
+    assert client.frames()[0].headers["message"] == "unexpected body" and client.closed
+
+
+def test_a_nul_in_a_header_is_refused_not_passed_on():
+    broker = make_broker()
+    sub = connected(broker)
+    sub.send("SUBSCRIBE", id="s", destination="/topic/t")
+    pub = connected(broker)
+    pub.conn.receive(b"SEND\ndestination:/topic/t\nx-evil:a\0b\n\nbody\0")
+    assert pub.frames()[0].headers["message"] == "malformed header"
+    assert sub.frames() == []
+    with pytest.raises(ProtocolError):
+        broker.publish("/topic/t", "x", {"": "v"})  # the HTTP publish API's ?=v
+    with pytest.raises(ProtocolError):
+        broker.publish("/topic/t", "x", {"a\0b": "c"})
+    assert sub.frames() == []
+
+
+def test_client_text_cannot_forge_log_lines(caplog):
+    client = connected(make_broker())
+    with caplog.at_level(logging.INFO, "orbited.stomp"):
+        client.send("UNSUBSCRIBE", id="x'\n2026-11-29 CRITICAL [orbited.service] forged")
+    [record] = [r for r in caplog.records if "no such subscription" in r.getMessage()]
+    assert "\n" not in record.getMessage() and "\\n2026-11-29 CRITICAL" in record.getMessage()
+
+
+def test_idle_heart_beats_go_once_per_interval():
+    clock = Clock()
+    client = Client(make_broker("heartbeat = 200,0", clock))
+    client.connect(heart_beat="0,200")
+    client.outbox.data.clear()
+    for _ in range(200):
+        clock.advance(0.01)  # 2 s
+    beats = client.outbox.data.count(b"\n")
+    assert 9 <= beats <= 11, beats  # every 0.2 s, not every 0.1 s
+    # and with traffic no gap is longer than the interval
+    client.outbox.data.clear()
+    last, longest = clock.seconds(), 0.0
+    for step in range(200):
+        if step % 13 == 0:
+            client.conn.send(b"MESSAGE\n\n\0")
+        clock.advance(0.01)
+        if client.outbox.data:
+            longest, last = max(longest, clock.seconds() - last), clock.seconds()
+            client.outbox.data.clear()
+    assert longest <= 0.2 + 1e-9, longest
+
+
+def test_max_queues_counts_queues_that_hold_messages(caplog):
+    broker = make_broker("queue.max_queues = 1")
+    listener = connected(broker)
+    listener.send("SUBSCRIBE", id="s", destination="/queue/a")  # a queue with nobody's messages in it
+    broker.publish("/queue/b", "held")  # the one queue that may hold messages
+    assert broker.status()["waiting_messages"] == 1 and broker.stats["dropped"] == 0
+    with caplog.at_level(logging.WARNING, "orbited.stomp"):
+        broker.publish("/queue/c", "one too many")
+    assert broker.stats["dropped"] == 1
+    assert "dropped 1 new message(s)" in caplog.text and "oldest" not in caplog.text
+    broker.publish("/queue/a", "for the listener")  # an existing queue takes messages as ever
+    assert [f.body for f in listener.frames()] == [b"for the listener"]
+
+
+def test_a_refused_message_leaves_no_queue_behind():
+    broker = make_broker("queue.overflow = reject\nqueue.max_bytes = 1024\nqueue.max_queues = 2")
+    for name in ("/queue/x", "/queue/y"):
+        with pytest.raises(DestinationFull):
+            broker.publish(name, b"x" * 2000)
+    assert broker.status()["queues"] == 0
+    broker.publish("/queue/z", "fits")
+    assert broker.status()["waiting_messages"] == 1
+
+
+def test_a_subscriber_pauses_publishers_within_a_budget_not_once_per_episode():
+    """Stop reading 1.5 s, read 0.3 s, again and again: publishers were paused 83% of the time."""
+    clock = Clock()
+    broker, slow, pub = slow_subscriber_and_publisher(clock, 100)
+    paused = 0.0
+    for _ in range(20):
+        slow.conn.congestion_started()
+        for _ in range(15):
+            paused += 0.1 if pub.outbox.paused else 0.0
+            clock.advance(0.1)
+        slow.conn.congestion_ended()
+        clock.advance(0.3)
+    # 1.5 s, then 0.53 s, then about 0.16 s a cycle (a tenth of the time it paused no one): not 30 s
+    assert 4 < paused < 6, paused
+    # a subscriber that stays quiet earns its budget back
+    clock.advance(20)
+    slow.conn.congestion_started()
+    assert pub.outbox.paused
+    clock.advance(2.05)
+    assert not pub.outbox.paused

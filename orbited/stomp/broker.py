@@ -23,6 +23,7 @@ import os
 from collections import Counter
 from typing import Any
 
+from orbited.logs import printable
 from orbited.session import file_limit
 from orbited.stomp.codec import Limits
 from orbited.stomp.connection import StompConnection
@@ -43,6 +44,10 @@ log = logging.getLogger("orbited.stomp")
 
 SHUTDOWN_MESSAGE = "server shutting down"
 OVERFLOW_LOG_INTERVAL = 10.0  # seconds between two log lines about the same full queue
+# A subscriber earns back this many seconds of flow.pause_publishers per second it holds no one
+# back, so in the long run it can keep publishers paused about 1/11 of the time at most.
+PAUSE_REFILL = 0.1
+MIN_PAUSE = 0.05  # seconds: a budget smaller than this pauses no one
 
 
 class WriteBatch:
@@ -85,6 +90,8 @@ class StompBroker:
         self.connections: set[StompConnection] = set()
         self.publishers: set[StompConnection] = set()
         self.blocking: dict[StompConnection, Any] = {}  # congested subscribers holding publishers back
+        # each subscriber's pause budget: (seconds left, as of when); see congestion_started
+        self.budgets: dict[StompConnection, tuple[float, float]] = {}
         self.stalled: dict[StompConnection, Any] = {}  # congested subscribers: their stall timers
         self.versions: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()
@@ -124,6 +131,7 @@ class StompBroker:
             if not self.versions[conn.version]:
                 del self.versions[conn.version]
         self._forget_congestion(conn)
+        self.budgets.pop(conn, None)
 
     # ------------------------------------------------------------------
     # flow control
@@ -134,13 +142,28 @@ class StompBroker:
             conn.pause_reading("flow")
 
     def congestion_started(self, conn: StompConnection) -> None:
+        """``conn``'s socket buffer is full: pause every publisher, within its budget.
+
+        Each subscriber may hold publishers back for ``flow.pause_publishers``
+        seconds, and earns that time back at PAUSE_REFILL seconds per second
+        it does not.  A fresh allowance on every episode let a subscriber that
+        stops reading for 1.5 s and reads for 0.3 s, over and over, keep every
+        publisher paused 83% of the time without ever being a slow consumer.
+        """
         settings = self.settings
         self.stalled[conn] = self.clock.callLater(settings["flow.stall_timeout"], self._stall_timeout, conn)
         patience = settings["flow.pause_publishers"]
         if patience <= 0:
             return
+        now = self.clock.seconds()
+        left, since = self.budgets.get(conn, (patience, now))
+        left = min(patience, left + (now - since) * PAUSE_REFILL)
+        self.budgets[conn] = (left, now)
+        if left < MIN_PAUSE:
+            self.stats["pauses_refused"] += 1
+            return
         first = not self.blocking
-        self.blocking[conn] = self.clock.callLater(patience, self._patience_over, conn)
+        self.blocking[conn] = self.clock.callLater(left, self._patience_over, conn)
         if first:
             self.stats["publisher_pauses"] += 1
             for publisher in list(self.publishers):
@@ -157,13 +180,22 @@ class StompBroker:
         if timer is not None:
             if timer.active():
                 timer.cancel()
+            self._spent(conn)
             if not self.blocking:
                 self._resume_publishers()
 
     def _patience_over(self, conn: StompConnection) -> None:
-        """``conn`` has been full for flow.pause_publishers seconds: it no longer holds anyone back."""
-        if self.blocking.pop(conn, None) is not None and not self.blocking:
-            self._resume_publishers()
+        """``conn`` has used up its pause budget: it no longer holds anyone back."""
+        if self.blocking.pop(conn, None) is not None:
+            self._spent(conn)
+            if not self.blocking:
+                self._resume_publishers()
+
+    def _spent(self, conn: StompConnection) -> None:
+        """Charge ``conn``'s budget for the pause that just ended."""
+        left, since = self.budgets.get(conn, (0.0, self.clock.seconds()))
+        now = self.clock.seconds()
+        self.budgets[conn] = (max(0.0, left - (now - since)), now)
 
     def _stall_timeout(self, conn: StompConnection) -> None:
         self.stalled.pop(conn, None)
@@ -244,6 +276,10 @@ class StompBroker:
             raise ProtocolError("message too large", f"{len(body)} bytes exceed frame.max_size "
                                 f"({self.limits.max_frame_size})")
         headers = {str(k): str(v) for k, v in (headers or {}).items() if k not in NOT_FORWARDED}
+        for name, value in headers.items():
+            if not name or "\0" in name or "\0" in value:  # no frame could carry it to a subscriber
+                raise ProtocolError("invalid header", f"header {name!r}: a name must not be empty, and no "
+                                    "header may hold a NUL character")
         message = Message(destination, self.new_message_id(), headers, body)
         with self.batch:
             self.route(message)
@@ -260,12 +296,17 @@ class StompBroker:
             return
         queue = self.queues.get(name)
         if queue is None:
-            if len(self.queues) >= self.settings["queue.max_queues"]:
+            # a new queue with nobody on it, so it will hold the message: is there room for one more?
+            if self.waiting.holding >= self.settings["queue.max_queues"]:
                 self._overflow(name, 1, f"queue.max_queues ({self.settings['queue.max_queues']}) queues "
-                               "already hold messages")
+                               "already hold messages", what="new")
                 return
             queue = self._queue(name, create=True)
-        dropped = queue.publish(message)
+        try:
+            dropped = queue.publish(message)
+        except DestinationFull:
+            self._maybe_forget(queue)  # a queue made for a refused message holds nothing
+            raise
         if dropped:
             self._overflow(name, len(dropped), f"it holds queue.max_messages ({queue.max_messages}) "
                            f"or queue.max_bytes ({queue.max_bytes})")
@@ -293,7 +334,9 @@ class StompBroker:
             self._overflow(largest.name, count, why + "; it is the largest")
             self._maybe_forget(largest)
 
-    def _overflow(self, name: str, count: int, why: str) -> None:
+    def _overflow(self, name: str, count: int, why: str, what: str = "oldest") -> None:
+        """Messages dropped (drop-oldest) or the new one refused (reject): ``what`` says which
+        were dropped, the oldest of a full queue or a new one that has no queue to go to."""
         if self.settings["queue.overflow"] == "reject":
             raise DestinationFull("queue full", f"{name} cannot take the message: {why}")
         self.stats["dropped"] += count
@@ -301,8 +344,8 @@ class StompBroker:
         last, pending = self._overflow_logged.get(name, (None, 0))
         pending += count
         if last is None or now - last >= OVERFLOW_LOG_INTERVAL:
-            log.warning("queue %s is full: dropped %d oldest message(s) since the last report, because %s",
-                        name, pending, why)
+            log.warning("queue %s is full: dropped %d %s message(s) since the last report, because %s",
+                        printable(name), pending, what, why)
             self._overflow_logged[name] = (now, 0)
         else:
             self._overflow_logged[name] = (last, pending)
@@ -325,7 +368,8 @@ class StompBroker:
             "largest_queues": {q.name: q.status() for q in queues[:10]},
             "development_mode": self.permissions.development_mode,
             **{name: self.stats[name] for name in ("connections_total", "messages_in", "deliveries", "dropped",
-                                                   "nacked", "slow_consumers", "publisher_pauses")},
+                                                   "nacked", "slow_consumers", "publisher_pauses",
+                                                   "pauses_refused")},
         }
 
     def shutdown(self) -> None:

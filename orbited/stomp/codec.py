@@ -232,9 +232,9 @@ class FrameParser:
         length = -1
         raw_length = headers.get("content-length")
         if raw_length is not None:
-            if not raw_length.isdigit() or not raw_length.isascii():
+            length = whole_number(raw_length)
+            if length is None:
                 raise FrameError("invalid content-length", f"content-length '{raw_length}' is not a number of octets")
-            length = int(raw_length)
             if body_start - pos + length > limits.max_frame_size:
                 raise FrameError("frame too large",
                                  f"content-length {length} exceeds the limit of {limits.max_frame_size} octets")
@@ -272,6 +272,8 @@ class FrameParser:
         if self._crlf():
             lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
         command = _check_command(lines[0])
+        if b"\0" in block:  # passed on in a MESSAGE, it would end that frame early for every subscriber
+            raise FrameError("malformed header", "a header holds a NUL octet")
         if len(lines) - 1 > limits.max_headers:
             raise FrameError("too many headers", f"more than {limits.max_headers} headers in one frame")
         escaped = command not in UNESCAPED_COMMANDS and self.version in (V11, V12)
@@ -322,3 +324,16 @@ class FrameParser:
         self._pos = end + 1
         self._pending = None
         return Frame(command, headers, body)
+
+
+def whole_number(text: str, most: int = 2**63 - 1) -> int | None:
+    """``text`` as a whole number of ASCII digits up to ``most``, else None.
+
+    ``str.isdigit`` also takes '²' and other Unicode digits, which ``int``
+    then refuses with a ValueError; and a number of 400 digits overflows the
+    float of a timer.  Either was an 'internal error' with a traceback in the
+    log, where the client had sent an invalid header."""
+    if not text.isascii() or not text.isdigit() or len(text) > 19:
+        return None
+    value = int(text)
+    return value if value <= most else None

@@ -15,6 +15,7 @@ import logging
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
+from orbited.logs import printable
 from orbited.stomp.codec import (
     V10,
     V11,
@@ -24,6 +25,7 @@ from orbited.stomp.codec import (
     FrameParser,
     encode_frame,
     escape,
+    whole_number,
 )
 from orbited.stomp.destinations import Subscription, destination_kind
 from orbited.stomp.errors import AccessRefused, ProtocolError, StompError
@@ -193,7 +195,8 @@ class StompConnection:
         error.update(headers or {})
         error["content-type"] = "text/plain"
         log.log(level, "stomp %s %s%s: ERROR %s%s", self.transport, self.address,
-                f" ({self.user})" if self.user else "", message, f": {detail}" if detail else "")
+                f" ({printable(self.user)})" if self.user else "", printable(message),
+                f": {printable(detail)}" if detail else "")
         self.outbox.write(encode_frame(Frame("ERROR", error, detail.encode("utf-8")), self.version), False)
         self._release()
         self.outbox.flush()
@@ -259,6 +262,8 @@ class StompConnection:
 
     def handle(self, frame: Frame) -> None:
         command = frame.command
+        if frame.body and command != "SEND":
+            raise ProtocolError("unexpected body", f"a {command} frame must not have a body")
         if self.state is State.AWAITING_CONNECT:
             if command in ("CONNECT", "STOMP"):
                 self._connect(frame)
@@ -271,8 +276,6 @@ class StompConnection:
             if command == "NACK":
                 raise ProtocolError("unknown command", "NACK is not part of STOMP 1.0")
             raise ProtocolError("unknown command", f"'{command}' is not a STOMP client frame")
-        if frame.body and command != "SEND":
-            raise ProtocolError("unexpected body", f"a {command} frame must not have a body")
         handler(self, frame)
         if self.state is State.CONNECTED:
             receipt = frame.headers.get("receipt")
@@ -333,12 +336,15 @@ class StompConnection:
             self._timers["watch"] = self.clock.callLater(self.receive_timeout, self._watch)
 
     def _beat(self) -> None:
-        """Every half interval: if nothing went out in the last one, send an EOL."""
+        """Every half interval: if nothing went out in the last one, send an EOL.  The EOL counts
+        as output for the next half, so an idle connection gets one per interval, as agreed (not
+        one per half interval), and no gap is longer than the interval."""
         if self.state is State.CLOSED:
             return
-        if not self.wrote:
+        wrote, self.wrote = self.wrote, False
+        if not wrote:
             self.outbox.write(b"\n", False)
-        self.wrote = False
+            self.wrote = True
         self._timers["beat"] = self.clock.callLater(self.send_interval / 2, self._beat)
 
     def _watch(self) -> None:
@@ -394,10 +400,11 @@ class StompConnection:
         limit = settings["max_unacked"]
         prefetch = headers.get("prefetch-count")
         if prefetch is not None:
-            if not prefetch.isdigit():
+            count = whole_number(prefetch)
+            if count is None:
                 raise ProtocolError("invalid prefetch-count", f"'{prefetch}' is not a whole number")
-            if int(prefetch) > 0:
-                limit = min(limit, int(prefetch))
+            if count > 0:
+                limit = min(limit, count)
         if destination_kind(destination) is None:
             raise ProtocolError("unknown destination",
                                 f"'{destination}': this broker serves /topic/NAME and /queue/NAME")
@@ -440,7 +447,7 @@ class StompConnection:
         if self.version == V12:
             ack_id = self._required(frame, "id")
             number, _, message_id = ack_id.partition("-")
-            sub = self._by_number.get(int(number)) if number.isdigit() else None
+            sub = self._by_number.get(whole_number(number))
             if sub is not None and message_id in sub.unacked:
                 return sub, message_id
             raise ProtocolError("unknown ack id", f"'{ack_id}' names no unacknowledged message")
@@ -534,11 +541,15 @@ class StompConnection:
         self.close()
 
 
+MOST_HEART_BEAT = 2**31 - 1  # milliseconds, about 25 days: more is "never" for any timer
+
+
 def parse_heart_beat(value: str) -> tuple[int, int]:
-    parts = value.split(",")
-    if len(parts) != 2 or not all(part.strip().isdigit() for part in parts):
-        raise ProtocolError("invalid heart-beat header", f"'{value}' is not two whole numbers like 10000,10000")
-    return int(parts[0]), int(parts[1])
+    parts = [whole_number(part.strip(), MOST_HEART_BEAT) for part in value.split(",")]
+    if len(parts) != 2 or None in parts:
+        raise ProtocolError("invalid heart-beat header",
+                            f"'{value}' is not two whole numbers of milliseconds like 10000,10000")
+    return parts[0], parts[1]  # type: ignore[return-value]
 
 
 HANDLERS = {

@@ -204,13 +204,15 @@ class Topic:
 
 
 class WaitingTotal:
-    """Body bytes waiting in all of one broker's queues together, kept by the queues as they
-    change, so that ``queue.max_total_bytes`` is checked without summing over every queue."""
+    """Body bytes waiting in all of one broker's queues together, and how many queues hold any,
+    kept by the queues as they change, so that ``queue.max_total_bytes`` and
+    ``queue.max_queues`` are checked without a pass over every queue."""
 
-    __slots__ = ("bytes",)
+    __slots__ = ("bytes", "holding")
 
     def __init__(self) -> None:
         self.bytes = 0
+        self.holding = 0
 
 
 class Queue:
@@ -225,6 +227,7 @@ class Queue:
         self.waiting: deque[Message] = deque()
         self.waiting_bytes = 0
         self.total = total  # the broker's, shared by all its queues
+        self.counted = False  # among total.holding
         self.dropped = 0
         self._next = 0
         self._dispatching = False
@@ -266,6 +269,7 @@ class Queue:
                                       f"({self.waiting_bytes} bytes), its bound; the message was refused")
             dropped.append(self._pop_oldest())
         self.dropped += len(dropped)
+        self.settle()
         return dropped
 
     def take_back(self, message: Message) -> bool:
@@ -275,7 +279,15 @@ class Queue:
         self.waiting.pop()
         self.waiting_bytes -= message.size
         self.total.bytes -= message.size
+        self.settle()
         return True
+
+    def settle(self) -> None:
+        """Keep ``total.holding`` right after the waiting messages changed (idempotent)."""
+        holding = bool(self.waiting)
+        if holding is not self.counted:
+            self.counted = holding
+            self.total.holding += 1 if holding else -1
 
     def drop_oldest(self, excess: int) -> int:
         """Drop the oldest waiting messages until ``excess`` bytes are freed or none wait; how many."""
@@ -284,6 +296,7 @@ class Queue:
             excess -= self._pop_oldest().size
             count += 1
         self.dropped += count
+        self.settle()
         return count
 
     def _pop_oldest(self) -> Message:
@@ -325,6 +338,7 @@ class Queue:
                     return
         finally:
             self._dispatching = False
+            self.settle()
 
     def _next_ready(self) -> Subscription | None:
         subscribers = self.subscribers
