@@ -585,21 +585,35 @@ def quickstart() -> Config:
 
 def global_keys_markdown() -> str:
     """The [global] table of docs/configuration.md, made from GLOBAL_KEYS so the two cannot drift."""
+    return keys_markdown(GLOBAL_KEYS)
+
+
+def keys_markdown(keys: tuple[Key, ...]) -> str:
+    """A docs table of config keys (the [global] keys, the [stomp] keys), made from the keys."""
     rows = ["| key | default | meaning |", "|---|---|---|"]
-    for key in GLOBAL_KEYS:
+    for key in keys:
         default = key.default
         if default is None:
             shown = "(unset)"
         elif isinstance(default, bool):
             shown = "1" if default else "0"
+        elif isinstance(default, tuple) and all(isinstance(part, int) for part in default) and default:
+            shown = ",".join(str(part) for part in default)  # heartbeat = 1000,10000
         elif isinstance(default, tuple):
-            shown = " ".join(default) or "(empty)"
+            shown = " ".join(_shown(part) for part in default) or "(empty)"
         elif isinstance(default, float) and default.is_integer():
             shown = str(int(default))
         else:
             shown = str(default)
-        rows.append(f"| `{key.name}` | `{shown}` | {key.doc} |")
+        rows.append(f"| `{key.name}` | `{shown}` | {key.doc.replace('<', '&lt;').replace('>', '&gt;')} |")
     return "\n".join(rows) + "\n"
+
+
+def _shown(part: Any) -> str:
+    """One value of a list default: a network of one address as the address (::1, not ::1/128)."""
+    if isinstance(part, (ipaddress.IPv4Network, ipaddress.IPv6Network)) and part.prefixlen == part.max_prefixlen:
+        return str(part.network_address)
+    return str(part)
 
 
 if __name__ == "__main__":

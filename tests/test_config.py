@@ -286,6 +286,17 @@ def test_docs_describe_every_global_key():
         assert f"`{key.name}`" in reference, key.name
 
 
+def test_docs_describe_every_stomp_key():
+    from orbited.docs import STOMP_BEGIN, render_stomp
+    from orbited.stomp.settings import STOMP_KEYS
+
+    reference = (REPO / "docs" / "stomp.md").read_text()
+    assert STOMP_BEGIN in reference
+    assert render_stomp(reference) == reference, "docs/stomp.md is stale: run `make docs`"
+    for key in STOMP_KEYS:
+        assert f"| `{key.name}` |" in reference, key.name
+
+
 @pytest.mark.parametrize(("reactor", "missing"), [("epoll", "epoll"), ("twisted-epoll", "epoll"),
                                                   ("kqueue", "kqueue")])
 def test_a_reactor_the_platform_lacks_is_a_warning_and_the_default(monkeypatch, reactor, missing):

@@ -969,7 +969,7 @@ def test_a_refused_message_leaves_no_queue_behind():
 def test_a_subscriber_pauses_publishers_within_a_budget_not_once_per_episode():
     """Stop reading 1.5 s, read 0.3 s, again and again: publishers were paused 83% of the time."""
     clock = Clock()
-    broker, slow, pub = slow_subscriber_and_publisher(clock, 100)
+    _broker, slow, pub = slow_subscriber_and_publisher(clock, 100)
     paused = 0.0
     for _ in range(20):
         slow.conn.congestion_started()
