@@ -986,3 +986,29 @@ def test_a_subscriber_pauses_publishers_within_a_budget_not_once_per_episode():
     assert pub.outbox.paused
     clock.advance(2.05)
     assert not pub.outbox.paused
+
+
+def test_subscribers_that_fill_up_together_share_the_pause_budget():
+    """A burst that fills every subscriber's buffer is the load itself: publishers stay paused
+    while it lasts (here 5 s against a 2 s budget), as the per-episode patience did."""
+    clock = Clock()
+    broker = make_broker("flow.pause_publishers = 2\nflow.stall_timeout = 100", clock)
+    subscribers = [connected(broker) for _ in range(10)]
+    pub = connected(broker)
+    pub.send("SEND", b"1", destination="/topic/t")
+    for sub in subscribers:
+        sub.conn.congestion_started()
+    for _ in range(50):
+        clock.advance(0.1)
+        assert pub.outbox.paused
+    for sub in subscribers:
+        sub.conn.congestion_ended()
+    assert not pub.outbox.paused
+    left = [broker.budgets[sub.conn][0] for sub in subscribers]
+    assert all(1.4 < budget < 1.6 for budget in left), left  # each paid 0.5 s of the 5
+    # one of them alone pays in full: its remaining 1.5 s
+    subscribers[0].conn.congestion_started()
+    clock.advance(1.4)
+    assert pub.outbox.paused
+    clock.advance(0.2)
+    assert not pub.outbox.paused

@@ -48,6 +48,7 @@ OVERFLOW_LOG_INTERVAL = 10.0  # seconds between two log lines about the same ful
 # back, so in the long run it can keep publishers paused about 1/11 of the time at most.
 PAUSE_REFILL = 0.1
 MIN_PAUSE = 0.05  # seconds: a budget smaller than this pauses no one
+PATIENCE_CHECK = 0.05  # seconds between checks of the budgets of subscribers holding publishers back
 
 
 class WriteBatch:
@@ -89,9 +90,13 @@ class StompBroker:
         self.waiting = WaitingTotal()  # body bytes in all queues (queue.max_total_bytes)
         self.connections: set[StompConnection] = set()
         self.publishers: set[StompConnection] = set()
-        self.blocking: dict[StompConnection, Any] = {}  # congested subscribers holding publishers back
+        # congested subscribers holding publishers back -> the shared time at which their budget runs out
+        self.blocking: dict[StompConnection, float] = {}
         # each subscriber's pause budget: (seconds left, as of when); see congestion_started
         self.budgets: dict[StompConnection, tuple[float, float]] = {}
+        self.shared_time = 0.0  # advances at 1/n of real time while n subscribers block
+        self.shared_at = 0.0  # the real time it was last advanced
+        self.patience_check: Any = None
         self.stalled: dict[StompConnection, Any] = {}  # congested subscribers: their stall timers
         self.versions: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()
@@ -149,6 +154,10 @@ class StompBroker:
         it does not.  A fresh allowance on every episode let a subscriber that
         stops reading for 1.5 s and reads for 0.3 s, over and over, keep every
         publisher paused 83% of the time without ever being a slow consumer.
+        Subscribers that hold publishers back at the same time share the cost
+        (each pays 1/n of the time while n do): a burst that fills every
+        subscriber's buffer is the load itself, and pausing the publishers
+        for it is the point, so it does not use up anyone's budget.
         """
         settings = self.settings
         self.stalled[conn] = self.clock.callLater(settings["flow.stall_timeout"], self._stall_timeout, conn)
@@ -163,7 +172,10 @@ class StompBroker:
             self.stats["pauses_refused"] += 1
             return
         first = not self.blocking
-        self.blocking[conn] = self.clock.callLater(left, self._patience_over, conn)
+        self._advance()
+        self.blocking[conn] = self.shared_time + left  # the shared time at which its budget runs out
+        if self.patience_check is None or not self.patience_check.active():
+            self.patience_check = self.clock.callLater(PATIENCE_CHECK, self._check_patience)
         if first:
             self.stats["publisher_pauses"] += 1
             for publisher in list(self.publishers):
@@ -176,26 +188,37 @@ class StompBroker:
         timer = self.stalled.pop(conn, None)
         if timer is not None and timer.active():
             timer.cancel()
-        timer = self.blocking.pop(conn, None)
-        if timer is not None:
-            if timer.active():
-                timer.cancel()
-            self._spent(conn)
+        if conn in self.blocking:
+            self._stop_blocking(conn)
             if not self.blocking:
                 self._resume_publishers()
 
-    def _patience_over(self, conn: StompConnection) -> None:
-        """``conn`` has used up its pause budget: it no longer holds anyone back."""
-        if self.blocking.pop(conn, None) is not None:
-            self._spent(conn)
-            if not self.blocking:
-                self._resume_publishers()
-
-    def _spent(self, conn: StompConnection) -> None:
-        """Charge ``conn``'s budget for the pause that just ended."""
-        left, since = self.budgets.get(conn, (0.0, self.clock.seconds()))
+    def _advance(self) -> None:
+        """Move the shared clock on: it runs at 1/n of real time while n subscribers block."""
         now = self.clock.seconds()
-        self.budgets[conn] = (max(0.0, left - (now - since)), now)
+        if self.blocking:
+            self.shared_time += (now - self.shared_at) / len(self.blocking)
+        self.shared_at = now
+
+    def _stop_blocking(self, conn: StompConnection) -> None:
+        """``conn`` holds no one back any more: charge its budget for its share of the pause."""
+        self._advance()
+        runs_out = self.blocking.pop(conn)
+        now = self.clock.seconds()
+        self.budgets[conn] = (max(0.0, runs_out - self.shared_time), now)
+
+    def _check_patience(self) -> None:
+        """Subscribers whose budget ran out no longer hold anyone back."""
+        self.patience_check = None
+        if not self.blocking:
+            return
+        self._advance()
+        for conn in [conn for conn, runs_out in self.blocking.items() if runs_out <= self.shared_time + 1e-9]:
+            self._stop_blocking(conn)
+        if self.blocking:
+            self.patience_check = self.clock.callLater(PATIENCE_CHECK, self._check_patience)
+        else:
+            self._resume_publishers()
 
     def _stall_timeout(self, conn: StompConnection) -> None:
         self.stalled.pop(conn, None)

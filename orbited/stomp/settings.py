@@ -112,7 +112,8 @@ STOMP_KEYS: tuple[Key, ...] = (
         "full, so bursts are delivered without loss; after that the slow subscriber no longer "
         "holds anyone back. It is each subscriber's budget: one earns it back at 0.1 s per "
         "second it holds no one back, so no subscriber keeps publishers paused more than about "
-        "1/11 of the time. 0: never pause publishers."),
+        "1/11 of the time by itself; n subscribers full at the same time each pay 1/n of it. "
+        "0: never pause publishers."),
     Key("flow.max_pending", at_least(65536), 4194304,
         "Bytes that may wait for one slow client beyond its socket buffer; past this it is "
         "disconnected with an ERROR and a log line."),
