@@ -69,6 +69,23 @@ def test_text_echo_with_four_byte_characters_split_across_reads(page, site, tran
     assert result["reads"] == ["😀x"]
 
 
+def test_closing_during_a_jsonp_poll_throws_nothing_in_the_page(page, site):
+    """The removed <script> of an aborted poll still runs when its answer comes: it found its
+    callback deleted, a TypeError in the page."""
+    need_transport("jsonp-polling")
+    result = run_js(page, """
+        var errors = [];
+        window.addEventListener('error', function (e) { errors.push(String(e.message)); });
+        var s = await H.open('127.0.0.1', args[0], false, ['jsonp-polling']);
+        await H.sleep(300);  // a poll is waiting: the echo of 'ping' answers it after close() aborted it
+        s.send('ping');
+        s.close();
+        await H.sleep(1500);  // the aborted poll is answered meanwhile
+        return {errors: errors, closed: s.closed};
+    """, site.echo)
+    assert result["errors"] == [] and result["closed"] == 103
+
+
 @pytest.mark.parametrize("transport", ALL_TRANSPORTS)
 def test_binary_mode_passes_every_byte_value(page, site, transport):
     need_transport(transport)

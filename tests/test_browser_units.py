@@ -19,7 +19,8 @@ STATIC = REPO / "orbited" / "static"
 
 @pytest.fixture(scope="module")
 def site():
-    with OrbitedSite(scripts=("/static/protocols/stomp.js",)) as orbited:
+    with OrbitedSite(scripts=("/static/protocols/stomp.js", "/static/protocols/irc.js",
+                              "/static/protocols/telnet.js")) as orbited:
         yield orbited
 
 
@@ -84,6 +85,96 @@ def test_stomp_parser_byte_at_a_time(page):
     assert result["frames"][0][1]["x:y"] == "a\nb"  # 1.1+ header escaping round trip
     assert result["frames"][0][2] == "nul\0 inside 😀"
     assert result["frames"][1] == ["MESSAGE", {"no-length": "1"}, "plain"]
+
+
+# A TCPSocket stand-in the protocol clients can be given (their ``transport``), and the
+# page's uncaught errors, for the tests below.
+FAKE_SOCKET = """
+    window.pageErrors = [];
+    window.onerror = function (message) { pageErrors.push(String(message)); return true; };
+    function FakeSocket() { this.readyState = 1; this.sent = []; FakeSocket.last = this; }
+    FakeSocket.prototype.READY_STATE_OPEN = 3;
+    FakeSocket.prototype.open = function () { this.readyState = 2; };
+    FakeSocket.prototype.send = function (data) { this.sent.push(data); };
+    FakeSocket.prototype.close = function () {
+        if (this.readyState === 5) { return; }
+        this.readyState = 5; if (this.onclose) { this.onclose(103); }
+    };
+    FakeSocket.prototype.opened = function () { this.readyState = 3; this.onopen(); };
+    function frames() {
+        var parts = Array.prototype.map.call(arguments, function (f) {
+            return STOMPClient.serializeFrame(f[0], f[1], f[2] || '', true); });
+        var out = new Uint8Array(parts.reduce(function (n, p) { return n + p.length; }, 0)), at = 0;
+        parts.forEach(function (p) { out.set(p, at); at += p.length; });
+        return out.buffer;
+    }
+"""
+
+
+def test_a_stomp_page_callback_that_throws_costs_neither_the_connection_nor_later_frames(page):
+    """The parser's try also caught the page's exceptions: 'STOMP protocol error', then 103."""
+    result = run_js(page, FAKE_SOCKET + """
+        var c = new STOMPClient(); c.transport = FakeSocket; c.heartbeat = {outgoing: 0, incoming: 0};
+        var got = [], problems = [];
+        c.onerror = function (e) { problems.push('error ' + e); };
+        c.onclose = function (code) { problems.push('close ' + code); };
+        c.onmessageframe = function (f) { got.push(f.body); if (got.length === 1) { throw new Error('page bug'); } };
+        c.connect('h', 1); FakeSocket.last.opened();
+        FakeSocket.last.onread(frames(['CONNECTED', {version: '1.2'}],
+                                      ['MESSAGE', {destination: '/t', 'message-id': '1', subscription: 's'}, 'first'],
+                                      ['MESSAGE', {destination: '/t', 'message-id': '2', subscription: 's'}, 'second']));
+        await H.sleep(50);
+        return {got: got, problems: problems, errors: pageErrors, connected: c.connected};
+    """)
+    assert result["got"] == ["first", "second"] and result["problems"] == []
+    assert result["connected"] is True and len(result["errors"]) == 1 and "page bug" in result["errors"][0]
+
+
+def test_stomp_disconnect_before_the_socket_opened_closes_it_and_throws_nothing(page):
+    result = run_js(page, FAKE_SOCKET + """
+        var c = new STOMPClient(); c.transport = FakeSocket; var closes = [];
+        c.onclose = function (code) { closes.push(code); };
+        c.connect('h', 1);
+        var socket = FakeSocket.last;
+        c.disconnect();
+        return {closes: closes, state: socket.readyState, sent: socket.sent.length};
+    """)
+    assert result == {"closes": [103], "state": 5, "sent": 0}
+
+
+def test_irc_and_telnet_handlers_that_throw_cost_no_later_line(page):
+    result = run_js(page, FAKE_SOCKET + """
+        var irc = new IRCClient(); irc.transport = FakeSocket; irc.connect('h', 1);
+        var ircSocket = FakeSocket.last; ircSocket.opened();
+        var seen = [];
+        irc.onPRIVMSG = function () { seen.push('PRIVMSG'); throw new Error('page bug'); };
+        irc.onNOTICE = function (c) { seen.push('NOTICE ' + c.args[1]); };
+        ircSocket.onread(':a!b@c PRIVMSG #x :hi\\r\\n:a!b@c NOTICE #x :later\\r\\n');
+        var t = new TelnetClient(); t.transport = FakeSocket; t.connect('h', 1);
+        var telnetSocket = FakeSocket.last; telnetSocket.opened();
+        var lines = [];
+        t.onmessage = function (line) { lines.push(line); if (line === 'bad') { throw new Error('page bug'); } };
+        telnetSocket.onread('one\\r\\nbad\\r\\nthree\\r\\nfour');
+        await H.sleep(50);
+        return {seen: seen, lines: lines, errors: pageErrors.length};
+    """)
+    assert result == {"seen": ["PRIVMSG", "NOTICE later"], "lines": ["one", "bad", "three"], "errors": 2}
+
+
+def test_irc_messages_are_one_per_non_empty_line_for_privmsg_action_and_notice(page):
+    result = run_js(page, FAKE_SOCKET + """
+        var irc = new IRCClient(); irc.transport = FakeSocket; irc.connect('h', 1);
+        var s = FakeSocket.last; s.opened(); s.sent = [];
+        irc.privmsg('#c', 'hello\\n');
+        irc.privmsg('#c', 'a\\n\\nb');
+        irc.action('#c', 'waves\\n');
+        irc.notice('#c', 'line1\\nline2');
+        irc.notice('#c', 'x'.repeat(600));
+        return s.sent.map(function (line) { return line.length > 60 ? line.length : line; });
+    """)
+    assert result[:6] == ["PRIVMSG #c :hello\r\n", "PRIVMSG #c :a\r\n", "PRIVMSG #c :b\r\n",
+                          "PRIVMSG #c :\x01ACTION waves\x01\r\n", "NOTICE #c :line1\r\n", "NOTICE #c :line2\r\n"]
+    assert len(result) == 8 and all(isinstance(n, int) and n <= 512 for n in result[6:])  # 600 x: two lines
 
 
 def test_settings_follow_the_script_url_and_https_defaults_to_443(page, site):

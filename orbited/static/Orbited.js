@@ -755,8 +755,16 @@
         };
         self.request = {
             abort: function () {
-                jsonpCallbacks[name] = function () {};
                 done();
+                // A <script> already removed may still run when its answer comes (Chrome does):
+                // it must find a callback, or the page gets a TypeError.  Dropped after long
+                // enough for any poll to have been answered.
+                jsonpCallbacks[name] = noop;
+                root.setTimeout(function () {
+                    if (jsonpCallbacks[name] === noop) {
+                        delete jsonpCallbacks[name];
+                    }
+                }, 120000);
             }
         };
         (root.document.head || root.document.documentElement).appendChild(script);

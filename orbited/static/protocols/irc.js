@@ -131,7 +131,12 @@
                 for (var i = 0; i < lines.length && conn; i++) {
                     var line = lines[i].replace(/\r$/, "");
                     if (line.length > 0) {
-                        dispatch(line);
+                        // a page handler that throws must not cost the lines after it in this read
+                        try {
+                            dispatch(line);
+                        } catch (e) {
+                            root.setTimeout(function () { throw e; }, 0);
+                        }
                     }
                 }
             };
@@ -196,28 +201,32 @@
             }
         };
 
-        // Text with newlines becomes one message per line; long lines are split.
-        function sayTo(destination, message, wrap) {
+        // Text with newlines becomes one message per line (empty lines send nothing: IRC has no
+        // empty message); long lines are split.
+        function sayTo(command, destination, message, wrap) {
             checkWord(destination, "destination");
             var room = MAX_LINE_BYTES - 100 - destination.length;  // leave room for the prefix the server adds
             String(message).split(/\r\n|\r|\n/).forEach(function (line) {
                 if (/\0/.test(line)) {
                     throw new Error("IRC text may not contain NUL");
                 }
+                if (!line) {
+                    return;
+                }
                 splitBytes(line, room).forEach(function (piece) {
-                    self.raw("PRIVMSG " + destination + " :" + wrap(piece));
+                    self.raw(command + " " + destination + " :" + wrap(piece));
                 });
             });
         }
+        function plain(text) { return text; }
         self.privmsg = function (destination, message) {
-            sayTo(destination, message, function (text) { return text; });
+            sayTo("PRIVMSG", destination, message, plain);
         };
         self.action = function (destination, message) {
-            sayTo(destination, message, function (text) { return "\x01ACTION " + text + "\x01"; });
+            sayTo("PRIVMSG", destination, message, function (text) { return "\x01ACTION " + text + "\x01"; });
         };
         self.notice = function (destination, message) {
-            checkWord(destination, "destination");
-            self.raw("NOTICE " + destination + " :" + checkParam(message, "text"));
+            sayTo("NOTICE", destination, message, plain);
         };
 
         function dispatch(line) {

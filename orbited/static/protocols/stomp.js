@@ -302,6 +302,17 @@
             socket.send(data);
         }
 
+        // A page callback that throws is the page's bug, not a STOMP protocol error: it is
+        // reported the way TCPSocket reports one (thrown again on its own, to the page's error
+        // handler) and the connection goes on with the next frame.
+        function pageCall(fn, frame) {
+            try {
+                fn.call(self, frame);
+            } catch (e) {
+                root.setTimeout(function () { throw e; }, 0);
+            }
+        }
+
         function onFrame(frame) {
             if (frame.type === "CONNECTED") {
                 self.version = frame.headers.version || "1.0";
@@ -318,7 +329,7 @@
                 var watcher = receiptWatchers[id];
                 if (watcher) {
                     delete receiptWatchers[id];
-                    watcher(frame);
+                    pageCall(watcher, frame);
                     if (id.indexOf("disconnect-") === 0) {
                         return;  // our own DISCONNECT receipt: not the page's business
                     }
@@ -326,7 +337,7 @@
             } else if (frame.type === "ERROR") {
                 self.connected = false;
             }
-            self.onframe(frame);
+            pageCall(self.onframe, frame);
         }
 
         // Orbited 0.7's hook for tests; returns the socket the client will use.
@@ -390,6 +401,13 @@
 
         self.disconnect = function (extraHeaders) {
             if (!socket) {
+                return;
+            }
+            if (typeof socket.READY_STATE_OPEN === "number" && socket.readyState !== socket.READY_STATE_OPEN) {
+                // not open yet (or closing): there is no session to end, only the socket
+                stopHeartbeats();
+                self.connected = false;
+                socket.close();
                 return;
             }
             var receipt = nextId("disconnect");

@@ -15,6 +15,11 @@
 
     function Ignored() {}
 
+    // A page handler's exception, thrown again on its own (as TCPSocket does with its callbacks).
+    function rethrow(e) {
+        root.setTimeout(function () { throw e; }, 0);
+    }
+
     function TelnetClient() {
         var self = this;
         var conn = null;
@@ -50,7 +55,12 @@
                 var lines = buffer.split("\n");
                 buffer = lines.pop();
                 for (var i = 0; i < lines.length; i++) {
-                    self.onmessage(lines[i].replace(/\r$/, ""));
+                    // a page handler that throws must not cost the lines after it in this read
+                    try {
+                        self.onmessage(lines[i].replace(/\r$/, ""));
+                    } catch (e) {
+                        rethrow(e);
+                    }
                 }
                 if (buffer.length > self.maxLineLength) {
                     self.onmessage(buffer);

@@ -420,7 +420,12 @@
                     return;
                 }
                 for (var i = 0; i < items.length && conn; i++) {
-                    handleItem(items[i]);
+                    // a page handler that throws must not cost the stanzas after it in this read
+                    try {
+                        handleItem(items[i]);
+                    } catch (e) {
+                        root.setTimeout(function () { throw e; }, 0);
+                    }
                 }
             };
             conn.open(host, port, false);
