@@ -556,3 +556,49 @@ def test_autobahn_debug_arguments_are_formatted_only_when_a_debug_line_is_writte
         assert str(module.hltype(method)) == autobahn.util.hltype(method)
         assert str(module.hlval(5)) == autobahn.util.hlval(5)
     assert str(autobahn_protocol.pformat([("utf8validateIncoming", True)])) == "[('utf8validateIncoming', True)]"
+
+
+def test_a_browser_that_keeps_sending_is_alive_without_answering_pings():
+    """autobahn restarts its ping timer on any data frame; the fast path for whole binary frames
+    skipped that, and a browser sending every 0.3 s was dropped as silent after ping + timeout."""
+    with orbited_with(extra_global="session.ping_interval = 1\nsession.ping_timeout = 1\n") as orbited:
+        sock = raw_upgrade(orbited.port)
+        sock.sendall(masked(1, f"127.0.0.1:{orbited.echo}".encode()))
+        received = b""
+        started = time.monotonic()
+        while time.monotonic() - started < 4.5:
+            sock.sendall(masked(2, b"tick"))  # never a pong
+            time.sleep(0.3)
+            sock.settimeout(0.05)
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
+            assert chunk, f"dropped after {time.monotonic() - started:.1f} s"
+            received += chunk
+        assert received.count(b"tick") >= 12
+        sock.close()
+        assert "browser connection lost" not in orbited.log()
+
+
+def test_a_slow_backend_does_not_get_its_browser_dropped_by_the_ping_timeout():
+    """Flow control stops reading the browser while the backend is slow; the browser's pong then
+    waits behind data we do not read.  The session was dropped at ping interval + timeout."""
+    nbytes = 16 * 1024 * 1024
+    port = free_port()
+    sink = subprocess.Popen([sys.executable, "-m", "tests.support.backends", "sink", str(port), "4"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert sink.stdout.readline().strip() == "ready"
+        with orbited_with(access=f"* -> 127.0.0.1:{port}",
+                          extra_global="session.ping_interval = 1\nsession.ping_timeout = 1\n") as orbited:
+            ws, answer = open_socket(orbited.port, f"127.0.0.1:{port}")
+            assert answer == "1"
+            with ws:
+                for piece in pattern(nbytes):
+                    ws.send(piece)
+            total, digest = sink.stdout.readline().split()
+            assert int(total) == nbytes and digest == pattern_digest(nbytes)
+            assert "browser connection lost" not in orbited.log()
+    finally:
+        stop_process(sink)

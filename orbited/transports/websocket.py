@@ -159,11 +159,16 @@ class WebSocketSession(ServerProtocol):
         if data[0] == 0x81:  # a whole text frame: the handshake (host:port), once a session
             text, used = take_text_frame(data, self.maxMessagePayloadSize)
             if text is not None:
+                if self.autoPingTimeoutCall is not None:
+                    self._cancelAutoPingTimeoutCall()  # a data frame is as good as a pong (below too)
                 self.onMessage(text, False)
                 if self.state != WebSocketServerProtocol.STATE_OPEN or used == len(data):
                     return
                 data = data[used:]
         payloads, used = take_binary_frames(data, self.maxMessagePayloadSize)
+        if used and self.autoPingTimeoutCall is not None:
+            # as autobahn's own frame path does (autoPingRestartOnAnyTraffic)
+            self._cancelAutoPingTimeoutCall()
         for payload in payloads:
             self.onMessage(payload, True)
             if self.state != WebSocketServerProtocol.STATE_OPEN:
@@ -203,11 +208,35 @@ class WebSocketSession(ServerProtocol):
         # sendCloseFrame, not sendClose: autobahn's sendClose refuses 1001 (going away).
         self.sendCloseFrame(close_code(reason, code), close_reason(reason).encode("utf-8"))
 
+    # The backend reads slowly: the proxy stops reading the browser (flow control).  A pong
+    # the browser sends then waits behind data we do not read, so a ping timeout in that
+    # time is our silence, not the browser's; a healthy browser was dropped at
+    # ping_interval + ping_timeout behind any backend slower than about 70 KB/s.
+
+    reading_paused = False
+    paused_since_ping = False  # we stopped reading the browser at some time since the last ping
+
     def pauseProducing(self) -> None:
         self.transport.pauseProducing()
+        self.reading_paused = self.paused_since_ping = True
 
     def resumeProducing(self) -> None:
         self.transport.resumeProducing()
+        self.reading_paused = False
+
+    def _sendAutoPing(self) -> None:
+        self.paused_since_ping = self.reading_paused
+        WebSocketServerProtocol._sendAutoPing(self)
+
+    def onAutoPingTimeout(self) -> None:
+        if not self.paused_since_ping:
+            WebSocketServerProtocol.onAutoPingTimeout(self)
+            return
+        self.autoPingTimeoutCall = None
+        self.autoPingPending = None
+        if self.autoPingInterval and self.state == WebSocketServerProtocol.STATE_OPEN:
+            self.autoPingPendingCall = self.factory._batched_timer.call_later(self.autoPingInterval,
+                                                                             self._sendAutoPing)
 
     def stopProducing(self) -> None:
         """The session protocol closes us with a reason; nothing to do here."""
