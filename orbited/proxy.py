@@ -143,13 +143,22 @@ class TCPSocketProxy:
         phase, self.phase = self.phase, State.CLOSED
         if phase is State.HANDSHAKE:
             self.context.handshakes.remove(self)
-        if phase is State.CONNECTING and self.pending is not None:
-            pending, self.pending = self.pending, None
-            pending.stopConnecting()
+            log.info("%s: closed before its handshake (%s)", self._describe(), reason)
+        if phase is State.CONNECTING:
+            self._stop_connecting()
+            log.info("%s -> %s: browser side closed while connecting (%s)", self._describe(), self.destination,
+                     reason)
         if self.backend is not None:
             self.backend.transport.loseConnection()
         if phase is State.OPEN:
             self._log_close(f"browser side closed ({reason})")
+
+    def _stop_connecting(self) -> None:
+        """Cancel the backend connect under way (the connect, or the lookup and its attempts)."""
+        self.early = []
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending.stopConnecting()
 
     # handshake and connect
 
@@ -256,7 +265,11 @@ class TCPSocketProxy:
                  self.bytes_up, self.bytes_down, why)
 
     def _refuse(self, code: ProxyError, why: str) -> None:
-        self.phase = State.CLOSED
+        phase, self.phase = self.phase, State.CLOSED  # before the stop below reports a failed connect
+        if phase is State.CONNECTING:
+            # Refused while connecting (too much early data): the connect must not go on, counted
+            # by no session (proxy.max_sessions) and holding a descriptor until its timeout.
+            self._stop_connecting()
         if code is ProxyError.UNAUTHORIZED:
             log.warning("%s: %s", self._describe(), why)
         else:

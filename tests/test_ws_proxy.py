@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -602,3 +603,43 @@ def test_a_slow_backend_does_not_get_its_browser_dropped_by_the_ping_timeout():
             assert "browser connection lost" not in orbited.log()
     finally:
         stop_process(sink)
+
+
+def connects_under_way(port: int) -> int:
+    """TCP connects to 127.0.0.1:``port`` this machine has in SYN-SENT (state 02 of /proc/net/tcp)."""
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for line in lines if line.split()[2] == f"0100007F:{port:04X}" and line.split()[3] == "02")
+
+
+def test_refusing_early_data_or_a_closing_browser_stops_the_backend_connect():
+    """A session refused for too much data before its answer (0102) left its backend connect
+    running: counted by no session (past proxy.max_sessions) until the connect timeout."""
+    port = free_port()
+    hole = subprocess.Popen([sys.executable, "-m", "tests.support.backends", "blackhole", str(port)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert hole.stdout.readline().strip() == "ready" and hole.stdout.readline().strip() == "full"
+        with orbited_with(access=f"* -> 127.0.0.1:{port}", extra_global="proxy.connect_timeout = 30\n") as orbited:
+            fillers = connects_under_way(port)  # the blackhole's own, which fill its accept queue
+            for _ in range(5):
+                with ws_connect(f"ws://127.0.0.1:{orbited.port}/ws", max_size=None) as ws:
+                    ws.send(f"127.0.0.1:{port}")
+                    ws.send(b"x" * 70000)  # more than MAX_EARLY_DATA before the answer
+                    assert ws.recv(10) == "0102"
+            deadline = time.monotonic() + 5
+            while connects_under_way(port) > fillers and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert connects_under_way(port) == fillers
+            # a browser that goes while its connect is under way: stopped too, and logged
+            ws = ws_connect(f"ws://127.0.0.1:{orbited.port}/ws")
+            ws.send(f"127.0.0.1:{port}")
+            time.sleep(0.3)
+            assert connects_under_way(port) == fillers + 1
+            ws.close()
+            deadline = time.monotonic() + 5
+            while "browser side closed while connecting" not in orbited.log() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert connects_under_way(port) == fillers
+            assert f"-> 127.0.0.1:{port}: browser side closed while connecting" in orbited.log()
+    finally:
+        stop_process(hole)
