@@ -100,6 +100,27 @@ def worker_count(text: str) -> int:
     return value
 
 
+def positive_int(text: str) -> int:
+    """A size that must be at least 1: 0 read as 'no limit' (autobahn) or 'refuse everything'."""
+    value = non_negative_int(text)
+    if value < 1:
+        raise ValueError(f"'{text}' must be at least 1")
+    return value
+
+
+def origin_list(text: str) -> tuple[str, ...]:
+    """[global] origins: each 'scheme://host[:port]', or '*'.  A bare host name never matched
+    any page's Origin, and nothing said so."""
+    from orbited.access import normalise_origin  # orbited.access imports this module
+
+    words = word_list(text)
+    for word in words:
+        if word != "*" and ("*" in word or normalise_origin(word) is None):
+            raise ValueError(f"'{word}' is not an origin: write scheme://host[:port], as "
+                             f"'https://{word.strip('*.') or 'app.example.com'}' (no wildcards but '*' alone)")
+    return words
+
+
 def word_list(text: str) -> tuple[str, ...]:
     return tuple(word for word in text.replace(",", " ").split() if word)
 
@@ -154,13 +175,13 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         "SockJS heartbeat, 0.7 ping packet)."),
     Key("session.ping_timeout", positive_number, 30.0,
         "Seconds a probed session may stay silent before it is closed."),
-    Key("session.max_buffer", non_negative_int, 1048576,
+    Key("session.max_buffer", positive_int, 1048576,
         "Bytes a Comet session may hold unacknowledged for a browser before it "
         "is closed as stalled (WebSocket sessions use TCP flow control instead)."),
-    Key("ws.max_message_size", non_negative_int, 4194304,
+    Key("ws.max_message_size", positive_int, 4194304,
         "Largest WebSocket message accepted from a browser, in bytes; larger "
         "ones close the socket with 1009."),
-    Key("sockjs.response_limit", non_negative_int, 131072,
+    Key("sockjs.response_limit", positive_int, 131072,
         "Bytes a SockJS streaming response (xhr_streaming, eventsource, htmlfile) "
         "carries before it is ended and the browser opens the next one, so that "
         "the browser can free what it received."),
@@ -171,7 +192,7 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         "https://cdn.jsdelivr.net/npm/sockjs-client@1/dist/sockjs.min.js",
         "The sockjs-client script the /sockjs iframe page loads (iframe "
         "transports only); point it at a copy you serve to avoid the CDN."),
-    Key("origins", word_list, (),
+    Key("origins", origin_list, (),
         "Page origins allowed besides the page's own host: 'https://app.example.com', "
         "'http://localhost:3000', or '*' for any. Empty: same host as the Host "
         "header, any port. SockJS's JSONP, htmlfile and iframe requests carry no "
@@ -181,7 +202,7 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         "Seconds an idle HTTP connection (between requests) is kept open; a request "
         "head must arrive whole within this time too (slowloris), and a client must read "
         "some of a static file it is sent within this time, or it is cut off."),
-    Key("http.max_body", non_negative_int, 1048576,
+    Key("http.max_body", positive_int, 1048576,
         "Largest HTTP request body accepted by Comet upstream endpoints; larger "
         "ones get 413."),
     Key("http.engine", choice(HTTP_ENGINES), "lean",
@@ -507,11 +528,11 @@ def build_config(sections: dict[str, Section], path: str) -> tuple[Config | None
     return config, problems
 
 
-def load_text(text: str, path: str = "<config>") -> Config:
-    """Parse config text; raises ConfigError listing every problem."""
+def load_text(text: str, path: str = "<config>", notes: list[Problem] | None = None) -> Config:
+    """Parse config text; raises ConfigError listing every problem (``notes``: found before)."""
     sections, problems = parse_ini(text, path)
     config, more = build_config(sections, path)
-    problems = problems + more
+    problems = (notes or []) + problems + more
     if config is None or any(p.fatal for p in problems):
         problems.sort(key=lambda p: (not p.fatal, p.line))
         raise ConfigError(problems)
@@ -520,13 +541,29 @@ def load_text(text: str, path: str = "<config>") -> Config:
 
 def load_file(path: str) -> Config:
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+        with open(path, "rb") as handle:
+            data = handle.read()
     except OSError as exc:
         raise ConfigError([Problem(path, 0, f"cannot read: {exc.strerror}")]) from None
+    text, notes = decode_config(data, path)
+    return load_text(text, path, notes)
+
+
+def decode_config(data: bytes, path: str) -> tuple[str, list[Problem]]:
+    """The text of a config file, and a warning if it is not UTF-8.
+
+    Orbited 0.7 read its file as bytes, so a 0.7 file may hold a Latin-1 byte
+    (an accented name in a comment, most often): it is read as Latin-1, where
+    every byte is a character, with a warning naming the line, instead of
+    refusing a file 0.7 took.  A UTF-8 byte-order mark is skipped."""
+    data = data.removeprefix(b"\xef\xbb\xbf")
+    try:
+        return data.decode("utf-8"), []
     except UnicodeDecodeError as exc:
-        raise ConfigError([Problem(path, 0, f"not UTF-8 text: {exc}")]) from None
-    return load_text(text, path)
+        line = data.count(b"\n", 0, exc.start) + 1
+        byte = data[exc.start]
+        return data.decode("latin-1"), [Problem(path, line, f"not UTF-8 (byte 0x{byte:02x}): the file is read as "
+                                                "Latin-1, as Orbited 0.7 read it; save it as UTF-8", fatal=False)]
 
 
 RELOADED_KEYS = frozenset({"origins"})  # the [global] keys a reload (SIGHUP) applies

@@ -72,7 +72,10 @@ def parse_ini(text: str, path: str) -> tuple[dict[str, Section], list[Problem]]:
     sections: dict[str, Section] = {}
     problems: list[Problem] = []
     current: Section | None = None
-    for number, raw in enumerate(text.splitlines(), start=1):
+    # Lines end at LF (CRLF too), as ConfigParser's do: str.splitlines also splits at a form
+    # feed, U+2028 or U+0085, which shifted every later FILE:LINE or read a comment's tail as
+    # a line of its own.
+    for number, raw in enumerate(text.removeprefix("\ufeff").split("\n"), start=1):
         stripped = raw.strip()
         if not stripped or stripped.startswith(";"):
             continue
@@ -120,10 +123,10 @@ def parse_ini(text: str, path: str) -> tuple[dict[str, Section], list[Problem]]:
             source, _, dest = line.partition("->")
             current.entries.append(Entry(source.strip(), dest.strip(), number))
         else:
-            key, sep, value = line.partition("=")
-            if not sep:
-                # ConfigParser (and so logging.fileConfig) also accepts ':'.
-                key, sep, value = line.partition(":")
+            # ConfigParser (and so logging.fileConfig) splits at the first '=' or ':'.
+            delimiter = min((at for at in (line.find("="), line.find(":")) if at >= 0), default=-1)
+            key, sep, value = (line[:delimiter], line[delimiter], line[delimiter + 1:]) if delimiter >= 0 \
+                else (line, "", "")
             if not sep or not key.strip():
                 problems.append(
                     Problem(

@@ -35,6 +35,35 @@ def problems_of(text: str) -> list[str]:
     return [str(p) for p in caught.value.problems]
 
 
+def test_lines_end_at_line_feeds_only_as_configparser_reads_them():
+    """str.splitlines also split at a form feed, U+2028 or U+0085: every later FILE:LINE was off
+    by one, and the tail of a comment became a config line."""
+    _sections, problems = parse_ini("[global]\n\f\n# a comment\u2028nel\n# another\x85tail\r\nbad line\n",
+                                   "x.cfg")
+    assert [str(p) for p in problems] == ["x.cfg:5: expected 'key = value' in [global], got 'bad line'"]
+
+
+def test_a_value_may_hold_the_other_delimiter():
+    """ConfigParser splits at the first '=' or ':', whichever comes first."""
+    sections, problems = parse_ini("[global]\nsockjs.client_url: https://x/s.js?v=1\nformat = %(a)s: %(b)s\n", "x")
+    assert problems == []
+    assert sections["global"].as_dict() == {"sockjs.client_url": "https://x/s.js?v=1", "format": "%(a)s: %(b)s"}
+
+
+def test_a_07_file_with_a_latin1_byte_or_a_bom_loads(tmp_path):
+    """0.7 read its file as bytes: a Latin-1 comment was refused here 'at line 0'."""
+    latin1 = tmp_path / "latin1.cfg"
+    latin1.write_bytes(b"[global]\n# caf\xe9 de Fran\xe7ois\nsession.ping_interval = 10\n")
+    config = load_file(str(latin1))
+    assert config.settings["session.ping_interval"] == 10.0
+    assert [str(p) for p in config.warnings] == [
+        (f"{latin1}:2: warning: not UTF-8 (byte 0xe9): the file is read as Latin-1, as Orbited 0.7 read it; save it "
+        "as UTF-8")]
+    bom = tmp_path / "bom.cfg"
+    bom.write_bytes(b"\xef\xbb\xbf[global]\r\nsession.ping_interval = 12\r\n")
+    assert load_file(str(bom)).settings["session.ping_interval"] == 12.0
+
+
 def test_orbited_07_example_loads_unchanged():
     config = load_file(str(DATA / "orbited-0.7.cfg"))
     assert config.settings["reactor"] == "select"
@@ -189,6 +218,17 @@ def test_defaults_without_sections():
         (f"[access]\n* -> b{'ü' * 70}.example:80\n", "x.cfg:2: [access] 'b" + "ü" * 70 + ".example' is not a host name"),
         # hosts no handshake can name: a rule for them would never match
         ("[access]\n* -> *.example.com:80\n", "x.cfg:2: [access] illegal [access] entry: wildcard destination"),
+        # sizes where 0 read as 'no limit' (ws.max_message_size) or broke every upload (http.max_body)
+        ("[global]\nws.max_message_size = 0\n", "x.cfg:2: [global] ws.max_message_size: '0' must be at least 1"),
+        ("[global]\nhttp.max_body = 0\n", "x.cfg:2: [global] http.max_body: '0' must be at least 1"),
+        ("[global]\nsession.max_buffer = 0\n", "x.cfg:2: [global] session.max_buffer: '0' must be at least 1"),
+        ("[global]\nsockjs.response_limit = 0\n", "x.cfg:2: [global] sockjs.response_limit: '0' must be at least 1"),
+        # origins that no page's Origin header could ever equal
+        ("[global]\norigins = app.example.com\n",
+         ("x.cfg:2: [global] origins: 'app.example.com' is not an origin: write scheme://host[:port], as "
+         "'https://app.example.com'")),
+        ("[global]\norigins = https://ok.example *.example.com\n", "x.cfg:2: [global] origins: '*.example.com' is not"),
+        ("[global]\norigins = https://*.example.com\n", "x.cfg:2: [global] origins: 'https://*.example.com' is not"),
         ("[access]\n* -> exa$mple:80\n", "x.cfg:2: [access] 'exa$mple' is not a host name (only letters, digits"),
         ("[access]\n* -> local host:80\n", "x.cfg:2: [access] 'local host' is not a host name (only letters"),
         ("[access]\n* -> bücher.example:80\n",
