@@ -526,6 +526,9 @@ def test_sigterm_closes_sessions_with_a_reason_and_exits_0():
             assert closed.value.rcvd.code == 1001 and "shutting down" in closed.value.rcvd.reason
         assert orbited.proc.wait(10) == 0
         assert time.monotonic() - started < 6
+        # the close is logged as the server's, not the browser's
+        assert "closed by the server with 1001 server shutting down" in orbited.log()
+        assert "browser closed with 1001" not in orbited.log()
         # no longer accepting
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=2)

@@ -144,7 +144,9 @@ class WebSocketSession(ServerProtocol):
         if code is None or code == 1006:
             why = "browser connection lost"
         else:
-            why = f"browser closed with {code}" + (f" {reason}" if reason else "")
+            # a close we started (shutdown's 1001) is not the browser's doing
+            who = "closed by the server" if self.closedByMe else "browser closed"
+            why = f"{who} with {code}" + (f" {reason}" if reason else "")
         protocol.sessionClosed(why)
 
     # Hot path: autobahn's versions build debug-log arguments for every read and
