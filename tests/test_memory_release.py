@@ -21,8 +21,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -34,7 +32,8 @@ from websockets.sync.client import connect as ws_connect
 
 from orbited.testing.sockjs_client import request, stream
 from orbited.transports.legacy.client import LegacyClient
-from tests.support.procs import OrbitedProcess, free_port, scratch_dir, stop_process
+from tests.support.backends import running
+from tests.support.procs import OrbitedProcess, free_port, scratch_dir
 from tests.support.rawws import masked, raw_upgrade
 
 PROBE = Path(__file__).parent / "support" / "gcprobe"
@@ -122,9 +121,6 @@ def test_refused_and_failed_connects(server):
 
 def test_connects_that_time_out_or_are_abandoned(server):
     """A backend that never answers: the connect times out, or the browser leaves first."""
-    hole = subprocess.Popen([sys.executable, "-m", "tests.support.backends", "blackhole", str(server.hole)],
-                            stdout=subprocess.PIPE, text=True)
-
     def run() -> None:
         for _ in range(2):
             with ws_connect(f"ws://127.0.0.1:{server.http}/ws") as ws:
@@ -134,11 +130,8 @@ def test_connects_that_time_out_or_are_abandoned(server):
             with ws_connect(f"ws://127.0.0.1:{server.http}/ws") as ws:
                 ws.send(f"127.0.0.1:{server.hole}")
                 time.sleep(0.05)  # connecting now; the browser goes
-    try:
-        assert hole.stdout.readline().strip() == "ready" and hole.stdout.readline().strip() == "full"
+    with running("blackhole", server.hole):
         assert server.collected_by(run, settle=0.5) == {}
-    finally:
-        stop_process(hole)
 
 
 def test_sockjs_polling_and_streaming(server):

@@ -13,8 +13,6 @@ import base64
 import json
 import re
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from urllib.parse import quote, unquote
@@ -23,7 +21,8 @@ import pytest
 from websockets.sync.client import connect as ws_connect
 
 from orbited.testing.sockjs_client import Connection, request, stream
-from tests.support.procs import OrbitedProcess, free_port, stop_process
+from tests.support.backends import running
+from tests.support.procs import OrbitedProcess, free_port
 from tests.support.rawws import masked, raw_upgrade
 
 PAYLOAD = bytes(range(256)) + "héllo ✓".encode()
@@ -445,10 +444,7 @@ def test_heartbeats_follow_ping_interval(workers):
 def test_a_stalled_browser_is_closed_with_a_logged_reason(workers):
     """A streaming browser that stops reading: the backend is paused, then the session closed."""
     source = free_port()
-    backend = subprocess.Popen([sys.executable, "-m", "tests.support.backends", "source", str(source),
-                                str(64 << 20)], stdout=subprocess.PIPE, start_new_session=True)
-    try:
-        assert backend.stdout.readline().strip() == b"ready"
+    with running("source", source, 64 << 20):
         # A response limit that never ends the stream: the only way out is the stall.
         with Server("session.ping_timeout = 1\nsockjs.response_limit = 1000000000\n",
                     backends=(source,), workers=workers) as server:
@@ -470,17 +466,11 @@ def test_a_stalled_browser_is_closed_with_a_logged_reason(workers):
             sock.close()
             assert request("POST", url + "/xhr").body == b"o\n"  # that session is gone
             assert server.process.status()["proxy"]["bytes_from_backend"] < 8 << 20  # paused, not drained
-    finally:
-        stop_process(backend)
-        backend.stdout.close()
 
 
 def test_a_browser_that_never_polls_again_is_closed_after_ping_timeout(workers):
     source = free_port()
-    backend = subprocess.Popen([sys.executable, "-m", "tests.support.backends", "source", str(source),
-                                str(64 << 20)], stdout=subprocess.PIPE, start_new_session=True)
-    try:
-        assert backend.stdout.readline().strip() == b"ready"
+    with running("source", source, 64 << 20):
         with Server("session.ping_timeout = 1\n", backends=(source,), workers=workers) as server:
             url = server.session()
             request("POST", url + "/xhr")
@@ -494,6 +484,3 @@ def test_a_browser_that_never_polls_again_is_closed_after_ping_timeout(workers):
             assert status["proxy"]["bytes_from_backend"] < 4 << 20
             server.wait_connections(0, timeout=5)
             assert "no receiving connection for 1s" in server.process.log()
-    finally:
-        stop_process(backend)
-        backend.stdout.close()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import socket
-import subprocess
-import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -15,8 +13,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
-from tests.support.backends import pattern, pattern_digest
-from tests.support.procs import OrbitedProcess, free_port, stop_process
+from tests.support.backends import pattern, pattern_digest, running
+from tests.support.procs import OrbitedProcess, free_port
 from tests.support.rawws import masked, raw_upgrade
 
 
@@ -202,18 +200,13 @@ def test_closed_port_gets_0108():
 
 def test_backend_that_never_answers_gets_0104_after_the_timeout():
     port = free_port()
-    hole = subprocess.Popen([sys.executable, "-m", "tests.support.backends", "blackhole", str(port)],
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert hole.stdout.readline().strip() == "ready" and hole.stdout.readline().strip() == "full"
+    with running("blackhole", port):
         with orbited_with(access=f"* -> 127.0.0.1:{port}") as orbited:
             started = time.monotonic()
             answer, code, reason = refused(orbited.port, f"127.0.0.1:{port}")
             elapsed = time.monotonic() - started
             assert (answer, code) == ("0104", 4104) and "timed out" in reason
             assert 0.8 < elapsed < 5  # proxy.connect_timeout = 1
-    finally:
-        stop_process(hole)
 
 
 def test_hostname_and_ipv6_destinations():
@@ -407,10 +400,7 @@ MEMORY_BOUND_KB = 40_000  # growth of the server's RSS while 200 MB pass through
 def test_fast_backend_slow_browser_keeps_memory_bounded():
     nbytes = 200 * 1024 * 1024
     port = free_port()
-    source = subprocess.Popen([sys.executable, "-m", "tests.support.backends", "source", str(port), str(nbytes)],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert source.stdout.readline().strip() == "ready"
+    with running("source", port, nbytes):
         with orbited_with(access=f"* -> 127.0.0.1:{port}") as orbited:
             baseline = rss_kb(orbited.proc.pid)
             watch = PeakRSS(orbited.proc.pid)
@@ -431,17 +421,12 @@ def test_fast_backend_slow_browser_keeps_memory_bounded():
             growth = watch.peak - baseline
             assert growth < MEMORY_BOUND_KB, f"server RSS grew {growth} KB"
             assert time.monotonic() - started < 120
-    finally:
-        stop_process(source)
 
 
 def test_slow_backend_fast_browser_keeps_memory_bounded():
     nbytes = 100 * 1024 * 1024
     port = free_port()
-    sink = subprocess.Popen([sys.executable, "-m", "tests.support.backends", "sink", str(port), "4"],
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert sink.stdout.readline().strip() == "ready"
+    with running("sink", port, 4) as sink:
         with orbited_with(access=f"* -> 127.0.0.1:{port}") as orbited:
             baseline = rss_kb(orbited.proc.pid)
             watch = PeakRSS(orbited.proc.pid)
@@ -463,8 +448,6 @@ def test_slow_backend_fast_browser_keeps_memory_bounded():
             assert int(total) == nbytes and digest == pattern_digest(nbytes)
             growth = watch.peak - baseline
             assert growth < MEMORY_BOUND_KB, f"server RSS grew {growth} KB"
-    finally:
-        stop_process(sink)
 
 
 def test_many_sessions_at_once():
@@ -587,10 +570,7 @@ def test_a_slow_backend_does_not_get_its_browser_dropped_by_the_ping_timeout():
     waits behind data we do not read.  The session was dropped at ping interval + timeout."""
     nbytes = 16 * 1024 * 1024
     port = free_port()
-    sink = subprocess.Popen([sys.executable, "-m", "tests.support.backends", "sink", str(port), "4"],
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert sink.stdout.readline().strip() == "ready"
+    with running("sink", port, 4) as sink:
         with orbited_with(access=f"* -> 127.0.0.1:{port}",
                           extra_global="session.ping_interval = 1\nsession.ping_timeout = 1\n") as orbited:
             ws, answer = open_socket(orbited.port, f"127.0.0.1:{port}")
@@ -601,8 +581,6 @@ def test_a_slow_backend_does_not_get_its_browser_dropped_by_the_ping_timeout():
             total, digest = sink.stdout.readline().split()
             assert int(total) == nbytes and digest == pattern_digest(nbytes)
             assert "browser connection lost" not in orbited.log()
-    finally:
-        stop_process(sink)
 
 
 def connects_under_way(port: int) -> int:
@@ -615,10 +593,7 @@ def test_refusing_early_data_or_a_closing_browser_stops_the_backend_connect():
     """A session refused for too much data before its answer (0102) left its backend connect
     running: counted by no session (past proxy.max_sessions) until the connect timeout."""
     port = free_port()
-    hole = subprocess.Popen([sys.executable, "-m", "tests.support.backends", "blackhole", str(port)],
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert hole.stdout.readline().strip() == "ready" and hole.stdout.readline().strip() == "full"
+    with running("blackhole", port):
         with orbited_with(access=f"* -> 127.0.0.1:{port}", extra_global="proxy.connect_timeout = 30\n") as orbited:
             fillers = connects_under_way(port)  # the blackhole's own, which fill its accept queue
             for _ in range(5):
@@ -641,5 +616,3 @@ def test_refusing_early_data_or_a_closing_browser_stops_the_backend_connect():
                 time.sleep(0.1)
             assert connects_under_way(port) == fillers
             assert f"-> 127.0.0.1:{port}: browser side closed while connecting" in orbited.log()
-    finally:
-        stop_process(hole)

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 CHUNK = 65536
 
@@ -81,6 +84,25 @@ def blackhole(port: int) -> None:
         print("full", flush=True)
         time.sleep(3600)
         del server, fillers
+
+
+@contextmanager
+def running(mode: str, port: int, *args: object) -> Iterator[subprocess.Popen]:
+    """``python -m tests.support.backends MODE PORT ARGS`` as a test's backend: yielded once it
+    listens (a blackhole once its accept queue is full), stopped afterwards.  Its stdout is text,
+    for what a sink reports when its peer closes."""
+    from tests.support.procs import stop_process
+
+    proc = subprocess.Popen([sys.executable, "-m", "tests.support.backends", mode, str(port), *map(str, args)],
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        if mode == "blackhole":
+            assert proc.stdout.readline().strip() == "full"
+        yield proc
+    finally:
+        stop_process(proc)
+        proc.stdout.close()
 
 
 if __name__ == "__main__":
