@@ -43,11 +43,7 @@ def worker_for(head: RequestHead, count: int) -> int | None:
 
     It reads the path as the resource tree does (absolute-form targets, escapes), so that every
     spelling of a session's URL reaches the process that holds the session."""
-    target = head.target
-    if target[:1] == b"/" and b"%" not in target:  # the usual origin-form request: no decoding
-        segments = target.split(b"?", 1)[0][1:].split(b"/")
-    else:
-        segments = path_segments(path_of(target))
+    segments = path_segments(path_of(head.target))
     first, rest = segments[0], segments[1:]
     if first == b"ws" and not any(rest):  # /ws, /ws/
         return WS if wants_websocket(head) else None

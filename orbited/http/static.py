@@ -91,7 +91,7 @@ class StaticFiles(Resource):
 
     isLeaf = True
 
-    def __init__(self, directory: str, clock: Any = None, stall_timeout: float = 60.0):
+    def __init__(self, directory: str, clock: Any, stall_timeout: float):
         super().__init__()
         self.directory = os.path.abspath(directory)
         self.clock = clock
@@ -147,7 +147,7 @@ class StaticFiles(Resource):
             request.setHeader(b"content-length", b"%d" % (size if request.method == b"HEAD" else len(body)))
             return body
         request.setHeader(b"content-length", b"%d" % size)
-        sender = GuardedFileSender(self.clock or _reactor(), self.stall_timeout, request, path)
+        sender = GuardedFileSender(self.clock, self.stall_timeout, request, path)
 
         def done(_: object) -> None:
             handle.close()
@@ -210,9 +210,3 @@ class GuardedFileSender(FileSender):
 
 def _peer(request: Any) -> str:
     return str(getattr(request.getClientAddress(), "host", "a client"))
-
-
-def _reactor() -> Any:
-    from twisted.internet import reactor
-
-    return reactor
