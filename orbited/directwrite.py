@@ -48,12 +48,13 @@ def sends_directly(connection: Any) -> bool:
     )
 
 
-def unsent_output(transport: Any) -> bool:
-    """Whether bytes written to ``transport`` still wait for the kernel: queued in this loop
-    iteration, or left over from a partial send.  False for transports without Twisted's
-    ``FileDescriptor`` buffers (TLS wrappers, test transports)."""
-    return bool(getattr(transport, "_tempDataLen", 0)) or (
-        len(getattr(transport, "dataBuffer", b"")) > getattr(transport, "offset", 0))
+def unsent_bytes(transport: Any) -> int:
+    """How many bytes written to ``transport`` still wait for the kernel: queued in this loop
+    iteration, or left over from a partial send (with TLS: the encrypted bytes, which Twisted
+    keeps in the same buffers).  0 for transports without Twisted's ``FileDescriptor``
+    buffers (test transports)."""
+    return getattr(transport, "_tempDataLen", 0) + max(
+        0, len(getattr(transport, "dataBuffer", b"")) - getattr(transport, "offset", 0))
 
 
 def write_now(transport: Any, data: bytes) -> None:

@@ -326,6 +326,32 @@ def test_a_client_that_pipelines_too_much_is_paused():
     assert len(server.responses()) == 3001
 
 
+def test_a_pipelined_request_waits_while_more_than_64_kib_of_answers_wait_to_be_sent():
+    """A client that pipelines and reads nothing must not grow the server's buffers; one that
+    reads slowly keeps its connection past http.timeout, as long as what waits goes down."""
+    text = Text()
+    server = serve(tree(text=text), timeout=2)
+    transport = server.transport
+    transport._tempDataLen, transport.dataBuffer, transport.offset = 0, b"", 0
+    server.send(GET)
+    transport.dataBuffer = b"x" * 100_000  # the answer, and more, waits for the kernel
+    server.send(GET)
+    assert len(text.seen) == 1 and transport.producerState == "paused"
+    for _ in range(6):  # 6 s of a slow reader, each second 5 KB more taken by the kernel
+        transport.offset += 5_000
+        server.clock.advance(1)
+        server.site.sweep()
+    assert len(text.seen) == 1 and not transport.disconnecting
+    transport.offset = 40_000
+    server.clock.advance(1)
+    assert len(text.seen) == 2 and transport.producerState == "producing"
+    transport.dataBuffer, transport.offset = b"x" * 100_000, 0
+    server.send(GET)
+    server.clock.advance(3)  # nothing more taken: cut after http.timeout, as an idle client is
+    server.site.sweep()
+    assert len(text.seen) == 2 and transport.disconnecting
+
+
 class Router:
     """A site's router (orbited.workers): records what it was asked, serves everything here."""
 

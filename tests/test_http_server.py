@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from orbited.transports.legacy.codec import decode_packets, encode_packets
-from tests.support.procs import OrbitedProcess, free_port, scratch_dir
+from tests.support.procs import OrbitedProcess, free_port, rss_kb, scratch_dir
 from tests.support.tlsfiles import make_cert
 
 
@@ -137,6 +137,23 @@ def test_pipelined_requests_come_back_in_order(server):
         status, _, _ = client.response(head_only=index == 4)
         statuses.append(status)
     assert statuses == [200, 200, 404, 200, 200, 200]
+    client.close()
+
+
+def test_a_client_that_pipelines_and_reads_nothing_does_not_grow_the_server(server):
+    """Each request is answered only once less than 64 KiB of earlier answers waits to be sent,
+    so 2,000 pipelined 45 KB answers (90 MB) stay in the client's requests, not in server memory."""
+    client = Raw(server.port, socket.socket())
+    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.sock.settimeout(10)
+    client.sock.connect(("127.0.0.1", server.port))
+    before = rss_kb(server.proc.pid)
+    client.send(get("/static/Orbited.js") * 2000)
+    time.sleep(1.5)
+    grown = rss_kb(server.proc.pid) - before
+    assert grown < 24 * 1024, f"server grew {grown} KiB"
+    sizes = {len(client.response()[2]) for _ in range(2000)}  # then every answer comes, in order
+    assert len(sizes) == 1 and sizes.pop() > 40_000
     client.close()
 
 

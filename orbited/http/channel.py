@@ -28,7 +28,7 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
-from orbited.directwrite import unsent_output
+from orbited.directwrite import unsent_bytes
 from orbited.http.events import NEED_DATA, BodyData, EndOfRequest, RequestError, RequestHead
 from orbited.http.parser import RequestParser
 from orbited.http.request import Request
@@ -40,7 +40,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("orbited.http")
 
-HOLD_POLL = 0.002  # seconds between checks whether a held request's predecessor has left
+HOLD_POLL = 0.002  # seconds to the first check whether a held request's predecessor has left
+HOLD_POLL_MOST = 0.25  # the checks back off to this: a client that never reads costs next to nothing
+# A pipelined request is answered only once less than this of the previous responses waits
+# to be sent (Twisted's FileDescriptor.bufferSize, where it pauses a producer): a client that
+# pipelines requests and reads no answers must not grow the server's memory.
+UNSENT_MOST = 64 * 1024
 
 
 class HTTPChannel(Protocol):
@@ -135,15 +140,14 @@ class HTTPChannel(Protocol):
 
     def _head(self, head: RequestHead) -> None:
         router = self.site.router
-        if router is not None:
-            if unsent_output(self.transport):
-                # A pipelined request behind a response the kernel has not taken yet.  If it
-                # moved to another process now, that process could answer before the rest
-                # of this response is sent: hold it until the response has left.
-                self._hold(head)
-                return
-            if router.route(self, head):
-                return  # another process serves it (orbited.workers)
+        # A pipelined request behind responses the kernel has not taken yet waits until
+        # they have left: all of them if it may move to another process (which could
+        # answer before the rest of this response is sent), else all but UNSENT_MOST.
+        if self._behind_unsent():
+            self._hold(head)
+            return
+        if router is not None and router.route(self, head):
+            return  # another process serves it (orbited.workers)
         request = self.request = Request(self, head)
         self.closeAfterResponse = not head.keep_alive
         if wants_websocket(head) and self.site.upgrade(self, request, head):
@@ -153,19 +157,28 @@ class HTTPChannel(Protocol):
         if self.parser.in_body:
             self.deadline = self.site.now() + self.site.timeout
 
+    def _behind_unsent(self) -> bool:
+        return unsent_bytes(self.transport) > (0 if self.site.router is not None else UNSENT_MOST)
+
     def _hold(self, head: RequestHead) -> None:
         self._held = head
         if not self.readPaused:
             self.transport.pauseProducing()
-        self.site.reactor.callLater(HOLD_POLL, self._release_held)
+        self.site.reactor.callLater(HOLD_POLL, self._release_held, HOLD_POLL, unsent_bytes(self.transport))
 
-    def _release_held(self) -> None:
+    def _release_held(self, waited: float, unsent: int) -> None:
         head = self._held
         if head is None or self.closing or self.transport is None:
             self._held = None
             return
-        if unsent_output(self.transport):
-            self.site.reactor.callLater(HOLD_POLL, self._release_held)  # the idle sweep bounds this
+        if self._behind_unsent():
+            # The idle sweep bounds the wait (the connection is watched since its last
+            # response); a client that is reading what waits gets http.timeout afresh.
+            now_unsent = unsent_bytes(self.transport)
+            if now_unsent < unsent:
+                self.deadline = self.site.now() + self.site.timeout
+            waited = min(waited * 2, HOLD_POLL_MOST)
+            self.site.reactor.callLater(waited, self._release_held, waited, now_unsent)
             return
         self._held = None
         if not self.readPaused:

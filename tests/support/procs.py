@@ -74,7 +74,7 @@ class OrbitedProcess:
     """
 
     def __init__(self, config: str, args: tuple[str, ...] = (), wait_for: int | None = None,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, files_limit: int | None = None):
         self.dir = scratch_dir("orbited-")
         if os.getuid() == 0 and not re.search(r"^\s*user\s*=", config, re.MULTILINE) and "[global]" in config:
             config = config.replace("[global]", f"[global]\nuser = {pwd.getpwuid(0).pw_name}", 1)
@@ -86,12 +86,13 @@ class OrbitedProcess:
         self.args = args
         self.wait_for = wait_for
         self.env = env
+        self.files_limit = files_limit  # its open-file limit (soft and hard), if lower than ours
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> OrbitedProcess:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "orbited", "--config", str(self.path), *self.args],
+            [*self._limits(), sys.executable, "-m", "orbited", "--config", str(self.path), *self.args],
             stdout=self._log, stderr=subprocess.STDOUT, cwd=self.dir, start_new_session=True,
             env={**os.environ, **(self.env or {})},
         )
@@ -107,6 +108,10 @@ class OrbitedProcess:
                 self.stop()
                 raise RuntimeError(f"orbited did not start:\n{self.log()}") from None
         return self
+
+    def _limits(self) -> list[str]:
+        limit = self.files_limit
+        return [] if limit is None else ["prlimit", f"--nofile={limit}:{limit}", "--"]
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -135,3 +140,15 @@ class OrbitedProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def rss_kb(pid: int) -> int:
+    """A process's resident memory in KiB (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
