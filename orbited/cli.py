@@ -256,41 +256,77 @@ def run_daemon(config: Config, pid_file: str) -> int:
             _detach_stdio()
 
     try:
-        write_pid_file(pid_file)
-    except OSError as exc:
-        ready(f"cannot write pid file {pid_file}: {exc.strerror}")
+        write_pid_file(pid_file, pid_file_owner(config))
+    except (OSError, KeyError) as exc:
+        ready(f"cannot write pid file {pid_file}: {getattr(exc, 'strerror', None) or exc}")
         os._exit(EXIT_START_FAILED)
     try:
         code = serve(config, ready)
     finally:
-        try:
-            os.unlink(pid_file)
-        except OSError:
-            pass
+        remove_pid_file(pid_file)
     os._exit(code)
 
 
-def write_pid_file(path: str) -> None:
-    """Write our pid; refuse when the file names a process that is still alive."""
+def pid_file_owner(config: Config) -> tuple[int, int] | None:
+    """[global] user's (uid, gid) when started as root with one; KeyError for an unknown account."""
+    from orbited.service import account_of
+
+    if os.getuid() != 0 or not config.settings["user"]:
+        return None
+    _name, uid, gid = account_of(config)
+    return uid, gid
+
+
+def write_pid_file(path: str, owner: tuple[int, int] | None = None) -> None:
+    """Write our pid; refuse when the file names an Orbited process that is still alive.
+
+    ``owner``: the (uid, gid) of [global] user when started as root.  The file, and a
+    directory made for it, go to that account, so that the daemon can still remove the
+    file (or, in a directory it may not write, empty it) at exit after dropping root."""
     try:
         with open(path) as handle:
             other = int(handle.read().strip() or 0)
     except (OSError, ValueError):
         other = 0
-    if other and other != os.getpid():
-        try:
-            os.kill(other, 0)
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            raise OSError(17, f"process {other} named in it is still running") from None
-        else:
-            raise OSError(17, f"process {other} named in it is still running")
+    if other and other != os.getpid() and _is_orbited(other):
+        raise OSError(17, f"process {other} named in it is still running")
     directory = os.path.dirname(path)
-    if directory:
-        os.makedirs(directory, exist_ok=True)
+    if directory and not os.path.isdir(directory):
+        os.makedirs(directory)
+        if owner is not None:
+            os.chown(directory, *owner)
     with open(path, "w") as handle:
         handle.write(f"{os.getpid()}\n")
+    if owner is not None:
+        os.chown(path, *owner)
+
+
+def _is_orbited(pid: int) -> bool:
+    """Whether ``pid`` is alive and an Orbited (a stale file's pid may be another program's by now)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return b"orbited" in handle.read()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc here: any live process counts
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+def remove_pid_file(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        try:
+            with open(path, "w"):
+                pass  # emptied: an empty pid file is a stale one
+        except OSError as exc:
+            log.warning("cannot remove pid file %s: %s", path, exc.strerror)
 
 
 def _detach_stdio() -> None:

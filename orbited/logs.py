@@ -49,11 +49,50 @@ LEGACY_STREAMS = ("SCREEN", "STDOUT", "STDERR")
 _CONTROLS = {code: f"\\x{code:02x}" for code in (*range(32), 127)} | {10: "\\n", 13: "\\r", 9: "\\t"}
 
 
+MESSAGE_MOST = 2000  # characters of one log message; the rest is counted, not written
+
+
 def printable(text: str) -> str:
     """Client-supplied ``text`` for a log line: control characters escaped, so a STOMP header
     (whose 1.1+ escapes make real newlines) or a destination name cannot end the line and
     forge another one, as a ``CRITICAL`` from the service, in the operator's log."""
     return text.translate(_CONTROLS) if not text.isprintable() else text
+
+
+class OneLine(logging.Filter):
+    """On every handler: each message is one line of at most MESSAGE_MOST characters.
+
+    Messages carry what clients sent (a WebSocket close reason, a Referer, a
+    session id, a handshake) in many places; escaping here, once, means no
+    log call can forget it.  A newline in a close reason would otherwise
+    start a forged line of its own, and an 8 KB header repeated on every
+    refused request would write 50 MB/s of log from one connection.  A
+    traceback is the formatter's, from ``exc_info``, and keeps its lines.
+    Records a worker already formatted (``preformatted``) pass unchanged.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, "preformatted", False):
+            message = printable(record.getMessage())
+            if len(message) > MESSAGE_MOST:
+                message = f"{message[:MESSAGE_MOST]}... ({len(message) - MESSAGE_MOST} more characters)"
+            record.msg, record.args = message, ()
+        return True
+
+
+def every_handler() -> list[logging.Handler]:
+    """The handlers of the root logger and of every other logger, each once."""
+    handlers = list(logging.getLogger().handlers)
+    for logger in list(logging.Logger.manager.loggerDict.values()):
+        if isinstance(logger, logging.Logger):
+            handlers.extend(logger.handlers)
+    return list(dict.fromkeys(handlers))
+
+
+def one_line_messages(handlers: list[logging.Handler]) -> None:
+    for handler in handlers:
+        if not any(isinstance(f, OneLine) for f in handler.filters):
+            handler.addFilter(OneLine())
 
 
 def logging_form(sections: dict[str, Section]) -> str:
@@ -254,6 +293,7 @@ def configure_logging(sections: dict[str, Section], path: str, level: str | None
         _configure_default(root)
     if level is not None:
         override(level)
+    one_line_messages(every_handler())
     route_twisted_logs()
     return problems
 
@@ -267,13 +307,9 @@ def reopen_log_files() -> tuple[list[str], list[str]]:
     without a rotation never truncates a log.  A file that cannot be opened
     (the directory no longer writable by [global] user) keeps its old stream.
     Returns the paths reopened and the problems."""
-    handlers = list(logging.getLogger().handlers)
-    for logger in list(logging.Logger.manager.loggerDict.values()):
-        if isinstance(logger, logging.Logger):
-            handlers.extend(logger.handlers)
     reopened: list[str] = []
     problems: list[str] = []
-    for handler in dict.fromkeys(handlers):
+    for handler in every_handler():
         if not isinstance(handler, logging.FileHandler) or handler.stream is None:
             continue  # not a file, or a delay=True file not opened yet: it opens the path when first used
         try:
@@ -383,6 +419,65 @@ AUTOBAHN_CLIENT_FAULTS = frozenset({
 })
 
 
+# Twisted's lines while its listener recovers from EMFILE: three per connection it closes.
+ACCEPT_EMFILE_CLOSED = "EMFILE recovery: Closed socket from {address}"
+ACCEPT_EMFILE_QUIET = frozenset({
+    "EMFILE encountered; releasing reserved file descriptor.",
+    "Re-reserving EMFILE recovery file descriptor.",
+})
+ACCEPT_FAILED = "Could not accept new connection ({acceptError})"
+
+
+class Tally:
+    """A trouble that can come once per connection, logged once and then counted.
+
+    Out of descriptors, every connection that arrives is closed at once; a
+    line for each would flood the log when the operator most needs it.  The
+    first one is logged with ``first`` at once; the rest are counted and
+    logged with ``more`` (a format with one ``%d``) ``interval`` seconds later.
+    """
+
+    def __init__(self, logger: logging.Logger, first: str, more: str, interval: float = 10.0,
+                 call_later: Any = None):
+        self.logger, self.first, self.more, self.interval = logger, first, more, interval
+        self.call_later = call_later
+        self.counted = 0
+        self.waiting = False
+
+    def __call__(self) -> None:
+        if self.waiting:
+            self.counted += 1
+            return
+        self.logger.warning("%s", self.first)
+        self._wait()
+
+    def _wait(self) -> None:
+        self.waiting = True
+        if self.call_later is None:
+            from twisted.internet import reactor
+
+            self.call_later = reactor.callLater  # type: ignore[attr-defined]
+        self.call_later(self.interval, self._report)
+
+    def _report(self) -> None:
+        self.waiting = False
+        if self.counted:
+            self.logger.warning(self.more, self.counted)
+            self.counted = 0
+            self._wait()  # more may follow: they are counted for the next report
+
+
+def out_of_files(where: str, call_later: Any = None) -> Tally:
+    """The Tally for connections closed ``where`` ('at accept', 'from the master') for want of a descriptor."""
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return Tally(logging.getLogger("orbited.service"),
+                 f"out of file descriptors (open-file limit {limit}): new connections are closed {where}",
+                 f"out of file descriptors (open-file limit {limit}): closed %d more new connection(s) {where}",
+                 call_later=call_later)
+
+
 class TwistedLogRouter:
     """Twisted's own log events into stdlib logging: 'twisted', and 'autobahn' for autobahn's.
 
@@ -391,17 +486,25 @@ class TwistedLogRouter:
     anyone on the network can cause it, so those lines come at INFO: a WARNING
     in Orbited's log is something for the operator to look at.  autobahn's
     other warnings (an exception in onConnect, an oversized send) are ours and
-    stay WARNING."""
+    stay WARNING.  Twisted's three INFO lines per connection closed at accept
+    for want of a descriptor become one :class:`Tally`."""
 
-    def __init__(self, twisted: Any, autobahn: Any):
+    def __init__(self, twisted: Any, autobahn: Any, out_of_files: Any = None):
         self.twisted = twisted
         self.autobahn = autobahn
+        self.out_of_files = out_of_files
 
     def __call__(self, event: dict) -> None:
         from twisted.logger import LogLevel
 
         if not event.get("log_namespace", "").startswith("autobahn"):
-            self.twisted(event)
+            form = event.get("log_format")
+            if form == ACCEPT_EMFILE_CLOSED or form == ACCEPT_FAILED:
+                if self.out_of_files is None:
+                    self.out_of_files = out_of_files("at accept")
+                self.out_of_files()
+            elif form not in ACCEPT_EMFILE_QUIET:
+                self.twisted(event)
         elif event.get("log_level") is LogLevel.warn and event.get("log_format") in AUTOBAHN_CLIENT_FAULTS:
             self.autobahn({**event, "log_level": LogLevel.info})
         else:

@@ -144,14 +144,20 @@ def drop_privileges(config: Config) -> None:
     if not user:
         raise StartupError("refusing to run as root: set [global] user = <account> "
                            f"in {config.path} (Orbited drops to it after binding its ports)")
-    account = pwd.getpwnam(user)
-    group = config.settings["group"]
-    gid = grp.getgrnam(group).gr_gid if group else account.pw_gid
-    os.initgroups(account.pw_name, gid)
+    name, uid, gid = account_of(config)
+    os.initgroups(name, gid)
     os.setgid(gid)
-    os.setuid(account.pw_uid)
+    os.setuid(uid)
     log.info("dropped privileges to user %s (uid %d), group %d, supplementary groups %s",
-             account.pw_name, account.pw_uid, gid, os.getgroups())
+             name, uid, gid, os.getgroups())
+
+
+def account_of(config: Config) -> tuple[str, int, int]:
+    """[global] user's name and uid, and the gid of [global] group or else of the user's own group;
+    KeyError for an account or group this system does not have."""
+    account = pwd.getpwnam(config.settings["user"])
+    group = config.settings["group"]
+    return account.pw_name, account.pw_uid, grp.getgrnam(group).gr_gid if group else account.pw_gid
 
 
 class OrbitedServer:
@@ -232,7 +238,21 @@ class OrbitedServer:
 
     def drop_privileges(self) -> None:
         """Switch to [global] user/group with its supplementary groups, after binding."""
+        started_as_root = os.getuid() == 0
         drop_privileges(self.config)
+        if started_as_root:
+            self.warn_unreadable_for_reload()
+
+    def warn_unreadable_for_reload(self) -> None:
+        """A SIGHUP re-reads these as [global] user: say now, not at the next certificate renewal."""
+        files = [self.config.path] if not self.config.path.startswith("<") else []
+        if self.config.tls is not None:
+            files += [path for path in (self.config.tls.key, self.config.tls.crt, self.config.tls.chain) if path]
+        for path in files:
+            if not os.access(path, os.R_OK):
+                log.warning("%s is not readable by user %s: a reload (SIGHUP) cannot re-read it; make it "
+                            "readable by that user or group, or restart to apply changes", path,
+                            self.config.settings["user"])
 
     # --- worker processes
 
@@ -275,18 +295,20 @@ class OrbitedServer:
             for problem in exc.problems:
                 log.error("reload refused: %s", problem)
             return False
-        try:
-            if self.tls is not None and fresh.tls is not None:
-                self.tls.reload(fresh.tls)
-        except StartupError as exc:
-            log.error("reload refused: %s", exc)
-            return False
+        tls_reloaded = self.tls is not None and fresh.tls is not None
+        if tls_reloaded:
+            try:
+                self.tls.reload(fresh.tls)  # type: ignore[union-attr]
+            except StartupError as exc:
+                # The rules still apply: a renewal gone wrong must not keep a revoked destination open.
+                log.error("reload kept the running TLS certificate: %s", exc)
+                tls_reloaded = False
         self.context.policy = AccessPolicy.from_config(fresh)
         if self.context.workers is not None:
             self.context.workers.reload()
         log.info("reloaded %s: %d access rules, origins %s%s", fresh.path, len(fresh.access),
                  " ".join(fresh.settings["origins"]) or "(same host)",
-                 ", TLS certificate" if self.tls is not None and fresh.tls is not None else "")
+                 ", TLS certificate" if tls_reloaded else "")
         unapplied = changes_needing_restart(self.config, fresh)
         if unapplied:
             log.warning("reload: %s changed in %s since start; a reload applies [access], origins and the "

@@ -3,7 +3,8 @@
 The same five Orbited 0.7 shipped (its ``announce`` crashed; this one works).
 They bind the interface their ``[listen]`` line names, like every listener,
 and never accept more than they can bound: ``lineecho`` drops a client
-whose line grows past 64 KiB.
+whose line grows past 64 KiB, and both echoes stop reading a client that
+does not read what they send.
 """
 
 from __future__ import annotations
@@ -11,21 +12,43 @@ from __future__ import annotations
 import json
 import os
 import pwd
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.basic import LineOnlyReceiver
+from zope.interface import implementer
 
 if TYPE_CHECKING:
     from orbited.context import ServerContext
 
 
-class Echo(Protocol):
+@implementer(IPushProducer)
+class ReadsAsItSends:
+    """An echo stops reading while what it sent waits for the client: a client that sends and
+    never reads would otherwise have the whole process buffer its echo without bound."""
+
+    transport: Any
+
+    def connectionMade(self) -> None:
+        self.transport.registerProducer(self, True)
+
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class Echo(ReadsAsItSends, Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.transport.write(data)
 
 
-class LineEcho(LineOnlyReceiver):
+class LineEcho(ReadsAsItSends, LineOnlyReceiver):
     delimiter = b"\n"
     MAX_LENGTH = 65536
 

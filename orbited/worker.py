@@ -24,7 +24,8 @@ from twisted.python.threadable import isInIOThread
 
 from orbited.cli import install_reactor, stop_on_signals, stop_reactor
 from orbited.config import ConfigError, load_file, quickstart
-from orbited.procstats import process_usage
+from orbited.logs import one_line_messages, out_of_files
+from orbited.procstats import OUT_OF_FILES, process_usage, short_of_files
 from orbited.worker_routes import ANY, WS, legacy_key_prefix, worker_for
 from orbited.workers import MESSAGE_LIMIT, decode, encode, pass_on
 
@@ -142,6 +143,7 @@ class Worker:
         self.site = lean_site(root, reactor, settings["http.timeout"], settings["http.max_body"])
         self.site.router = self
         self.stopping = False
+        self.out_of_files = out_of_files("on hand-over from the master", reactor.callLater)
 
     def route(self, channel, head) -> bool:
         """``LeanSite.router``: serve what the rule gives this worker; hand the rest back."""
@@ -181,7 +183,12 @@ class Worker:
                     os.close(fd)
                 self.master_gone()
                 return
-            self.handle(message, fds)
+            try:
+                self.handle(message, fds)
+            except OSError as exc:  # out of descriptors: the connection is closed, the worker goes on
+                if exc.errno not in OUT_OF_FILES:
+                    raise
+                self.out_of_files()
 
     def connectionLost(self, reason: object) -> None:
         self.master_gone()
@@ -193,7 +200,10 @@ class Worker:
             if len(fds) != 1:
                 for fd in fds:
                     os.close(fd)
-                log.error("a connection message without exactly one descriptor")
+                if not fds:  # the kernel had no descriptor to give this process for it
+                    self.out_of_files()
+                else:
+                    log.error("a connection message with %d descriptors", len(fds))
                 return
             fd = fds[0]
             try:
@@ -226,9 +236,12 @@ class Worker:
     def report(self) -> None:
         stats, sessions = self.context.stats, self.context.sessions
         up, down = stats.bytes_each_way()
+        usage = process_usage()
+        # full: the master gives new connections to the other workers (or serves them itself)
         status = {"sessions": dict(sessions.by_transport), "proxied_now": stats.proxied_now,
                   "proxied_total": stats.proxied_total, "bytes_up": up, "bytes_down": down,
-                  "full": sessions.full(), "process": process_usage(), "lookups": self.context.lookups.counts}
+                  "full": sessions.full() or short_of_files(usage), "process": usage,
+                  "lookups": self.context.lookups.counts}
         try:
             self.channel.send(encode("status", status))
         except OSError:
@@ -281,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     root = logging.getLogger()
     handler = ChannelLogHandler(channel)
     handler.setFormatter(logging.Formatter("%(message)s"))
+    one_line_messages([handler])
     root.addHandler(handler)
     root.setLevel(args.log_level)
     try:

@@ -74,6 +74,7 @@ def log_records(index: int, data: bytes) -> None:
             if not logger.isEnabledFor(level):
                 continue
             record = logger.makeRecord(name, level, "(worker)", 0, "[worker %d] %s", (index, message), None)
+            record.preformatted = True  # made one line by the worker's own OneLine filter
             record.relativeCreated += (created - record.created) * 1000
             record.created, record.msecs = created, (created - int(created)) * 1000
             logger.handle(record)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from twisted.internet.task import Clock
 
 from orbited import logs
 from orbited.config import (
@@ -116,6 +117,19 @@ def test_stdlib_logging_form_configures(tmp_path, monkeypatch):
         for handler in logging.getLogger("orbited").handlers:
             handler.flush()
         assert "to the errors file" in (tmp_path / "error.log").read_text()
+        # what a client sent (a close reason) neither forges a line nor floods the file; a traceback keeps its lines
+        logging.getLogger("orbited.x").warning("closed: %s", "bye\n2026-11-29 CRITICAL forged" + "A" * 5000)
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logging.getLogger("orbited.x").exception("failed")
+        for handler in logging.getLogger("orbited").handlers:
+            handler.flush()
+        lines = (tmp_path / "error.log").read_text().splitlines()
+        [closed] = [line for line in lines if "closed: bye" in line]
+        assert "bye\\n2026-11-29 CRITICAL forged" in closed and closed.endswith("... (3039 more characters)")
+        assert not any(line.startswith("2026-11-29 CRITICAL") for line in lines)
+        assert "Traceback (most recent call last):" in lines and "ValueError: boom" in lines
         # SIGHUP after logrotate: the handlers (mode 'w' in this file) reopen at their paths, appending
         (tmp_path / "error.log").rename(tmp_path / "error.log.1")
         reopened, problems = logs.reopen_log_files()
@@ -363,6 +377,33 @@ def test_autobahn_client_faults_are_info_and_its_other_warnings_stay_warnings():
     assert [e["log_level"] for e in autobahn] == [LogLevel.info, LogLevel.warn]
     assert autobahn[0]["code"] == 1002
     assert [e["log_format"] for e in twisted] == ["a"]
+
+
+def test_connections_closed_at_accept_for_want_of_descriptors_become_one_tally():
+    from twisted.logger import LogLevel
+
+    twisted, tallied = [], []
+    router = logs.TwistedLogRouter(twisted.append, None, out_of_files=lambda: tallied.append(1))
+    namespace = "twisted.internet.tcp.Port"
+    for form in ("EMFILE encountered; releasing reserved file descriptor.", logs.ACCEPT_EMFILE_CLOSED,
+                 logs.ACCEPT_EMFILE_CLOSED, "Re-reserving EMFILE recovery file descriptor.", logs.ACCEPT_FAILED,
+                 "other"):
+        router({"log_namespace": namespace, "log_level": LogLevel.info, "log_format": form})
+    assert len(tallied) == 3 and [e["log_format"] for e in twisted] == ["other"]
+
+
+def test_a_tally_logs_the_first_at_once_then_a_count_per_interval(caplog):
+    clock = Clock()
+    tally = logs.Tally(logging.getLogger("orbited.t"), "first", "%d more", interval=10, call_later=clock.callLater)
+    with caplog.at_level(logging.WARNING, "orbited.t"):
+        for _ in range(5):
+            tally()
+        clock.advance(10)
+        tally()
+        clock.advance(10)
+        clock.advance(10)  # a quiet interval: nothing to report, and the next one starts afresh
+        tally()
+    assert [r.getMessage() for r in caplog.records] == ["first", "4 more", "1 more", "first"]
 
 
 # --- what a reload (SIGHUP) does not apply

@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
 from orbited import __version__
-from tests.support.procs import REPO, OrbitedProcess, free_port, scratch_dir, wait_port
+from tests.support.procs import REPO, OrbitedProcess, free_port, rss_kb, scratch_dir, wait_port
 from tests.support.rawws import masked, raw_upgrade
 from tests.support.tlsfiles import make_cert, make_chain
 
@@ -260,15 +260,55 @@ def test_status_reports_sessions_and_bytes():
         limits = Path(f"/proc/{orbited.proc.pid}/limits").read_text()
         soft = next(line.split()[3] for line in limits.splitlines() if line.startswith("Max open files"))
         assert before["process"]["open_files_limit"] == int(soft)
-        rss_kb = next(int(line.split()[1]) for line in Path(f"/proc/{orbited.proc.pid}/status").read_text()
-                      .splitlines() if line.startswith("VmRSS:"))
-        assert abs(orbited.status()["process"]["rss_bytes"] - rss_kb * 1024) < 8 * 1024 * 1024
+        assert abs(orbited.status()["process"]["rss_bytes"] - rss_kb(orbited.proc.pid) * 1024) < 8 * 1024 * 1024
         deadline = time.monotonic() + 10
         while orbited.status()["proxy"]["connections"] and time.monotonic() < deadline:
             time.sleep(0.05)
         after = orbited.status()
         assert after["sessions"]["total"] == 0 and after["proxy"]["connections_total"] == 1
         assert after["proxy"]["bytes_to_backend"] == 1000 and after["proxy"]["bytes_from_backend"] == 1000
+
+
+def test_out_of_descriptors_at_accept_is_one_warning_and_the_server_recovers():
+    """Twisted closes what it cannot accept with three INFO lines each; the operator gets one
+    WARNING naming the limit (and a count later), /system/status still shows open_files, a
+    static file that cannot be opened is a 503 (not a cacheable 404), and once descriptors are
+    free again the server answers."""
+    port, limit = free_port(), 48
+    with OrbitedProcess(f"[listen]\nhttp://127.0.0.1:{port}\n", wait_for=port, files_limit=limit) as orbited:
+        in_use = orbited.status()["process"]["open_files"] - 1  # not counting the status request's own
+        held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(limit - in_use - 1)]
+        time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:  # takes the last one
+            client.sendall(b"GET /static/Orbited.js HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+            static = b""
+            while chunk := client.recv(65536):
+                static += chunk
+        flood = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(30)]
+        deadline = time.monotonic() + 5
+        while "out of file descriptors (" not in orbited.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for sock in flood:  # some may wait in the listen queue: gone, they cannot take what is freed
+            sock.close()
+        held.pop(0).close()  # free one of those it took: the status request takes it, and must count them
+        process = {}
+        while not process and time.monotonic() < deadline + 5:
+            time.sleep(0.3)  # the flood's connections may still be being closed: the free one goes to them
+            try:
+                process = orbited.status()["process"]
+            except OSError:
+                pass
+        for sock in held:
+            sock.close()
+        time.sleep(0.3)
+        assert orbited.status()["process"]["open_files"] < 20
+        log = orbited.log()
+    head = static.split(b"\r\n\r\n")[0].lower()  # the file cannot be opened: try later, and nothing cacheable
+    assert head.startswith(b"http/1.1 503") and b"retry-after: 10" in head and b"last-modified" not in head, head
+    assert "out of file descriptors: static files are answered 503" in log, log
+    assert process["open_files_limit"] == limit and process["open_files"] >= limit - 2, process
+    assert log.count(f"out of file descriptors (open-file limit {limit}): new connections are closed at accept") == 1
+    assert "EMFILE" not in log, log
 
 
 def test_status_is_loopback_only_by_default():
@@ -682,6 +722,31 @@ def proc_ids(pid: int) -> dict[str, list[int]]:
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="privileges can only be dropped by a process started as root")
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root, to start as root and drop to nobody")
+def test_a_reload_as_nobody_applies_the_rules_when_the_key_is_root_only():
+    """A reload runs as [global] user.  A private key only root may read (letsencrypt's privkey.pem)
+    cannot be re-read then: start-up says so, and a reload still applies [access]."""
+    certs = scratch_dir("certs-")
+    key, crt = make_cert(certs)
+    os.chmod(key, 0o600)
+    port, tls_port, echo1, echo2 = free_port(), free_port(), free_port(), free_port()
+    config = (f"[global]\nuser = nobody\n[listen]\nhttp://127.0.0.1:{port}\nhttps://127.0.0.1:{tls_port}\n"
+              f"echo://127.0.0.1:{echo1}\necho://127.0.0.1:{echo2}\n[ssl]\nkey = {key}\ncrt = {crt}\n"
+              f"[access]\n* -> 127.0.0.1:{echo1}\n")
+    with OrbitedProcess(config, wait_for=port) as orbited:
+        assert f"{key} is not readable by user nobody: a reload (SIGHUP) cannot re-read it" in orbited.log()
+        assert f"{crt} is not readable" not in orbited.log()
+        orbited.path.write_text(orbited.path.read_text().replace(f"* -> 127.0.0.1:{echo1}", f"* -> 127.0.0.1:{echo2}"))
+        orbited.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "reloaded" not in orbited.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert handshake_reply(port, f"127.0.0.1:{echo1}") == "0106"  # the removed rule is gone
+        assert handshake_reply(port, f"127.0.0.1:{echo2}") == "1"
+        assert "reload kept the running TLS certificate" in orbited.log()
+        assert b"200 OK" in tls_fetch(tls_port, crt)[0]  # served with the certificate it had
+
+
 def test_privilege_drop_to_nobody_after_binding():
     import grp
     import pwd
@@ -734,6 +799,33 @@ def test_daemon_writes_pid_file_and_serves():
     while pid_file.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not pid_file.exists()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root, to start as root and drop to nobody")
+@pytest.mark.parametrize("own_directory", [True, False])
+def test_a_daemon_that_dropped_root_still_clears_its_pid_file(own_directory):
+    """The pid file is written as root; at exit the daemon runs as nobody.  In a directory it
+    made, the file goes; in root's own directory it is emptied, which the next start takes as
+    stale.  A stale file naming a live process that is not Orbited does not stop a start."""
+    work = scratch_dir("daemon-")
+    pid_file = work / "run" / "orbited.pid" if own_directory else work / "orbited.pid"
+    pid_file.parent.mkdir(exist_ok=True)
+    pid_file.write_text(f"{os.getpid()}\n")  # alive, and not an Orbited
+    port = free_port()
+    cfg = work / "o.cfg"
+    cfg.write_text(f"[global]\nuser = nobody\n[listen]\nhttp://127.0.0.1:{port}\n")
+    if own_directory:
+        pid_file.unlink()
+        pid_file.parent.rmdir()
+    out = run_cli("-c", str(cfg), "--daemon", "--pid-file", str(pid_file))
+    assert out.returncode == 0, out.stderr
+    pid = int(pid_file.read_text())
+    wait_port(port)
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while pid_file.exists() and pid_file.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_file.exists() if own_directory else pid_file.read_text() == ""
 
 
 def test_daemon_failures_are_loud():

@@ -912,14 +912,6 @@ def test_a_nul_in_a_header_is_refused_not_passed_on():
     assert sub.frames() == []
 
 
-def test_client_text_cannot_forge_log_lines(caplog):
-    client = connected(make_broker())
-    with caplog.at_level(logging.INFO, "orbited.stomp"):
-        client.send("UNSUBSCRIBE", id="x'\n2026-11-29 CRITICAL [orbited.service] forged")
-    [record] = [r for r in caplog.records if "no such subscription" in r.getMessage()]
-    assert "\n" not in record.getMessage() and "\\n2026-11-29 CRITICAL" in record.getMessage()
-
-
 def test_idle_heart_beats_go_once_per_interval():
     clock = Clock()
     client = Client(make_broker("heartbeat = 200,0", clock))

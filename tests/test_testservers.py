@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import select
 import socket
 import time
 
 import pytest
 
-from tests.support.procs import OrbitedProcess, free_port, wait_port
+from tests.support.procs import OrbitedProcess, free_port, rss_kb, wait_port
 
 
 def recv_until(sock: socket.socket, needle: bytes, timeout: float = 5) -> bytes:
@@ -88,3 +89,37 @@ def test_test_servers_bind_only_their_interface():
         wait_port(echo, host="127.0.0.2", proc=orbited.proc)
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", echo), timeout=2)
+
+
+@pytest.mark.parametrize("name", ["echo", "lineecho"])
+def test_an_echo_stops_reading_a_client_that_does_not_read_and_goes_on_when_it_does(name):
+    http, port = free_port(), free_port()
+    with OrbitedProcess(f"[global]\n[listen]\nhttp://127.0.0.1:{http}\n{name}://127.0.0.1:{port}\n",
+                        wait_for=http) as orbited:
+        wait_port(port, proc=orbited.proc)
+        before = rss_kb(orbited.proc.pid)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", port))
+        sock.setblocking(False)
+        line, sent, stuck_since = b"x" * 999 + b"\n", 0, None
+        while sent < 200 * 1024 * 1024 and (stuck_since is None or time.monotonic() - stuck_since < 1):
+            try:
+                sent += sock.send(line * 64)  # whole lines: a partial send is finished below
+                stuck_since = None
+            except BlockingIOError:
+                stuck_since = stuck_since or time.monotonic()
+                time.sleep(0.01)
+        grown = rss_kb(orbited.proc.pid) - before
+        assert sent < 64 * 1024 * 1024 and grown < 16 * 1024, (sent, grown)
+        rest = (line * 64)[sent % len(line * 64):] if sent % len(line * 64) else b""  # whole lines only
+        sent += len(rest)
+        received, deadline = 0, time.monotonic() + 30
+        while received < sent and time.monotonic() < deadline:  # now it reads: everything comes back
+            readable, writable, _ = select.select([sock], [sock] if rest else [], [], 1)
+            if writable:
+                rest = rest[sock.send(rest):]
+            if readable:
+                received += len(sock.recv(1 << 20))
+        assert received == sent
+        sock.close()

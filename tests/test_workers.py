@@ -74,12 +74,12 @@ def open_socket(port: int, dest: str):
 
 
 @contextmanager
-def running(workers: int, settings: str = "", echo_host: str = "127.0.0.1"):
+def running(workers: int, settings: str = "", echo_host: str = "127.0.0.1", files_limit: int | None = None):
     """Orbited with ``workers`` on an http:// listener and an echo backend, once every worker is up."""
     port, echo = free_port(), free_port()
     config = (f"[global]\nworkers = {workers}\n{settings}[listen]\nhttp://127.0.0.1:{port}\n"
               f"echo://127.0.0.1:{echo}\n[access]\n" + "".join(f"* -> {host}:{echo}\n" for host in echo_host.split(",")))
-    with OrbitedProcess(config, wait_for=port) as orbited:
+    with OrbitedProcess(config, wait_for=port, files_limit=files_limit) as orbited:
         orbited.port, orbited.echo = port, echo
         orbited.wait_workers(workers)
         assert len(worker_pids(orbited)) == workers, orbited.log()
@@ -895,3 +895,33 @@ def test_status_counters_since_start_survive_a_worker_that_dies(cluster_by_name)
     after = proxy()
     for key in ("connections_total", "bytes_to_backend", "bytes_from_backend", "lookups"):
         assert after[key] == before[key], (key, before, after)
+
+
+def test_a_worker_out_of_descriptors_closes_what_it_cannot_take_and_goes_on():
+    """Requests for worker 0's sessions reach it whatever it reports; once its descriptors run
+    out, the ones it cannot take are closed, it says so once, and its own sessions carry on."""
+    with running(2, files_limit=64) as orbited:
+        sockets = [open_socket(orbited.port, f"127.0.0.1:{orbited.echo}") for _ in range(2)]  # one on each
+        assert [answer for _, answer in sockets] == ["1", "1"]
+        held = []
+        for _ in range(80):  # idle keep-alive connections on worker 0, past its limit
+            sock = socket.create_connection(("127.0.0.1", orbited.port), timeout=5)
+            sock.sendall(sockjs_head(f"/sockjs/1/{session_for(0)}/xhr_send", body=b'["x"]'))
+            held.append(sock)
+        statuses = []
+        for sock in held:
+            try:
+                statuses.append(sock.recv(12))
+            except OSError:
+                statuses.append(b"")
+        assert b"HTTP/1.1 404" in statuses and b"" in statuses, statuses  # served, then closed
+        for sock in held:
+            sock.close()
+        for ws, _ in sockets:
+            ws.send(b"still here")
+            assert ws.recv(10) == b"still here"
+            ws.close()
+        log = orbited.log()
+    assert log.count("out of file descriptors (open-file limit 64): new connections are closed on hand-over") == 1, log
+    assert "Traceback" not in log and "went away" not in log and "died" not in log, log
+

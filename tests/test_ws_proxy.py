@@ -14,7 +14,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from tests.support.backends import pattern, pattern_digest, running
-from tests.support.procs import OrbitedProcess, free_port
+from tests.support.procs import OrbitedProcess, free_port, rss_kb
 from tests.support.rawws import masked, raw_upgrade
 
 
@@ -319,6 +319,22 @@ def test_browser_close_closes_the_backend():
     backend.close()
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_close_reason_cannot_forge_a_log_line(workers):
+    """The browser's close reason is logged; a newline in it must not start a line of its own."""
+    with orbited_with(extra_global=f"workers = {workers}") as orbited:
+        ws, answer = open_socket(orbited.port, f"127.0.0.1:{orbited.echo}")
+        assert answer == "1"
+        ws.close(1000, "bye\n2026-11-29 05:31:00,000 CRITICAL [orbited.service] forged")
+        deadline = time.monotonic() + 10
+        while "closed after" not in orbited.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        lines = orbited.log().splitlines()
+    [closed] = [line for line in lines if "closed after" in line]
+    assert "bye\\n2026-11-29 05:31:00,000 CRITICAL" in closed
+    assert not any(line.startswith("2026-11-29 05:31:00,000") for line in lines), lines
+
+
 def test_backend_data_while_the_browser_side_closes_is_dropped_quietly():
     """A browser that breaks the protocol gets a close frame and the socket waits for its reply;
     what the backend sends meanwhile has nowhere to go and must not raise (it was logged as an
@@ -373,14 +389,6 @@ def test_session_cap_answers_503():
         assert refused_status.value.response.status_code == 503
         first.close()
         second.close()
-
-
-def rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 class PeakRSS(threading.Thread):

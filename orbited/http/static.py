@@ -32,6 +32,9 @@ from twisted.web.http import CACHED
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from orbited.logs import Tally
+from orbited.procstats import OUT_OF_FILES
+
 log = logging.getLogger("orbited.http")
 
 INDEX_NAMES = ("index.html",)
@@ -96,6 +99,9 @@ class StaticFiles(Resource):
         self.directory = os.path.abspath(directory)
         self.clock = clock
         self.stall_timeout = stall_timeout
+        self.out_of_files = Tally(log, "out of file descriptors: static files are answered 503",
+                                  "out of file descriptors: %d more static file request(s) answered 503",
+                                  call_later=clock.callLater)
 
     def getChild(self, path: bytes, request: Any) -> Resource:
         # Asked for a child by a parent that delegates to us (the root's INDEX
@@ -139,7 +145,14 @@ class StaticFiles(Resource):
         size = info.st_size
         try:
             handle = open(path, "rb")
-        except OSError:
+        except OSError as exc:
+            request.lastModified = None  # what is answered is not the file
+            if exc.errno in OUT_OF_FILES:
+                self.out_of_files()
+                request.setResponseCode(503)
+                request.setHeader(b"retry-after", b"10")
+                request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+                return b"Out of file descriptors; try again later.\n"
             return not_found(request)
         if size <= WHOLE_FILE_LIMIT or request.method == b"HEAD":
             with handle:

@@ -23,7 +23,6 @@ import os
 from collections import Counter
 from typing import Any
 
-from orbited.logs import printable
 from orbited.session import file_limit
 from orbited.stomp.codec import Limits
 from orbited.stomp.connection import StompConnection
@@ -368,7 +367,7 @@ class StompBroker:
         pending += count
         if last is None or now - last >= OVERFLOW_LOG_INTERVAL:
             log.warning("queue %s is full: dropped %d %s message(s) since the last report, because %s",
-                        printable(name), pending, what, why)
+                        name, pending, what, why)
             self._overflow_logged[name] = (now, 0)
         else:
             self._overflow_logged[name] = (last, pending)

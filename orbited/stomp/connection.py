@@ -15,7 +15,6 @@ import logging
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from orbited.logs import printable
 from orbited.stomp.codec import (
     V10,
     V11,
@@ -195,8 +194,7 @@ class StompConnection:
         error.update(headers or {})
         error["content-type"] = "text/plain"
         log.log(level, "stomp %s %s%s: ERROR %s%s", self.transport, self.address,
-                f" ({printable(self.user)})" if self.user else "", printable(message),
-                f": {printable(detail)}" if detail else "")
+                f" ({self.user})" if self.user else "", message, f": {detail}" if detail else "")
         self.outbox.write(encode_frame(Frame("ERROR", error, detail.encode("utf-8")), self.version), False)
         self._release()
         self.outbox.flush()
