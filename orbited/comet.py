@@ -11,7 +11,10 @@ Orbited 0.7 packets):
   the session is closed as stalled, with a logged reason;
 - upstream backpressure: while the backend is slow the session is paused and
   upstream handlers wait on :meth:`whenWritable` before answering, so a client
-  that sends one POST at a time cannot outrun the backend;
+  that sends one POST at a time cannot outrun the backend; one that sends them
+  in parallel without waiting (no Orbited or SockJS client does) may deliver
+  ``limit`` bytes while the backend reads nothing, then the session is closed
+  with a logged reason;
 - opening and closing exactly once, the registry, the session protocol.
 
 Subclasses own the framing and call ``queued``/``drained`` as bytes enter and
@@ -91,6 +94,7 @@ class CometSession:
         self.producer: IPushProducer | None = None
         self.producer_paused = False
         self.upstream_paused = False
+        self.unread_upstream = 0  # bytes delivered since the backend last stopped reading
         self._writable: list[defer.Deferred] = []
         self.protocol: ISessionProtocol | None = None
         self.closed = False
@@ -106,8 +110,17 @@ class CometSession:
 
     def deliver(self, data: bytes) -> None:
         """One message from the browser, in order."""
-        if self.protocol is not None and not self.closed:
-            self.protocol.dataReceived(data)
+        if self.protocol is None or self.closed:
+            return
+        if self.upstream_paused:
+            self.unread_upstream += len(data)
+            if self.unread_upstream > self.limit:
+                reason = (f"uploads not waiting for their answers: {self.unread_upstream} bytes sent while "
+                          f"the backend read nothing, over session.max_buffer {self.limit}")
+                log.warning("%s %s %s: %s", self.transportName, self.key, self.clientAddress, reason)
+                self.close(reason)
+                return
+        self.protocol.dataReceived(data)
 
     def finish(self, reason: str) -> None:
         """The session is over on the browser side (closed, expired, timed out); release all."""
@@ -162,7 +175,9 @@ class CometSession:
     # IPushProducer: the backend is slow, hold upstream
 
     def pauseProducing(self) -> None:
-        self.upstream_paused = True
+        if not self.upstream_paused:  # Twisted asks again on every write while its buffer is full
+            self.upstream_paused = True
+            self.unread_upstream = 0
 
     def resumeProducing(self) -> None:
         self.upstream_paused = False

@@ -23,6 +23,7 @@ from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from orbited.closing import close_gracefully
 from orbited.lookup import host_name_problem, is_ip_literal
 from orbited.session import ISession, ISessionProtocol
 
@@ -149,7 +150,8 @@ class TCPSocketProxy:
             log.info("%s -> %s: browser side closed while connecting (%s)", self._describe(), self.destination,
                      reason)
         if self.backend is not None:
-            self.backend.transport.loseConnection()
+            # A backend that stopped reading never lets a plain loseConnection finish.
+            close_gracefully(self.backend.transport, self.context.reactor)
         if phase is State.OPEN:
             self._log_close(f"browser side closed ({reason})")
 

@@ -231,6 +231,46 @@ def test_bad_base64_closes_with_1007_and_releases_the_backend(workers):
         send(url, "%%% not base64 %%%")
         assert request("POST", url + "/xhr").body == b'c[1007,"message is not base64"]\n'
         assert "message is not base64" in server.process.log()
+        # released at once, though the session serves its close frame to polls until it expires
+        server.wait_connections(0, timeout=2)
+        assert request("POST", url + "/xhr").body == b'c[1007,"message is not base64"]\n'
+
+
+def test_uploads_that_do_not_wait_for_their_answers_are_bounded():
+    """sockjs-client sends one xhr_send at a time and waits for its 204, which waits for the
+    backend; a client that sends them in parallel to a backend that reads nothing gets
+    session.max_buffer bytes through, then its session is closed (server memory grew by every
+    body, all of it held for the backend)."""
+    backend = socket.socket()
+    backend.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    backend.bind(("127.0.0.1", 0))
+    backend.listen(1)
+    port = backend.getsockname()[1]
+    with Server("http.max_body = 1000000\n", backends=(port,)) as server:
+        url = server.session()
+        request("POST", url + "/xhr")
+        send(url, f"127.0.0.1:{port}")
+        assert poll_until(url, 1) == ["1"]
+        conn, _ = backend.accept()  # and never read
+        body = json.dumps([b64(b"x" * 600_000)]).encode()
+        path = url.split(f":{server.port}", 1)[1] + "/xhr_send"
+        head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        uploads = []
+        for _ in range(150):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            sock.sendall(head + body)  # and never wait for the answer
+            uploads.append(sock)
+        deadline = time.monotonic() + 10
+        while "uploads not waiting for their answers" not in server.process.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        log = server.process.log()
+        for sock in uploads:
+            sock.close()
+    conn.close()
+    backend.close()
+    assert "the backend read nothing, over session.max_buffer 1048576" in log, log
+    up = int(re.search(r"closed after [0-9.]+s, (\d+) bytes up", log).group(1))  # 90 MB before
+    assert up < 4 * 1024 * 1024, up
 
 
 @pytest.mark.parametrize("raw", [False, True], ids=["framed", "raw"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 import threading
 import time
@@ -333,6 +334,52 @@ def test_a_close_reason_cannot_forge_a_log_line(workers):
     [closed] = [line for line in lines if "closed after" in line]
     assert "bye\\n2026-11-29 05:31:00,000 CRITICAL" in closed
     assert not any(line.startswith("2026-11-29 05:31:00,000") for line in lines), lines
+
+
+def sockets_of(pid: int) -> int:
+    """The sockets a process has open (its other descriptors come and go: a thread pool's pipe)."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        except OSError:
+            pass
+    return count
+
+
+def test_a_backend_that_stops_reading_is_cut_off_after_the_browser_goes():
+    """Closing sends what is buffered first; a backend that never reads would hold that close,
+    its descriptor and its buffers for ever, counted by no session.  It gets LINGER seconds."""
+    backend = socket.socket()
+    backend.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    backend.bind(("127.0.0.1", 0))
+    backend.listen(1)
+    port = backend.getsockname()[1]
+    # Orbited does not read a browser while the backend does not read: it learns that the
+    # browser left at the next unanswered ping
+    pings = "session.ping_interval = 1\nsession.ping_timeout = 1\n"
+    with orbited_with(access=f"* -> 127.0.0.1:{port}", extra_global=pings) as orbited:
+        fds = lambda: sockets_of(orbited.proc.pid)  # noqa: E731
+        time.sleep(0.3)  # the start-up check's connection is closed by now
+        before = fds()
+        browser = raw_upgrade(orbited.port)
+        browser.sendall(masked(1, f"127.0.0.1:{port}".encode()))
+        conn, _ = backend.accept()  # and never read
+        assert browser.recv(3) == b"\x81\x011"
+        browser.settimeout(0.5)
+        try:
+            frames = masked(2, b"x" * 125) * 512
+            for _ in range(128):  # until Orbited's buffer to the backend is full and it stops reading us
+                browser.sendall(frames)
+        except TimeoutError:
+            pass
+        browser.close()
+        deadline = time.monotonic() + 15
+        while fds() > before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert fds() == before, orbited.log()
+    conn.close()
+    backend.close()
 
 
 def test_backend_data_while_the_browser_side_closes_is_dropped_quietly():

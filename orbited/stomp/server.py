@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
+from orbited.closing import close_gracefully
 from orbited.directwrite import write_now
 from orbited.stomp.broker import StompBroker
 from orbited.stomp.codec import Frame, encode_frame
@@ -23,27 +24,10 @@ from orbited.stomp.connection import StompConnection
 
 log = logging.getLogger("orbited.stomp")
 
-LINGER = 5.0  # seconds a closing connection may take to flush before it is cut
-
-
 def peer_address(peer: object) -> str:
     host = getattr(peer, "host", "?")
     port = getattr(peer, "port", 0)
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def close_gracefully(transport: Any, reactor: Any, producer_registered: bool) -> None:
-    """loseConnection waits for a registered producer; unregister it, and cut the
-    connection if the peer does not read what is left within LINGER seconds."""
-    if producer_registered and getattr(transport, "producer", None) is not None:
-        transport.unregisterProducer()
-    transport.loseConnection()
-
-    def cut() -> None:
-        if getattr(transport, "connected", False):
-            transport.abortConnection()
-
-    reactor.callLater(LINGER, cut)
 
 
 @implementer(IPushProducer)
@@ -107,7 +91,7 @@ class StompProtocol(Protocol):
         if abort:
             self.transport.abortConnection()
         else:
-            close_gracefully(self.transport, self.reactor, True)
+            close_gracefully(self.transport, self.reactor)
 
     def pause_reading(self) -> None:
         self.transport.pauseProducing()

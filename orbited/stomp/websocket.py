@@ -25,9 +25,10 @@ from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
+from orbited.closing import LINGER
 from orbited.directwrite import write_now
 from orbited.stomp.connection import StompConnection
-from orbited.stomp.server import LINGER, peer_address
+from orbited.stomp.server import peer_address
 from orbited.transports.websocket import ServerProtocol, page_origin, websocket_factory
 
 if TYPE_CHECKING:

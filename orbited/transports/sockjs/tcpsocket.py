@@ -87,8 +87,7 @@ class SockJSTCPSocket(CometSession):
             reason = "message is not base64"
             log.warning("%s %s %s: %s (%r...); closing", self.transportName, self.key, self.clientAddress,
                         reason, text[:32])
-            if self.connection is not None:
-                self.connection.close(CLOSE_BAD_MESSAGE, reason, discard=True)
+            self._close(CLOSE_BAD_MESSAGE, reason, discard=True)
             return
         if data:
             self.deliver(data)
@@ -134,12 +133,17 @@ class SockJSTCPSocket(CometSession):
             connection.send(reply)
 
     def close(self, reason: str, code: int | None = None) -> None:
+        # Over the bound: the browser is not reading, so what is queued will never go.
+        self._close(close_code(reason, code), close_reason(reason), discard=self.queued_bytes > self.limit)
+
+    def _close(self, code: int, reason: str, discard: bool) -> None:
+        """The SockJS session serves its close frame until it expires; the TCPSocket (the
+        backend connection, the proxy.max_sessions slot) is over now."""
         connection = self.connection
         if connection is None:
             return
-        # Over the bound: the browser is not reading, so what is queued will never go.
-        stalled = self.queued_bytes > self.limit
-        connection.close(close_code(reason, code), close_reason(reason), discard=stalled)
+        connection.close(code, reason, discard=discard)
+        self.finish(reason)
 
     def pauseProducing(self) -> None:
         super().pauseProducing()
