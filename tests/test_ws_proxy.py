@@ -359,7 +359,7 @@ def test_a_backend_that_stops_reading_is_cut_off_after_the_browser_goes():
     # browser left at the next unanswered ping
     pings = "session.ping_interval = 1\nsession.ping_timeout = 1\n"
     with orbited_with(access=f"* -> 127.0.0.1:{port}", extra_global=pings) as orbited:
-        fds = lambda: sockets_of(orbited.proc.pid)  # noqa: E731
+        fds = lambda: sockets_of(orbited.proc.pid)
         time.sleep(0.3)  # the start-up check's connection is closed by now
         before = fds()
         browser = raw_upgrade(orbited.port)
