@@ -234,7 +234,7 @@ def test_script_wires_never_break_out_of_the_script(messages):
         data = wire.encode(frame).decode("utf-8")
         inner = data[data.index("(") + 1:data.rindex(")")]
         assert json.loads(inner) == frame
-        assert "</script" not in inner.lower() or "</script" in frame.lower()
+        assert "<" not in inner  # so no "</script" and no "<!--", whatever the frame says
         assert "\u2028" not in inner and "\u2029" not in inner
 
 
@@ -390,3 +390,14 @@ def test_hixie76_round_trip_in_any_split(messages, step):
     for at in range(0, len(data), step):
         events += decoder.feed(data[at:at + step])
     assert events == [hixie76.TextMessage(m) for m in messages]
+
+
+def test_a_frame_cannot_end_htmlfile_s_script_element():
+    """A close reason may quote what a client sent; '</script>' in it would end the script
+    element and run the rest in the page (same origin as Orbited)."""
+    frame = 'c[4102,"invalid handshake b\'</script><script>alert(document.domain)</script>\'"]'
+    html = framing.HtmlFileWire("cb").encode(frame).decode()
+    assert html.count("</script>") == 1 and html.endswith("</script>\r\n")
+    assert "<script>alert" not in html and "\\u003c/script>\\u003cscript>alert" in html
+    jsonp = framing.JsonpWire("cb").encode(frame).decode()
+    assert "<" not in jsonp

@@ -215,8 +215,10 @@ class JsonpWire(Wire):
 
 def _js_string(frame: str) -> str:
     # Frames are already escaped by quote(), so U+2028/2029 and controls cannot
-    # end up raw inside the <script> or the JSONP call.
-    return json.dumps(frame, ensure_ascii=False)
+    # end up raw inside the <script> or the JSONP call.  '<' is escaped too: a close
+    # reason can quote what a client sent, and '</script>' in it would end htmlfile's
+    # script element and run the rest as the page's own (same-origin) script.
+    return json.dumps(frame, ensure_ascii=False).replace("<", "\\u003c")
 
 
 def frame_size(messages: Sequence[str]) -> int:
