@@ -19,7 +19,7 @@ from websockets.sync.client import connect as ws_connect
 
 from orbited import __version__
 from tests.support.procs import REPO, OrbitedProcess, free_port, rss_kb, scratch_dir, wait_port
-from tests.support.rawws import masked, raw_upgrade
+from tests.support.rawws import masked, raw_upgrade, upgrade
 from tests.support.tlsfiles import make_cert, make_chain
 
 ORBITED = [sys.executable, "-m", "orbited"]
@@ -309,6 +309,23 @@ def test_out_of_descriptors_at_accept_is_one_warning_and_the_server_recovers():
     assert process["open_files_limit"] == limit and process["open_files"] >= limit - 2, process
     assert log.count(f"out of file descriptors (open-file limit {limit}): new connections are closed at accept") == 1
     assert "EMFILE" not in log, log
+
+
+@pytest.mark.parametrize("stomp", ["", "[stomp]\nwebsocket.enabled = 1\n", "[stomp]\nuser.a = b\n"])
+def test_the_built_in_broker_runs_only_when_the_config_asks_for_it(stomp):
+    """Pages sent to RabbitMQ ('* -> rabbit:61613', no stomp:// line) must not find an open
+    broker of Orbited's own at /stomp on every HTTP port."""
+    port = free_port()
+    config = f"[listen]\nhttp://127.0.0.1:{port}\n[access]\n* -> rabbit.internal:61613\n{stomp}"
+    with OrbitedProcess(config, wait_for=port) as orbited:
+        sock, head = upgrade(port, b"/stomp", headers=b"Sec-WebSocket-Protocol: v12.stomp\r\n")
+        sock.close()
+        status = orbited.status()
+        log = orbited.log()
+    wanted = "websocket.enabled" in stomp
+    assert head.startswith(b"HTTP/1.1 101" if wanted else b"HTTP/1.1 404"), head
+    assert ("broker" in status) == wanted
+    assert ("STOMP broker in development mode" in log) == wanted, log
 
 
 def test_status_is_loopback_only_by_default():

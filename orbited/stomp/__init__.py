@@ -33,14 +33,26 @@ log = logging.getLogger("orbited.stomp")
 __all__ = ["StompBroker", "attach", "publish", "stomp_children", "stomp_factory"]
 
 
+ENDPOINT_KEYS = ("websocket.enabled", "publish.enabled")
+
+
 def attach(context: ServerContext) -> None:
-    """Create the broker from ``[stomp]`` once per server."""
+    """Create the broker from ``[stomp]`` once per server, if the config asks for one.
+
+    It does with a ``stomp://`` listener, or with ``[stomp] websocket.enabled`` or
+    ``publish.enabled`` set to 1 by name (/stomp or /stomp/publish without a TCP
+    listener).  A config that sends its pages to RabbitMQ has neither, and must not
+    get a broker of its own at /stomp, open to any login, on every HTTP port."""
     if context.broker is not None:
         return
-    settings = StompSettings.from_section(context.config.section("stomp"))
-    context.broker = StompBroker(settings, context.reactor)
+    section = context.config.section("stomp")
+    settings = StompSettings.from_section(section)
     listeners = [lst for lst in context.config.listeners if lst.scheme == "stomp"]
-    if settings.development_mode and listeners:
+    named = [key for key in ENDPOINT_KEYS if section.get(key) is not None and settings[key]]
+    if not listeners and not named:
+        return
+    context.broker = StompBroker(settings, context.reactor)
+    if settings.development_mode:
         log.warning("STOMP broker in development mode: no [stomp] user.* keys, so any login is accepted")
 
 
@@ -74,6 +86,8 @@ class StompResource(Resource):
 
 def stomp_children(context: ServerContext) -> dict[bytes, Resource]:
     attach(context)
+    if context.broker is None:
+        return {}
     settings = context.broker.settings
     websocket = publish_endpoint = None
     if settings["websocket.enabled"]:
@@ -95,4 +109,7 @@ def publish(context: ServerContext, destination: str, body: bytes | str,
             headers: dict[str, str] | None = None) -> str:
     """Server-side publishing: put ``body`` on ``destination``; returns the message-id."""
     attach(context)
+    if context.broker is None:
+        raise RuntimeError("no built-in STOMP broker: [listen] has no stomp:// line, and [stomp] does not "
+                           "set websocket.enabled or publish.enabled")
     return context.broker.publish(destination, body, headers)

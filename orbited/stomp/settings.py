@@ -122,7 +122,8 @@ STOMP_KEYS: tuple[Key, ...] = (
     Key("anonymous", parse_bool, False,
         "With user.* keys: 1 also accepts a CONNECT without 'login' as the user 'anonymous'."),
     Key("websocket.enabled", parse_bool, True,
-        "1 serves STOMP over WebSocket at /stomp on the HTTP listeners."),
+        "1 serves STOMP over WebSocket at /stomp on the HTTP listeners, when the broker runs: with "
+        "a stomp:// listener, or with this key (or publish.enabled) set to 1 here by name."),
     Key("publish.enabled", parse_bool, False,
         "1 serves POST /stomp/publish/<destination> (see docs/stomp.md; replaces 0.7's "
         "[test] stompdispatcher.enabled)."),
