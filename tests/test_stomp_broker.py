@@ -456,6 +456,34 @@ def test_topic_subscriber_over_unacked_limit_is_disconnected():
     assert len(other.frames()) == 4
 
 
+def test_unacknowledged_bytes_are_bounded_per_connection_and_in_all():
+    """max_unacked counts messages; a client that reads 100 KB messages and never ACKs held
+    gigabytes.  Its queues keep what it may not take; its topic subscriptions are cut."""
+    broker = make_broker("max_unacked_bytes = 4096\nqueue.max_total_bytes = 10000")
+    a = connected(broker)
+    for sub in ("x", "y"):  # two subscriptions share the connection's bound
+        a.send("SUBSCRIBE", id=sub, destination="/queue/q", ack="client-individual")
+    for i in range(20):
+        broker.publish("/queue/q", str(i % 10) * 1000)
+    frames = a.frames()
+    assert len(frames) == 5 and broker.status()["unacked_bytes"] == 5000  # 4,000 is under the bound
+    a.send("ACK", id=frames[0].headers["ack"])
+    a.send("ACK", id=frames[1].headers["ack"])
+    assert len(a.frames()) == 2 and broker.status()["unacked_bytes"] == 5000
+    b = connected(broker)  # all connections together: queue.max_total_bytes
+    b.send("SUBSCRIBE", id="b", destination="/queue/q", ack="client")
+    assert len(b.frames()) == 5 and broker.status()["unacked_bytes"] == 10000
+    c = connected(broker)
+    c.send("SUBSCRIBE", id="c", destination="/queue/q", ack="client")
+    assert c.frames() == []  # the rest stays in the queue
+    c.send("SUBSCRIBE", id="t", destination="/topic/t", ack="client")
+    broker.publish("/topic/t", "t")
+    assert c.frames()[-1].headers["message"] == "too many unacknowledged messages"
+    a.conn.connection_lost()
+    b.conn.connection_lost()
+    assert broker.status()["unacked_bytes"] == 0  # returned to the queue, and counted no more
+
+
 # --------------------------------------------------------------------------
 # transactions
 

@@ -32,6 +32,7 @@ from orbited.stomp.destinations import (
     Queue,
     Subscription,
     Topic,
+    UnackedBytes,
     WaitingTotal,
     destination_kind,
 )
@@ -87,6 +88,8 @@ class StompBroker:
         self.topics: dict[str, Topic] = {}
         self.queues: dict[str, Queue] = {}
         self.waiting = WaitingTotal()  # body bytes in all queues (queue.max_total_bytes)
+        # and delivered, not yet acknowledged, over all connections (bounded by the same key)
+        self.unacked = UnackedBytes(settings["queue.max_total_bytes"])
         self.connections: set[StompConnection] = set()
         self.publishers: set[StompConnection] = set()
         # congested subscribers holding publishers back -> the shared time at which their budget runs out
@@ -387,6 +390,7 @@ class StompBroker:
             "queues": len(self.queues),
             "waiting_messages": sum(len(q.waiting) for q in self.queues.values()),
             "waiting_bytes": self.waiting.bytes,
+            "unacked_bytes": self.unacked.bytes,
             "largest_queues": {q.name: q.status() for q in queues[:10]},
             "development_mode": self.permissions.development_mode,
             **{name: self.stats[name] for name in ("connections_total", "messages_in", "deliveries", "dropped",

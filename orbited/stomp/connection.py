@@ -26,7 +26,7 @@ from orbited.stomp.codec import (
     escape,
     whole_number,
 )
-from orbited.stomp.destinations import Subscription, destination_kind
+from orbited.stomp.destinations import Subscription, UnackedBytes, destination_kind
 from orbited.stomp.errors import AccessRefused, ProtocolError, StompError
 
 if TYPE_CHECKING:
@@ -88,6 +88,7 @@ class StompConnection:
         self._by_number: dict[int, Subscription] = {}
         self._numbers = 0
         self.transactions: dict[str, Transaction] = {}
+        self.unacked = UnackedBytes(broker.settings["max_unacked_bytes"], broker.unacked)
         # flow control: set by the shell when the socket's buffer is full
         self.congested = False
         self.pending = 0
@@ -205,9 +206,14 @@ class StompConnection:
         self.fail("slow consumer", f"disconnected: {why}", abort=True, level=logging.WARNING)
 
     def too_many_unacked(self, sub: Subscription) -> None:
-        self.fail("too many unacknowledged messages",
-                  f"subscription '{sub.id}' on {sub.destination} holds {len(sub.unacked)} unacknowledged "
-                  f"messages, its limit (max_unacked or prefetch-count)", level=logging.WARNING)
+        if len(sub.unacked) >= sub.limit:
+            detail = (f"subscription '{sub.id}' on {sub.destination} holds {len(sub.unacked)} unacknowledged "
+                      f"messages, its limit (max_unacked or prefetch-count)")
+        else:
+            detail = (f"this connection holds {self.unacked.bytes} bytes of unacknowledged messages "
+                      f"(max_unacked_bytes {self.unacked.limit}), or all connections together "
+                      f"queue.max_total_bytes")
+        self.fail("too many unacknowledged messages", detail, level=logging.WARNING)
 
     def close(self) -> None:
         """A graceful close from our side (after DISCONNECT)."""
@@ -435,9 +441,7 @@ class StompConnection:
         sub.active = False
         self.subscriptions.pop(sub.id, None)
         self._by_number.pop(sub.number, None)
-        returned = list(sub.unacked.values())
-        sub.unacked.clear()
-        self.broker.unsubscribe(sub, returned)
+        self.broker.unsubscribe(sub, sub.take_unacked())
 
     # --- ACK / NACK
 

@@ -95,6 +95,7 @@ class Subscription:
         "prefix",
         "target",
         "unacked",
+        "unacked_bytes",
         "version",
     )
 
@@ -115,6 +116,7 @@ class Subscription:
         self.prefix = b"MESSAGE\n" + line
         self.limit = limit
         self.unacked: OrderedDict[str, Message] = OrderedDict()
+        self.unacked_bytes = 0
         self.active = True
 
     def ack_id(self, message: Message) -> str:
@@ -122,16 +124,22 @@ class Subscription:
 
     def ready(self) -> bool:
         """May a queue give this subscription a message now?"""
-        return not self.connection.congested and (self.auto or len(self.unacked) < self.limit)
+        connection = self.connection
+        return not connection.congested and (self.auto or (
+            len(self.unacked) < self.limit and not connection.unacked.full()))
 
     def deliver(self, message: Message) -> None:
         if self.auto:
             self.connection.send(self.prefix + message.tail(self.version), message.binary)
             return
-        if len(self.unacked) >= self.limit:
+        unacked = self.connection.unacked
+        if len(self.unacked) >= self.limit or unacked.full():
             self.connection.too_many_unacked(self)
             return
         self.unacked[message.message_id] = message
+        size = message.size
+        self.unacked_bytes += size
+        unacked.add(size)
         if self.version == V12:
             ack = b"ack:" + self.ack_id(message).encode("ascii") + b"\n"
             self.connection.send(self.prefix + ack + message.tail(self.version), message.binary)
@@ -144,13 +152,26 @@ class Subscription:
         if message_id not in self.unacked:
             raise KeyError(message_id)
         if self.individual:
-            return [self.unacked.pop(message_id)]
-        settled = []
-        while True:
-            key, message = self.unacked.popitem(last=False)
-            settled.append(message)
-            if key == message_id:
-                return settled
+            settled = [self.unacked.pop(message_id)]
+        else:
+            settled = []
+            while True:
+                key, message = self.unacked.popitem(last=False)
+                settled.append(message)
+                if key == message_id:
+                    break
+        size = sum(message.size for message in settled)
+        self.unacked_bytes -= size
+        self.connection.unacked.remove(size)
+        return settled
+
+    def take_unacked(self) -> list[Message]:
+        """Every unacknowledged message, to go back to its queue (the subscription ends)."""
+        returned = list(self.unacked.values())
+        self.unacked.clear()
+        self.connection.unacked.remove(self.unacked_bytes)
+        self.unacked_bytes = 0
+        return returned
 
 
 class Topic:
@@ -213,6 +234,35 @@ class WaitingTotal:
     def __init__(self) -> None:
         self.bytes = 0
         self.holding = 0
+
+
+class UnackedBytes:
+    """Body bytes delivered and not yet acknowledged: one connection's, within the broker's.
+
+    A client that reads its messages and never ACKs them held gigabytes: each subscription's
+    ``max_unacked`` counts messages, and bytes were bounded by nothing.  Past either bound a
+    queue keeps its messages (bounded by its own limits) and a topic subscriber is
+    disconnected, as at ``max_unacked``."""
+
+    __slots__ = ("bytes", "limit", "parent")
+
+    def __init__(self, limit: int, parent: UnackedBytes | None = None):
+        self.bytes = 0
+        self.limit = limit
+        self.parent = parent
+
+    def full(self) -> bool:
+        return self.bytes >= self.limit or (self.parent is not None and self.parent.full())
+
+    def add(self, size: int) -> None:
+        self.bytes += size
+        if self.parent is not None:
+            self.parent.bytes += size
+
+    def remove(self, size: int) -> None:
+        self.bytes -= size
+        if self.parent is not None:
+            self.parent.bytes -= size
 
 
 class Queue:

@@ -87,6 +87,10 @@ STOMP_KEYS: tuple[Key, ...] = (
         "Most unacknowledged messages one client/client-individual subscription may hold. A queue "
         "stops giving it messages at this number; a topic subscriber that reaches it is "
         "disconnected. SUBSCRIBE's 'prefetch-count' header lowers it per subscription."),
+    Key("max_unacked_bytes", at_least(1024), 16777216,
+        "Most body bytes of unacknowledged messages one connection may hold over all its "
+        "subscriptions (and all connections together: queue.max_total_bytes). Past it queues "
+        "keep their messages for it, and a topic subscriber that would go past it is disconnected."),
     Key("queue.max_messages", at_least(1), 10000,
         "Most messages a /queue/ destination holds while nobody can take them."),
     Key("queue.max_bytes", at_least(1024), 67108864,
