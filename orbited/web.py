@@ -209,11 +209,23 @@ def build_site(context: ServerContext, extra_children: dict[bytes, Resource] | N
         site = OrbitedSite(root, timeout=settings["http.timeout"])
         site.displayTracebacks = False
         return site
-    return lean_site(root, context.reactor, settings["http.timeout"], settings["http.max_body"])
+    return lean_site(root, context.reactor, settings["http.timeout"], largest_body(context))
 
 
-def lean_site(root: Resource, reactor: object = None, timeout: float = 60.0, max_body: int = 0) -> LeanSite:
-    """``root`` on the lean HTTP layer.  Bodies are buffered up to ``max(max_body, 16 MiB)``: endpoints
-    apply their own smaller limits (``http.max_body``, the broker's frame size) with their own 413."""
-    limits = Limits(max_body=max(max_body, DEFAULT_MAX_BODY))
-    return LeanSite(root, timeout=timeout, limits=limits, reactor=reactor)
+def largest_body(context: ServerContext) -> int:
+    """Twice the largest body any endpoint of this server takes: http.max_body (/tcp, /sockjs),
+    or the broker's frame.max_size when /stomp/publish is on.  A body a little over an endpoint's
+    limit gets that endpoint's 413 on a connection that stays open; a larger one is refused from
+    its Content-Length before it is read.  So no connection buffers much more than an endpoint
+    takes (a floor of 16 MiB let 40 connections park 660 MB with http.max_body at 64 KiB)."""
+    largest = context.config.settings["http.max_body"]
+    broker = context.broker
+    if broker is not None and broker.settings["publish.enabled"]:
+        largest = max(largest, broker.settings["frame.max_size"])
+    return 2 * largest
+
+
+def lean_site(root: Resource, reactor: object = None, timeout: float = 60.0,
+              max_body: int = DEFAULT_MAX_BODY) -> LeanSite:
+    """``root`` on the lean HTTP layer, buffering request bodies up to ``max_body``."""
+    return LeanSite(root, timeout=timeout, limits=Limits(max_body=max_body), reactor=reactor)

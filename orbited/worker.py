@@ -127,7 +127,7 @@ class Worker:
         from orbited.transports.legacy import LegacyCometResource
         from orbited.transports.sockjs import sockjs_resource
         from orbited.transports.websocket import websocket_factory, websocket_resource
-        from orbited.web import lean_site
+        from orbited.web import largest_body, lean_site
 
         self.index = index
         self.count = count
@@ -140,7 +140,7 @@ class Worker:
         root.putChild(b"sockjs", sockjs_resource(self.context))
         root.putChild(b"tcp", LegacyCometResource(self.context, legacy_key_prefix(index)))
         settings = config.settings
-        self.site = lean_site(root, reactor, settings["http.timeout"], settings["http.max_body"])
+        self.site = lean_site(root, reactor, settings["http.timeout"], largest_body(self.context))
         self.site.router = self
         self.stopping = False
         self.out_of_files = out_of_files("on hand-over from the master", reactor.callLater)
