@@ -73,18 +73,20 @@ def main(argv: list[str] | None = None) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EXIT_CONFIG
+    as_root = root_without_user(config)
     if args.check:
-        problems = sorted([*config.warnings, *check_files(config)], key=lambda p: (not p.fatal, p.line))
+        problems = [*config.warnings, *check_files(config)]
+        if as_root:
+            problems.append(Problem(config.path, config.section("global").line, as_root))
+        problems.sort(key=lambda p: (not p.fatal, p.line))
         for problem in problems:
             print(problem, file=sys.stderr)
         if any(problem.fatal for problem in problems):
             return EXIT_CONFIG
         print(f"{config.path}: OK ({len(config.listeners)} listeners, {len(config.access)} access rules)")
         return EXIT_OK
-    if os.getuid() == 0 and not config.settings["user"]:
-        print(f"orbited: refusing to run as root without [global] user in {config.path}: "
-              "add 'user = <account>' (Orbited binds its ports, then switches to that account)",
-              file=sys.stderr)
+    if as_root:
+        print(f"orbited: {as_root}", file=sys.stderr)
         return EXIT_CONFIG
     problems = logs.configure_logging(config.sections, config.path, args.log_level)
     for problem in problems:
@@ -97,6 +99,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.daemon:
         return run_daemon(config, args.pid_file)
     return serve(config)
+
+
+def root_without_user(config: Config) -> str | None:
+    """Why this process, as root, must not start with ``config`` (no [global] user), or None."""
+    if os.getuid() != 0 or config.settings["user"]:
+        return None
+    if config.path.startswith("<"):
+        return ("refusing to run --quickstart as root: run it as an ordinary user (its ports, 8000 "
+                "and 61613, need no root), or write a config file with [global] user = <account>")
+    return (f"refusing to run as root without [global] user in {config.path}: add 'user = <account>' "
+            "(Orbited binds its ports, then switches to that account)")
 
 
 def check_files(config: Config) -> list[Problem]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import pwd
 import signal
 import socket
 import ssl
@@ -60,8 +61,13 @@ def test_no_config_found_says_where_it_looked(tmp_path):
     assert "./orbited.cfg" in out.stderr and "/etc/orbited.cfg" in out.stderr
 
 
+# Last in a file, so that the lines a test names stay where they are; as root, --check
+# says what start-up says of a config without [global] user.
+AS_THIS_USER = f"[global]\nuser = {pwd.getpwuid(os.getuid()).pw_name}\n"
+
+
 def test_finds_orbited_cfg_in_the_working_directory(tmp_path):
-    (tmp_path / "orbited.cfg").write_text("[listen]\nhttp://127.0.0.1:1\n")
+    (tmp_path / "orbited.cfg").write_text("[listen]\nhttp://127.0.0.1:1\n" + AS_THIS_USER)
     out = run_cli("--check", cwd=tmp_path)
     assert out.returncode == 0 and "./orbited.cfg: OK" in out.stdout
 
@@ -114,6 +120,10 @@ def test_root_without_user_is_refused(tmp_path):
     out = run_cli("-c", str(cfg))
     assert out.returncode == 2
     assert "refusing to run as root" in out.stderr and "user" in out.stderr
+    check = run_cli("-c", str(cfg), "--check")  # --check says what start-up will say
+    assert check.returncode == 2 and f"{cfg}:0: refusing to run as root" in check.stderr, check
+    quick = run_cli("--quickstart", "--check")  # no file to add the user to: say what to do instead
+    assert quick.returncode == 2 and "run it as an ordinary user" in quick.stderr, quick
 
 
 def test_port_in_use_fails_with_the_line(tmp_path):
@@ -496,7 +506,7 @@ def test_check_loads_the_tls_files(tmp_path):
     cfg = tmp_path / "o.cfg"
 
     def check(ssl_lines: str) -> subprocess.CompletedProcess:
-        cfg.write_text(f"[listen]\nhttps://127.0.0.1:{free_port()}\n[ssl]\n{ssl_lines}")
+        cfg.write_text(f"[listen]\nhttps://127.0.0.1:{free_port()}\n[ssl]\n{ssl_lines}\n{AS_THIS_USER}")
         return run_cli("--check", "-c", str(cfg))
 
     out = check(f"key = {key}\ncrt = {crt}\n")
@@ -537,7 +547,7 @@ def test_check_reports_log_files_that_cannot_be_opened(tmp_path):
         "[handler_watched]\nclass = handlers.WatchedFileHandler\nargs = (undefined_name,)\n"  # 24
         f"[handler_fine]\nclass = FileHandler\nargs = ('{existing}', 'w')\n"
         "[handler_stream]\nclass = StreamHandler\nargs = (sys.stderr,)\n"
-        "[formatter_f]\nformat = %(message)s\n"
+        "[formatter_f]\nformat = %(message)s\n" + AS_THIS_USER
     )
     out = run_cli("--check", "-c", str(cfg))
     assert out.returncode == 2 and "OK" not in out.stdout
