@@ -124,6 +124,7 @@ def test_iframe_page(base, suffix):
     assert r.status == 200 and content_type(r) == "text/html;charset=UTF-8"
     check_cached_for_long(r)
     assert r.header("etag") and not r.header("last-modified") and not r.header("set-cookie")
+    assert r.header("vary") == "Referer"  # refused by Referer when origins are restricted: caches must know
     match = IFRAME.match(r.text.strip())
     assert match and match.group("url").startswith(("/", "http"))
 
@@ -132,6 +133,14 @@ def test_iframe_page(base, suffix):
                                     "/iframe.xml", "/iframe-/.html"])
 def test_iframe_bad_urls(base, suffix):
     assert request("GET", base + suffix).status == 404
+
+
+def test_session_ids_that_are_not_utf_8_are_not_found(base):
+    """Decoded with replacement, /%ffq/ and /%feq/ were one session in one process (and two
+    with workers, which route the raw bytes)."""
+    opened = request("POST", base + "/000/%ffq/xhr")
+    assert opened.status == 404
+    assert request("POST", base + "/000/%feq/xhr").status == 404
 
 
 def test_iframe_is_cacheable(base):

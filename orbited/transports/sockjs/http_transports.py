@@ -187,7 +187,12 @@ class SockJSResource(Resource):
 
     def render(self, request: Request) -> Any:
         request.defaultContentType = None
-        found = route([segment.decode("utf-8", "replace") for segment in request.postpath])
+        try:
+            # Strict: with 'replace', /1/%ffq/xhr and /1/%feq/xhr were one session here, and two
+            # with workers (which route the raw bytes).
+            found = route([segment.decode("utf-8") for segment in request.postpath])
+        except UnicodeDecodeError:
+            found = None
         if found is None:
             return self._status(request, 404, "Not found.")
         method = request.method
@@ -241,6 +246,7 @@ class SockJSResource(Resource):
         if refusal is not None:
             return refusal
         self._cache_for_a_year(request)
+        request.setHeader(b"vary", b"Referer")  # the answer depends on it when origins are restricted
         request.setHeader(b"etag", self.iframe_etag)
         if request.getHeader(b"if-none-match") == self.iframe_etag:
             request.setResponseCode(304)
