@@ -46,9 +46,9 @@ class FakeOutbox:
 class Client:
     """A connection plus a parser of what the broker sent it."""
 
-    def __init__(self, broker: StompBroker):
+    def __init__(self, broker: StompBroker, address: str = "test"):
         self.outbox = FakeOutbox()
-        self.conn = StompConnection(broker, self.outbox, "test")
+        self.conn = StompConnection(broker, self.outbox, address)
         self.parser = FrameParser()
         self.version: str | None = None
 
@@ -89,8 +89,8 @@ def broker() -> StompBroker:
     return make_broker()
 
 
-def connected(broker: StompBroker, version: str = "1.2", **headers: str) -> Client:
-    client = Client(broker)
+def connected(broker: StompBroker, version: str = "1.2", address: str = "test", **headers: str) -> Client:
+    client = Client(broker, address)
     client.connect(version, **headers)
     return client
 
@@ -1013,7 +1013,7 @@ def test_subscribers_that_fill_up_together_share_the_pause_budget():
     while it lasts (here 5 s against a 2 s budget), as the per-episode patience did."""
     clock = Clock()
     broker = make_broker("flow.pause_publishers = 2\nflow.stall_timeout = 100", clock)
-    subscribers = [connected(broker) for _ in range(10)]
+    subscribers = [connected(broker, address=f"10.0.0.{i}:4000") for i in range(10)]  # ten clients
     pub = connected(broker)
     pub.send("SEND", b"1", destination="/topic/t")
     for sub in subscribers:
@@ -1024,11 +1024,32 @@ def test_subscribers_that_fill_up_together_share_the_pause_budget():
     for sub in subscribers:
         sub.conn.congestion_ended()
     assert not pub.outbox.paused
-    left = [broker.budgets[sub.conn][0] for sub in subscribers]
+    left = [broker.budgets[f"10.0.0.{i}"][0] for i in range(10)]
     assert all(1.4 < budget < 1.6 for budget in left), left  # each paid 0.5 s of the 5
     # one of them alone pays in full: its remaining 1.5 s
     subscribers[0].conn.congestion_started()
     clock.advance(1.4)
     assert pub.outbox.paused
     clock.advance(0.2)
+    assert not pub.outbox.paused
+
+
+def test_one_client_s_many_connections_share_one_pause_budget():
+    """20 connections that never read, each with a budget of its own and each paying 1/20,
+    kept every publisher paused 88% of the time; reconnecting gave fresh budgets."""
+    clock = Clock()
+    broker = make_broker("flow.pause_publishers = 2\nflow.stall_timeout = 100", clock)
+    pub = connected(broker, address="10.0.0.1:5000")
+    pub.send("SEND", b"1", destination="/topic/t")
+    paused = 0.0
+    for _ in range(3):  # connect, stall together, leave; again
+        attackers = [connected(broker, address=f"6.6.6.6:{port}") for port in range(20)]
+        for attacker in attackers:
+            attacker.conn.congestion_started()
+        for _ in range(100):
+            paused += 0.1 if pub.outbox.paused else 0.0
+            clock.advance(0.1)
+        for attacker in attackers:
+            attacker.conn.connection_lost()
+    assert 3 <= paused < 4.5, paused  # its 2 s, then what it earned back at 0.1 s a second: not 3 x 10 s
     assert not pub.outbox.paused

@@ -44,11 +44,12 @@ log = logging.getLogger("orbited.stomp")
 
 SHUTDOWN_MESSAGE = "server shutting down"
 OVERFLOW_LOG_INTERVAL = 10.0  # seconds between two log lines about the same full queue
-# A subscriber earns back this many seconds of flow.pause_publishers per second it holds no one
+# A client earns back this many seconds of flow.pause_publishers per second it holds no one
 # back, so in the long run it can keep publishers paused about 1/11 of the time at most.
 PAUSE_REFILL = 0.1
 MIN_PAUSE = 0.05  # seconds: a budget smaller than this pauses no one
 PATIENCE_CHECK = 0.05  # seconds between checks of the budgets of subscribers holding publishers back
+BUDGETS_KEPT = 1024  # budgets of clients with no connection kept before the full ones are forgotten
 
 
 class WriteBatch:
@@ -77,6 +78,11 @@ class WriteBatch:
                 outbox.flush()
 
 
+def client_of(conn: StompConnection) -> str:
+    """The host a connection comes from ('127.0.0.1', '[::1]'): its client, for budgets."""
+    return conn.address.rpartition(":")[0] or conn.address
+
+
 class StompBroker:
     def __init__(self, settings: StompSettings, clock: Any):
         self.settings = settings
@@ -92,10 +98,12 @@ class StompBroker:
         self.unacked = UnackedBytes(settings["queue.max_total_bytes"])
         self.connections: set[StompConnection] = set()
         self.publishers: set[StompConnection] = set()
-        # congested subscribers holding publishers back -> the shared time at which their budget runs out
-        self.blocking: dict[StompConnection, float] = {}
-        # each subscriber's pause budget: (seconds left, as of when); see congestion_started
-        self.budgets: dict[StompConnection, tuple[float, float]] = {}
+        # clients (by host) whose congested subscribers hold publishers back -> the shared time at
+        # which their budget runs out, and those subscribers
+        self.blocking: dict[str, float] = {}
+        self.blocking_conns: dict[str, set[StompConnection]] = {}
+        # each client's pause budget: (seconds left, as of when); see congestion_started
+        self.budgets: dict[str, tuple[float, float]] = {}
         self.shared_time = 0.0  # advances at 1/n of real time while n subscribers block
         self.shared_at = 0.0  # the real time it was last advanced
         self.patience_check: Any = None
@@ -138,7 +146,6 @@ class StompBroker:
             if not self.versions[conn.version]:
                 del self.versions[conn.version]
         self._forget_congestion(conn)
-        self.budgets.pop(conn, None)
 
     # ------------------------------------------------------------------
     # flow control
@@ -156,26 +163,36 @@ class StompBroker:
         it does not.  A fresh allowance on every episode let a subscriber that
         stops reading for 1.5 s and reads for 0.3 s, over and over, keep every
         publisher paused 83% of the time without ever being a slow consumer.
-        Subscribers that hold publishers back at the same time share the cost
+        Clients that hold publishers back at the same time share the cost
         (each pays 1/n of the time while n do): a burst that fills every
         subscriber's buffer is the load itself, and pausing the publishers
         for it is the point, so it does not use up anyone's budget.
+        The budget is a client's (its host), not a connection's: 20 connections
+        that never read, each with a fresh budget and each paying 1/20, kept
+        every publisher paused 88% of the time.
         """
         settings = self.settings
         self.stalled[conn] = self.clock.callLater(settings["flow.stall_timeout"], self._stall_timeout, conn)
         patience = settings["flow.pause_publishers"]
         if patience <= 0:
             return
+        client = client_of(conn)
+        if client in self.blocking:
+            self.blocking_conns[client].add(conn)  # already holding publishers back, on its budget
+            return
         now = self.clock.seconds()
-        left, since = self.budgets.get(conn, (patience, now))
+        left, since = self.budgets.get(client, (patience, now))
         left = min(patience, left + (now - since) * PAUSE_REFILL)
-        self.budgets[conn] = (left, now)
+        self.budgets[client] = (left, now)
+        if len(self.budgets) > len(self.connections) + BUDGETS_KEPT:
+            self._forget_full_budgets(patience, now)
         if left < MIN_PAUSE:
             self.stats["pauses_refused"] += 1
             return
         first = not self.blocking
         self._advance()
-        self.blocking[conn] = self.shared_time + left  # the shared time at which its budget runs out
+        self.blocking[client] = self.shared_time + left  # the shared time at which its budget runs out
+        self.blocking_conns[client] = {conn}
         if self.patience_check is None or not self.patience_check.active():
             self.patience_check = self.clock.callLater(PATIENCE_CHECK, self._check_patience)
         if first:
@@ -190,10 +207,20 @@ class StompBroker:
         timer = self.stalled.pop(conn, None)
         if timer is not None and timer.active():
             timer.cancel()
-        if conn in self.blocking:
-            self._stop_blocking(conn)
-            if not self.blocking:
-                self._resume_publishers()
+        client = client_of(conn)
+        conns = self.blocking_conns.get(client)
+        if conns is not None and conn in conns:
+            conns.discard(conn)
+            if not conns:
+                self._stop_blocking(client)
+                if not self.blocking:
+                    self._resume_publishers()
+
+    def _forget_full_budgets(self, patience: float, now: float) -> None:
+        """Clients whose budget has refilled cost nothing to forget: they would start full."""
+        for client, (left, since) in list(self.budgets.items()):
+            if client not in self.blocking and left + (now - since) * PAUSE_REFILL >= patience:
+                del self.budgets[client]
 
     def _advance(self) -> None:
         """Move the shared clock on: it runs at 1/n of real time while n subscribers block."""
@@ -202,12 +229,13 @@ class StompBroker:
             self.shared_time += (now - self.shared_at) / len(self.blocking)
         self.shared_at = now
 
-    def _stop_blocking(self, conn: StompConnection) -> None:
-        """``conn`` holds no one back any more: charge its budget for its share of the pause."""
+    def _stop_blocking(self, client: str) -> None:
+        """``client`` holds no one back any more: charge its budget for its share of the pause."""
         self._advance()
-        runs_out = self.blocking.pop(conn)
+        runs_out = self.blocking.pop(client)
+        self.blocking_conns.pop(client, None)
         now = self.clock.seconds()
-        self.budgets[conn] = (max(0.0, runs_out - self.shared_time), now)
+        self.budgets[client] = (max(0.0, runs_out - self.shared_time), now)
 
     def _check_patience(self) -> None:
         """Subscribers whose budget ran out no longer hold anyone back."""
@@ -215,8 +243,8 @@ class StompBroker:
         if not self.blocking:
             return
         self._advance()
-        for conn in [conn for conn, runs_out in self.blocking.items() if runs_out <= self.shared_time + 1e-9]:
-            self._stop_blocking(conn)
+        for client in [client for client, runs_out in self.blocking.items() if runs_out <= self.shared_time + 1e-9]:
+            self._stop_blocking(client)
         if self.blocking:
             self.patience_check = self.clock.callLater(PATIENCE_CHECK, self._check_patience)
         else:

@@ -114,9 +114,10 @@ STOMP_KEYS: tuple[Key, ...] = (
     Key("flow.pause_publishers", non_negative_number, 2.0,
         "Seconds publishers are paused (not read from) while a subscriber's socket buffer is "
         "full, so bursts are delivered without loss; after that the slow subscriber no longer "
-        "holds anyone back. It is each subscriber's budget: one earns it back at 0.1 s per "
-        "second it holds no one back, so no subscriber keeps publishers paused more than about "
-        "1/11 of the time by itself; n subscribers full at the same time each pay 1/n of it. "
+        "holds anyone back. It is each client's budget (by host, over all its connections): one "
+        "earns it back at 0.1 s per second it holds no one back, so no client keeps publishers "
+        "paused more than about 1/11 of the time by itself; n clients full at the same time each "
+        "pay 1/n of it. "
         "0: never pause publishers."),
     Key("flow.max_pending", at_least(65536), 4194304,
         "Bytes that may wait for one slow client beyond its socket buffer; past this it is "
