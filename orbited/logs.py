@@ -282,6 +282,8 @@ def configure_logging(sections: dict[str, Section], path: str, level: str | None
         except Exception as exc:  # noqa: BLE001 (fileConfig raises whatever a handler raises)
             problems.append(Problem(path, sections["loggers"].line, f"logging config failed: {exc!r}"))
             _configure_default(root)
+        else:
+            follow_0_7_logger_names()
     elif form == "legacy":
         try:
             _configure_legacy(sections, root)
@@ -296,6 +298,35 @@ def configure_logging(sections: dict[str, Section], path: str, level: str | None
     one_line_messages(every_handler())
     route_twisted_logs()
     return problems
+
+
+# Orbited 0.7.11's logger names, as its example config and the configs made from it name them,
+# and the loggers that log the same events now.
+LOGGERS_OF_0_7 = {
+    "orbited.cometsession.TCPConnectionResource": ("orbited.transports.legacy", "orbited.proxy"),
+    "orbited.cometsession.TCPResource": ("orbited.transports.legacy",),
+    "orbited.proxy.ProxyIncomingProtocol": ("orbited.proxy",),
+    "orbited.proxy.ProxyOutgoingProtocol": ("orbited.proxy",),
+    "orbited.start": ("orbited.cli", "orbited.service"),
+}
+
+
+def follow_0_7_logger_names() -> None:
+    """A 0.7.11 config's handlers on a logger 0.7 had (its connections.log on
+    ``orbited.cometsession.TCPConnectionResource``) get what that logger logged
+    then; nothing logs under the old names any more, so the file stayed empty."""
+    manager = logging.Logger.manager.loggerDict
+    for old, news in LOGGERS_OF_0_7.items():
+        configured = manager.get(old)
+        if not isinstance(configured, logging.Logger) or not configured.handlers:
+            continue
+        for name in news:
+            logger = logging.getLogger(name)
+            for handler in configured.handlers:
+                if handler not in logger.handlers:
+                    logger.addHandler(handler)
+            if configured.level and (not logger.level or configured.level < logger.level):
+                logger.setLevel(configured.level)
 
 
 def reopen_log_files() -> tuple[list[str], list[str]]:

@@ -117,6 +117,12 @@ def test_stdlib_logging_form_configures(tmp_path, monkeypatch):
         for handler in logging.getLogger("orbited").handlers:
             handler.flush()
         assert "to the errors file" in (tmp_path / "error.log").read_text()
+        # 0.7.11's connections.log, on a logger nothing logs under now, gets the proxy's lines
+        logging.getLogger("orbited.proxy").info("ws 1.2.3.4:5 -> 127.0.0.1:61613 connected")
+        for handler in logging.getLogger("orbited.proxy").handlers:
+            handler.flush()
+        assert "-> 127.0.0.1:61613 connected" in (tmp_path / "connections.log").read_text()
+        assert "-> 127.0.0.1:61613 connected" not in (tmp_path / "error.log").read_text()
         # what a client sent (a close reason) neither forges a line nor floods the file; a traceback keeps its lines
         logging.getLogger("orbited.x").warning("closed: %s", "bye\n2026-11-29 CRITICAL forged" + "A" * 5000)
         try:
@@ -142,10 +148,11 @@ def test_stdlib_logging_form_configures(tmp_path, monkeypatch):
         assert "after the rotation" in (tmp_path / "error.log").read_text()
         assert "after the rotation" not in (tmp_path / "error.log.1").read_text()
     finally:
-        for name in ("", "orbited", "orbited.cometsession.TCPConnectionResource"):
+        for name in ("", "orbited", *logs.LOGGERS_OF_0_7, *{n for ns in logs.LOGGERS_OF_0_7.values() for n in ns}):
             for handler in logging.getLogger(name).handlers[:]:
                 handler.close()
                 logging.getLogger(name).removeHandler(handler)
+            logging.getLogger(name).setLevel(logging.NOTSET)
         root.handlers[:], root.level = saved
 
 
