@@ -426,6 +426,22 @@ def test_message_over_the_limit_closes_with_1009():
             with pytest.raises(ConnectionClosed) as closed:
                 ws.recv(10)
             assert closed.value.rcvd.code == 1009
+        # a client that answers any close with 1000 (websocket-client does): the log names
+        # the code the server sent, not the one echoed
+        browser = raw_upgrade(orbited.port)
+        browser.sendall(masked(1, f"127.0.0.1:{orbited.echo}".encode()))
+        assert browser.recv(3) == b"\x81\x011"
+        for index in range(100):  # 10,100 bytes in one fragmented message: over the limit
+            frame = bytearray(masked(2 if index == 0 else 0, b"x" * 101))
+            frame[0] &= 0x7F  # not the final fragment
+            browser.sendall(bytes(frame))
+        assert browser.recv(2)[0] == 0x88
+        browser.sendall(masked(8, b"\x03\xe8"))
+        browser.close()
+        deadline = time.monotonic() + 5
+        while orbited.log().count("closed after") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "closed by the server with 1009" in orbited.log().splitlines()[-1], orbited.log()
 
 
 def test_session_cap_answers_503():

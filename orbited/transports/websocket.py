@@ -144,8 +144,12 @@ class WebSocketSession(ServerProtocol):
         if code is None or code == 1006:
             why = "browser connection lost"
         else:
-            # a close we started (shutdown's 1001) is not the browser's doing
-            who = "closed by the server" if self.closedByMe else "browser closed"
+            # a close we started (shutdown's 1001) is not the browser's doing; autobahn reports
+            # the code the browser echoed (1000 from many clients), so name the one we sent
+            if self.closedByMe and self.localCloseCode is not None:
+                who, code, reason = "closed by the server", self.localCloseCode, self.localCloseReason
+            else:
+                who = "browser closed"
             why = f"{who} with {code}" + (f" {reason}" if reason else "")
         protocol.sessionClosed(why)
 
