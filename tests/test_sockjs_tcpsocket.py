@@ -221,6 +221,24 @@ def test_unauthorized_destination_gets_0106_and_a_4106_close(server):
     assert code == 4106 and "unauthorized" in reason
 
 
+def test_a_page_with_origin_null_gets_0106_at_once(server):
+    """A sandboxed or file:// page: its own uploads were refused as 'another page' with a 403 it
+    cannot read, and Orbited.js reported 101 (unreachable) seconds later."""
+    url = server.session()
+    null = {"Origin": "null"}
+    request("POST", url + "/xhr", null)
+    r = request("POST", url + "/xhr_send", null, body=json.dumps([f"127.0.0.1:{server.echo}"]))
+    assert r.status == 204, r.body
+    frames = frames_of(request("POST", url + "/xhr", null).body)
+    if frames == ['a["0106"]']:
+        frames = frames_of(request("POST", url + "/xhr", null).body)
+    else:
+        assert frames[0] == 'a["0106"]', frames
+        frames = frames[1:]
+    code, reason = json.loads(frames[-1][1:])
+    assert code == 4106 and "Origin" in reason
+
+
 def test_bad_base64_closes_with_1007_and_releases_the_backend(workers):
     with Server("session.ping_timeout = 10\n", workers=workers) as server:
         url = server.session()

@@ -111,7 +111,8 @@ class SockJSTCPSocket(CometSession):
         if self.origin is None and not self.handshaken:
             self.origin = origin
             return None
-        if origin == normalise_origin(self.origin) or self.context.policy.origin_allowed(origin, self.hostHeader):
+        if origin == (normalise_origin(self.origin) or "null") or \
+                self.context.policy.origin_allowed(origin, self.hostHeader):
             return None
         return "this session belongs to another page, and [global] origins does not allow this one"
 
