@@ -211,6 +211,23 @@ def test_queue_resends_open_until_acknowledged():
     assert [p[1] for p in queue.emit(resend=True)] == [b"data"]
 
 
+def test_a_resend_cut_at_the_packet_limit_goes_on_where_it_stopped():
+    """A stream that reconnected with 699 packets unacknowledged got 500 of them back, then only
+    new ones: ids 505 to 703 were never sent again, and the page's byte stream lost them."""
+    queue = DownstreamQueue()
+    queue.emit(resend=True)  # open (id 0)
+    for n in range(700):
+        queue.push_data(b"%d" % n, seal=True)
+        queue.emit(resend=False)  # each carried by the stream that then broke
+    queue.ack(4)
+    ids = [int(p[0]) for p in queue.emit(resend=True, limit=500)]  # the new stream
+    while queue.has_unsent:
+        ids += [int(p[0]) for p in queue.emit(resend=False, limit=500)]
+    queue.push_data(b"new", seal=True)
+    ids += [int(p[0]) for p in queue.emit(resend=False, limit=500)]
+    assert ids == list(range(5, 702)), ids[495:510]
+
+
 def test_queue_merges_unsent_data_but_not_the_handshake_answer():
     queue = DownstreamQueue()
     queue.emit(resend=True)

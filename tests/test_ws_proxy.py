@@ -89,7 +89,7 @@ def test_echo_and_the_subprotocol():
 
 
 def test_a_request_without_upgrade_gets_426_not_a_status_page_or_a_redirect():
-    with orbited_with() as orbited:
+    with orbited_with(extra_listen=f"stomp://127.0.0.1:{free_port()}") as orbited:  # /stomp: the broker runs
         # (/sockjs/websocket answers such a GET with the SockJS protocol's own 400)
         for path in ("/ws", "/ws?redirect=http://evil.example", "/ws?redirect=http://evil.example&after=1",
                      "/stomp"):

@@ -55,12 +55,15 @@ class QueuedPacket:
 class DownstreamQueue:
     """Packets for the browser, numbered, kept until acknowledged."""
 
-    __slots__ = ("acked_id", "last_id", "nbytes", "open_id", "packets", "sent_id")
+    __slots__ = ("acked_id", "cursor", "last_id", "nbytes", "open_id", "packets", "sent_id")
 
     def __init__(self) -> None:
         self.packets: list[QueuedPacket] = []
         self.last_id = 0  # highest id given out
         self.sent_id = 0  # highest id put in a response
+        # highest id the current downstream has carried: a resend starts it again from the ack,
+        # and a resend cut at the packet limit goes on from there, not from sent_id
+        self.cursor = 0
         self.acked_id = 0
         self.open_id: int | None = None  # id the open packet carried, once sent
         self.nbytes = 0  # data bytes held (unsent + unacknowledged)
@@ -123,7 +126,8 @@ class DownstreamQueue:
 
     @property
     def has_unsent(self) -> bool:
-        return self.last_id > self.sent_id or self.open_id is None
+        """Packets the current downstream has not carried yet (new ones, or the rest of a resend)."""
+        return self.last_id > max(self.cursor, self.acked_id) or self.open_id is None
 
     @property
     def close_queued(self) -> bool:
@@ -138,18 +142,23 @@ class DownstreamQueue:
         response.  The first emission ends with ``open``.
         """
         out: list[list[bytes]] = []
-        sent = self.sent_id
-        open_pending = self.open_id is None or (resend and self.acked_id < self.open_id)
+        start = self.acked_id if resend else max(self.cursor, self.acked_id)
+        open_id = self.open_id
+        open_pending = open_id is None or (start < open_id and self.acked_id < open_id)
         for packet in self.packets:
-            if not resend and packet.id <= sent:
+            if packet.id <= start:
                 continue
-            if open_pending and self.open_id is not None and packet.id > self.open_id:
-                out.append([b"%d" % self.open_id, OPEN])
+            if open_pending and open_id is not None and packet.id > open_id:
+                if limit and len(out) >= limit:
+                    break
+                out.append([b"%d" % open_id, OPEN])
+                self.cursor = open_id
                 open_pending = False
             if limit and len(out) >= limit:
                 break
             packet.sealed = True
             out.append(packet.wire())
+            self.cursor = packet.id
             self.sent_id = max(self.sent_id, packet.id)
         else:
             if open_pending and (not limit or len(out) < limit):
@@ -157,4 +166,5 @@ class DownstreamQueue:
                     self.open_id = self.last_id
                     self.sent_id = self.last_id
                 out.append([b"%d" % self.open_id, OPEN])
+                self.cursor = max(self.cursor, self.open_id)
         return out
