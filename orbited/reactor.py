@@ -132,6 +132,12 @@ class LeanEPollReactor(EPollReactor):
     def doPoll(self, timeout: float | None) -> None:
         if self._pending:
             self._flush()  # written by timers or threads since the last iteration
+            # What the flush ran may have scheduled calls: a connect refused at once goes on to
+            # the next address with callLater(0).  The timeout was reckoned before: without
+            # this, that call waited for the next timer (the 1 s sweep), past connect_timeout.
+            due = self.timeout()
+            if due is not None and (timeout is None or due < timeout):
+                timeout = due
         try:
             events = self._poller.poll(-1 if timeout is None else timeout, len(self._selectables))
         except OSError as err:

@@ -336,3 +336,42 @@ def test_the_short_paths_read_twisteds_own_tcp_attributes():
                  "connected", "socket", "protocol"):
         assert hasattr(transport, name), name
     transport.socket.close()
+
+
+@pytest.mark.parametrize("which", ["lean", "stock"])
+def test_a_call_scheduled_by_the_end_of_iteration_flush_runs_without_waiting_for_a_timer(which: str) -> None:
+    """A connect refused at once is seen while the writes of an iteration go out; the attempt on
+    the next address (HostnameConnect) is a callLater(0).  The poll's timeout was reckoned before
+    the flush, so the attempt waited for the next timer: 1 s, past a short connect_timeout."""
+    out = run_child("""
+        import socket, time
+        INSTALL
+        from twisted.internet import protocol, reactor
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        closed = socket.socket()
+        closed.bind(("127.0.0.1", 0))
+        refused = closed.getsockname()[1]
+        closed.close()
+        started = time.monotonic()
+
+        class Attempt(protocol.ClientFactory):
+            def __init__(self, port):
+                self.port = port
+
+            def buildProtocol(self, addr):
+                print(f"{time.monotonic() - started:.3f}")
+                reactor.stop()
+                return protocol.Protocol()
+
+            def clientConnectionFailed(self, connector, reason):
+                reactor.connectTCP("127.0.0.1", port, Attempt(port), timeout=5)
+
+        reactor.callLater(0, reactor.connectTCP, "127.0.0.1", refused, Attempt(refused), timeout=5)
+        reactor.callLater(3, reactor.callLater, 30, lambda: None)  # a far timer, as the sweep is
+        reactor.callLater(8, reactor.stop)
+        reactor.run()
+    """.replace("INSTALL", INSTALLERS[which]))
+    assert float(out.strip()) < 0.5, out
