@@ -156,6 +156,12 @@ class LookupCache:
         """``address`` of ``host`` took a connect: offer it first from now on."""
         self.preferred[(host, port)] = address
 
+    def failed(self, host: str, port: int, address: str) -> None:
+        """A connect to ``address`` failed or timed out: if it was the one offered first, no
+        longer (a backend that moved to another of the name's addresses was refused for good)."""
+        if self.preferred.get((host, port)) == address:
+            del self.preferred[(host, port)]
+
     def _ordered(self, key: tuple[str, int], addresses: list[Any]) -> list[Any]:
         preferred = self.preferred.get(key)
         if preferred is None or not addresses or addresses[0].host == preferred:

@@ -23,6 +23,7 @@ from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from orbited.access import normalise_origin
 from orbited.closing import close_gracefully
 from orbited.lookup import host_name_problem, is_ip_literal
 from orbited.session import ISession, ISessionProtocol
@@ -180,11 +181,10 @@ class TCPSocketProxy:
         session = self.session
         policy = context.policy
         if not policy.origin_allowed(session.origin, session.hostHeader):
-            self._refuse(
-                ProxyError.UNAUTHORIZED,
-                f"refused Origin {session.origin!r} for {dest}; to allow it add "
-                f"'origins = {session.origin}' to [global]",
-            )
+            hint = (f"'origins = {session.origin}'" if normalise_origin(session.origin) is not None else
+                    "'origins = *' (the only way to allow a page without an origin of its own)")
+            self._refuse(ProxyError.UNAUTHORIZED, f"refused Origin {session.origin!r} for {dest}; to allow "
+                         f"it add {hint} to [global]")
             return
         if not policy.destination_allowed(session.hostHeader, dest.host, dest.port):
             self._refuse(
@@ -272,10 +272,12 @@ class TCPSocketProxy:
             # Refused while connecting (too much early data): the connect must not go on, counted
             # by no session (proxy.max_sessions) and holding a descriptor until its timeout.
             self._stop_connecting()
+        # refused while connecting (too much early data): name the backend, as every connect-phase line does
+        who = self._describe() + (f" -> {self.destination}" if phase is State.CONNECTING else "")
         if code is ProxyError.UNAUTHORIZED:
-            log.warning("%s: %s", self._describe(), why)
+            log.warning("%s: %s", who, why)
         else:
-            log.info("%s: %s", self._describe(), why)
+            log.info("%s: %s", who, why)
         self.session.answerHandshake(code.reply)
         self.session.close(why, code.value)
 
@@ -393,6 +395,7 @@ class HostnameConnect(BackendFactory):
         self.forget_attempt()
         self.connector = None
         if not self.done:
+            self.lookups.failed(self.host, self.port, self.trying.host)
             self.failure = reason
             self._next()
 
@@ -403,6 +406,7 @@ class HostnameConnect(BackendFactory):
         self._stop()
         if self.trying is not None:  # no address answered in time: the next TCPSocket looks the name up afresh
             self.lookups.forget(self.host, self.port)
+            self.lookups.failed(self.host, self.port, self.trying.host)
         self.proxy.connectFailed(reason)
 
     def _stop(self) -> None:

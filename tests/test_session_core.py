@@ -315,12 +315,19 @@ def test_the_address_that_answered_is_tried_first_from_then_on():
     other, _ = second_socket(proxy)
     other.dataReceived(b"backend.example:7000")
     assert reactor.tcpClients[2][0] == "127.0.0.1"  # from the cache, the answering address first
+    reactor.tcpClients[2][2].buildProtocol(None).makeConnection(TCPStringTransport())
     reactor.advance(11)  # the cache has expired; a fresh lookup gives ::1 first again
     third, _ = second_socket(proxy)
     third.dataReceived(b"backend.example:7000")
     resolver.answer("::1", "127.0.0.1")
     assert reactor.tcpClients[3][0] == "127.0.0.1"
     assert [a.host for a in third.pending.addresses] == ["::1"]  # still tried if 127.0.0.1 fails
+    # the backend moves to ::1: the address that answered before times out, and is first no more
+    reactor.advance(11)
+    fourth, _ = second_socket(proxy)
+    fourth.dataReceived(b"backend.example:7000")
+    resolver.answer("::1", "127.0.0.1")
+    assert reactor.tcpClients[-1][0] == "::1"  # kept first, a dead address refused every TCPSocket
 
 
 def test_no_address_is_not_remembered_and_lookup_cache_0_remembers_nothing():

@@ -257,6 +257,7 @@ def test_origin_rules():
         # Orbited.js try its other transports and report 101 seconds later)
         answer, code, reason = refused(orbited.port, dest, origin="null")
         assert (answer, code) == ("0106", 4106) and "Origin" in reason
+        assert "'origins = *' (the only way" in reason  # 'origins = null' would stop --check and start-up
         # same host as the Host header, any port: a page on :3000 may use Orbited on another port
         for origin in ("http://127.0.0.1:3000", "https://127.0.0.1", f"http://{host}"):
             ws, answer = open_socket(orbited.port, dest, origin=origin)
@@ -677,6 +678,7 @@ def test_refusing_early_data_or_a_closing_browser_stops_the_backend_connect():
             while connects_under_way(port) > fillers and time.monotonic() < deadline:
                 time.sleep(0.1)
             assert connects_under_way(port) == fillers
+            assert f"-> 127.0.0.1:{port}: more than 65536 bytes sent before the answer" in orbited.log()
             # a browser that goes while its connect is under way: stopped too, and logged
             ws = ws_connect(f"ws://127.0.0.1:{orbited.port}/ws")
             ws.send(f"127.0.0.1:{port}")
