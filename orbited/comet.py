@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
     from orbited.context import ServerContext
 
+MAX_WAITING_UPLOADS = 16  # answers a session holds for a slow backend; browsers wait for each one
+
 log = logging.getLogger("orbited.comet")
 
 
@@ -187,12 +189,27 @@ class CometSession:
         """The session protocol closes us with a reason; nothing to do here."""
 
     def whenWritable(self) -> defer.Deferred:
-        """Fires when upstream may continue (at once unless the backend is slow)."""
+        """Fires when upstream may continue (at once unless the backend is slow).
+
+        Cancel it when the request that waits is gone: each waiter holds its request.
+        A client that keeps posting without waiting for answers (pings and empty bodies
+        deliver nothing, so the byte bound in :meth:`deliver` never sees them) gets
+        MAX_WAITING_UPLOADS answers held, then its session is closed."""
         if not self.upstream_paused or self.closed:
             return defer.succeed(None)
-        waiter: defer.Deferred = defer.Deferred()
+        if len(self._writable) >= MAX_WAITING_UPLOADS:
+            reason = (f"uploads not waiting for their answers: {len(self._writable)} wait while the "
+                      "backend reads nothing")
+            log.warning("%s %s %s: %s", self.transportName, self.key, self.clientAddress, reason)
+            self.close(reason)
+            return defer.succeed(None)
+        waiter: defer.Deferred = defer.Deferred(canceller=self._forget_waiter)
         self._writable.append(waiter)
         return waiter
+
+    def _forget_waiter(self, waiter: defer.Deferred) -> None:
+        if waiter in self._writable:
+            self._writable.remove(waiter)
 
     def _release_waiters(self) -> None:
         waiters, self._writable = self._writable, []
@@ -209,6 +226,14 @@ class CometSession:
 
     def close(self, reason: str, code: int | None = None) -> None:
         raise NotImplementedError
+
+
+def answer_when_writable(writable: defer.Deferred, request: Any, answer: Any) -> None:
+    """Call ``answer()`` when ``writable`` fires, unless ``request``'s client left first (then
+    the wait is cancelled, so the session holds no request of a client that is gone)."""
+    request.notifyFinish().addErrback(lambda _failure: writable.cancel())
+    writable.addCallback(lambda _: None if request.finished else answer())
+    writable.addErrback(lambda failure: failure.trap(defer.CancelledError))
 
 
 def request_body(request: Any, limit: int) -> bytes | None:

@@ -291,6 +291,57 @@ def test_uploads_that_do_not_wait_for_their_answers_are_bounded():
     assert up < 4 * 1024 * 1024, up
 
 
+def test_answers_held_for_a_slow_backend_are_let_go_with_their_clients_and_bounded():
+    """Each upload waits for the backend before its answer; one whose client left was held for
+    good (its request with it), and uploads that carry nothing never counted: memory grew with
+    every connection a client opened."""
+    backend = socket.socket()
+    backend.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    backend.bind(("127.0.0.1", 0))
+    backend.listen(1)
+    port = backend.getsockname()[1]
+    with Server("session.ping_timeout = 30\n", backends=(port,)) as server:
+        url = server.session()
+        request("POST", url + "/xhr")
+        send(url, f"127.0.0.1:{port}")
+        assert poll_until(url, 1) == ["1"]
+        conn, _ = backend.accept()  # and never read
+        path = url.split(f":{server.port}", 1)[1] + "/xhr_send"
+
+        def upload(body: bytes) -> socket.socket:
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n\r\n"
+                         .encode() + body)
+            return sock
+
+        for _ in range(100):  # until the backend is paused: an answer is held
+            sock = upload(json.dumps([b64(b"x" * 200_000)]).encode())
+            sock.settimeout(1)
+            try:
+                sock.recv(100)
+            except TimeoutError:
+                sock.close()
+                break
+            sock.close()
+        else:
+            raise AssertionError("the backend was never paused")
+        for _ in range(100):  # held answers whose clients left: let go
+            upload(b"[]").close()
+            time.sleep(0.01)
+        time.sleep(0.5)
+        assert "uploads not waiting" not in server.process.log()
+        assert server.process.status()["sessions"]["total"] == 1
+        waiting = [upload(b"[]") for _ in range(17)]  # clients that stay: 16 are held, then closed
+        deadline = time.monotonic() + 5
+        while "uploads not waiting for their answers: 16 wait" not in server.process.log():
+            assert time.monotonic() < deadline, server.process.log()
+            time.sleep(0.05)
+        for sock in waiting:
+            sock.close()
+    conn.close()
+    backend.close()
+
+
 @pytest.mark.parametrize("raw", [False, True], ids=["framed", "raw"])
 def test_backend_data_while_the_websocket_closes_is_dropped_quietly(raw, workers):
     """A browser that breaks the WebSocket protocol gets a close frame and the socket waits for

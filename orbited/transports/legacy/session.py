@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from twisted.web.server import NOT_DONE_YET
 
-from orbited.comet import CometSession, no_delay
+from orbited.comet import CometSession, answer_when_writable, no_delay
 from orbited.transports.legacy.codec import PacketError
 from orbited.transports.legacy.kinds import MAX_PACKETS_PER_RESPONSE, DownstreamKind
 from orbited.transports.legacy.queue import CLOSE, OPT, PING, DownstreamQueue
@@ -186,19 +186,17 @@ class LegacySession(CometSession):
                     self.deliver(event.payload)
             elif event.__class__ is Close:
                 self.clientClosed()
-        if not self.upstream_paused or self.closed:
+        writable = self.whenWritable()
+        if writable.called:
             return b"OK"
-        gone: list[bool] = []
-        request.notifyFinish().addErrback(lambda _failure: gone.append(True))
-        self.whenWritable().addCallback(self._answerLater, request, gone)
+        answer_when_writable(writable, request, lambda: self._answer_later(request))
         return NOT_DONE_YET
 
     @staticmethod
-    def _answerLater(_: object, request: Request, gone: list[bool]) -> None:
-        """The backend can take more: answer the POST that waited, unless its client left."""
-        if not gone and not request.finished:
-            request.write(b"OK")
-            request.finish()
+    def _answer_later(request: Request) -> None:
+        """The backend can take more: answer the POST that waited."""
+        request.write(b"OK")
+        request.finish()
 
     def clientClosed(self) -> None:
         """The client sent ``close``: 0.7 closed at once; nothing is left to deliver."""

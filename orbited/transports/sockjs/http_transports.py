@@ -26,7 +26,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from orbited.comet import no_delay, request_body
+from orbited.comet import answer_when_writable, no_delay, request_body
 from orbited.transports.sockjs import framing, pages
 from orbited.transports.sockjs.routing import Kind, Route, Transport, route
 from orbited.transports.sockjs.service import (
@@ -339,16 +339,13 @@ class SockJSResource(Resource):
         if writable.called:
             return answer
         # The handler is slow: the browser sends its next upload only after this answer.
-        gone: list[bool] = []
-        request.notifyFinish().addErrback(lambda _failure: gone.append(True))
 
-        def answer_now(_: object) -> None:
-            if not gone:
-                request.setHeader(b"content-length", b"%d" % len(answer))
-                request.write(answer)
-                request.finish()
+        def answer_now() -> None:
+            request.setHeader(b"content-length", b"%d" % len(answer))
+            request.write(answer)
+            request.finish()
 
-        writable.addCallback(answer_now)
+        answer_when_writable(writable, request, answer_now)
         writable.addErrback(lambda failure: log.error("%s: upload answer failed: %s", self.service.name,
                                                       failure.getErrorMessage()))
         return NOT_DONE_YET
