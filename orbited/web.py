@@ -142,8 +142,10 @@ class RootResource(Resource):
     def getChild(self, path: bytes, request: Request) -> Resource:
         if self.index is not None:
             return self.index.getChildWithDefault(path, request)
-        if path == b"":
-            return self
+        if path == b"" and not request.postpath:
+            return self  # '/'
+        # '//tcp/<key>' was '/tcp/<key>' here, and not where the routing to workers (which reads
+        # the first segment) sends it: the master, without the worker's sessions, answered 404
         return notFound()
 
     def render_GET(self, request: Request) -> bytes:

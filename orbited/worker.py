@@ -145,10 +145,14 @@ class Worker:
         self.stopping = False
         self.out_of_files = out_of_files("on hand-over from the master", reactor.callLater)
 
+    def stays(self, channel, head) -> bool:
+        """``LeanSite.router``: whether this worker serves ``head`` itself."""
+        target = worker_for(head, self.count)
+        return target in (WS, ANY) or target == self.index
+
     def route(self, channel, head) -> bool:
         """``LeanSite.router``: serve what the rule gives this worker; hand the rest back."""
-        target = worker_for(head, self.count)
-        if target in (WS, ANY) or target == self.index:
+        if self.stays(channel, head):
             return False
         if not pass_on(channel, head, self.hand_back):
             channel.refuse(503, "this request cannot be served now")
@@ -185,10 +189,8 @@ class Worker:
                 return
             try:
                 self.handle(message, fds)
-            except OSError as exc:  # out of descriptors: the connection is closed, the worker goes on
-                if exc.errno not in OUT_OF_FILES:
-                    raise
-                self.out_of_files()
+            except Exception:
+                log.exception("handling a message from the master failed")
 
     def connectionLost(self, reason: object) -> None:
         self.master_gone()
@@ -210,6 +212,12 @@ class Worker:
                 os.set_blocking(fd, False)
                 factory = self.site if header.get("http") else self.factory
                 transport = self.reactor.adoptStreamConnection(fd, header["family"], factory)
+            except OSError as exc:  # the connection is closed; the worker goes on
+                transport = None
+                if exc.errno in OUT_OF_FILES:
+                    self.out_of_files()
+                else:  # its client reset it on the way (getpeername: ENOTCONN)
+                    log.info("a connection handed over was gone before it could be taken: %s", exc.strerror)
             finally:
                 os.close(fd)
             if transport is not None and data:

@@ -212,16 +212,25 @@ class WorkerPool:
 
     # --- handing over connections
 
+    def stays(self, channel: Any, head: Any) -> bool:
+        """``LeanSite.router``: whether the master serves ``head`` itself (TLS ends here: its
+        state cannot move)."""
+        return worker_for(head, self.count) is None or not is_plain_tcp(channel.transport)
+
     def route(self, channel: Any, head: Any) -> bool:
         """The HTTP layer's hook for each parsed request head (``LeanSite.router``): True when a
         worker took the connection, and the channel must forget it."""
+        if self.stays(channel, head):
+            return False
         target = worker_for(head, self.count)
-        if target is None:
-            return False
-        if not is_plain_tcp(channel.transport):
-            return False  # TLS ends here: its state cannot move
         if not pass_on(channel, head, lambda fd, family, data: self.dispatch_fd(fd, family, data, target)):
-            return False
+            if target < 0:
+                return False  # any process may serve it: this one does
+            # A session's request, and its worker cannot take it now (restarting, stopped, its
+            # channel full).  Served here, it made the session anew in this process, which the
+            # worker then did not know: 404s and a second session once the worker was back.
+            channel.refuse(503, "this session's worker cannot take the request now; try again")
+            return True
         self.handed_after_parse += 1
         return True
 

@@ -9,6 +9,7 @@ import os
 import select
 import signal
 import socket
+import struct
 import time
 import uuid
 import zlib
@@ -640,29 +641,6 @@ def test_a_dead_workers_sockjs_sessions_end_and_the_others_go_on(cluster):
         sockjs_echo(conn, base, session_for(0), cluster.echo, b"after the restart")
 
 
-def test_while_a_worker_restarts_the_master_serves_its_sessions(cluster):
-    """For the second between a worker's death and its replacement, a session the rule gives
-    to it opens in the master; it ends once the replacement is there (docs/sockjs.md)."""
-    base = f"http://127.0.0.1:{cluster.port}/sockjs"
-    before = worker_pids(cluster)
-    os.kill(before[0], signal.SIGKILL)
-    assert wait_for(lambda: "worker 0 died" in cluster.log()), cluster.log()
-    interim = f"{base}/000/{session_for(0)}"
-    assert request("POST", interim + "/xhr").body == b"o\n"
-    assert request("POST", interim + "/xhr_send", body=json.dumps([f"127.0.0.1:{cluster.echo}"])).status == 204
-    assert request("POST", interim + "/xhr").body == b'a["1"]\n'
-    assert len(worker_pids(cluster)) == 1, "the replacement came before the test was done"
-    connected = [line for line in cluster.log().splitlines() if "sockjs-xhr" in line and "connected" in line]
-    assert len(connected) == 1 and "[worker" not in connected[0], connected
-    assert wait_for(lambda: len(worker_pids(cluster)) == 2), cluster.log()
-    cluster.wait_workers(2)
-    assert request("POST", interim + "/xhr_send", body=json.dumps(["b2s="])).status == 404
-    with Connection(base) as conn:
-        sockjs_echo(conn, base, session_for(0), cluster.echo, b"after the restart")
-    connected = [line for line in cluster.log().splitlines() if "sockjs-xhr" in line and "connected" in line]
-    assert "[worker 0]" in connected[-1], connected
-
-
 def test_a_large_upload_for_another_worker_moves_whole_with_its_connection(cluster):
     """The bytes read behind a head move with the connection, however many: a 300 KB
     xhr_send on a connection a worker was serving goes back through the master to its
@@ -925,3 +903,55 @@ def test_a_worker_out_of_descriptors_closes_what_it_cannot_take_and_goes_on():
     assert log.count("out of file descriptors (open-file limit 64): new connections are closed on hand-over") == 1, log
     assert "Traceback" not in log and "went away" not in log and "died" not in log, log
 
+
+
+def test_a_client_that_resets_its_connection_at_once_costs_the_workers_nothing(cluster):
+    """A request, then a TCP reset at once (SO_LINGER 0, or a browser closing with data unread):
+    the worker handed that connection found it gone (getpeername: ENOTCONN), took the error for
+    its channel's, and shut down with every session on it."""
+    sockets = [open_socket(cluster.port, f"127.0.0.1:{cluster.echo}") for _ in range(2)]  # one on each
+    before = sorted(worker_pids(cluster))
+    for path in (b"/ws", b"/sockjs/0/abc/xhr") * 20:
+        sock = socket.create_connection(("127.0.0.1", cluster.port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        method = b"GET" if path == b"/ws" else b"POST"
+        sock.sendall(method + b" " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     b"Sec-WebSocket-Version: 13\r\nContent-Length: 0\r\n\r\n")
+        sock.close()
+    time.sleep(1)
+    for ws, _ in sockets:
+        ws.send(b"still here")
+        assert ws.recv(10) == b"still here"
+        ws.close()
+    assert sorted(worker_pids(cluster)) == before
+    log = cluster.log()
+    assert "Unhandled Error" not in log and "went away" not in log and "died" not in log, log
+
+
+def test_a_session_s_request_while_its_worker_is_away_is_503_not_a_session_in_the_master(cluster):
+    """Served by the master instead, it made the session there; once the worker was back, its
+    uploads got 404 and its polls a second 'o' from a second session."""
+    os.kill(worker_status(cluster, 0)["pid"], signal.SIGKILL)
+    url = f"http://127.0.0.1:{cluster.port}/sockjs/1/{session_for(0)}/xhr"
+    answers = []
+    deadline = time.monotonic() + 1
+    while time.monotonic() < deadline and 503 not in answers:
+        try:
+            answers.append(request("POST", url).status)
+        except OSError:
+            answers.append(0)  # handed to the worker as it died
+    assert 503 in answers and 200 not in answers, answers
+    assert wait_for(lambda: worker_status(cluster, 0).get("ready"))
+    response = request("POST", url)
+    assert (response.status, response.body) == (200, b"o\n")  # opened in its worker, the one place it lives
+
+
+def test_a_doubled_slash_is_404_in_every_process(cluster):
+    """'//tcp/<key>' was '/tcp/<key>' to the master's resource tree and 'not /tcp' to the routing:
+    200 in one process, and with workers a 404 from the master, which does not hold the session."""
+    key = request("GET", f"http://127.0.0.1:{cluster.port}/tcp").body.decode()
+    assert key[:2] in ("00", "01"), key  # made by a worker
+    for path in (f"/tcp/{key}/poll", f"//tcp/{key}/poll", "//system/status"):
+        status = request("GET", f"http://127.0.0.1:{cluster.port}{path}").status
+        assert status == (200 if path.startswith("/tcp") else 404), (path, status)

@@ -141,9 +141,9 @@ class HTTPChannel(Protocol):
     def _head(self, head: RequestHead) -> None:
         router = self.site.router
         # A pipelined request behind responses the kernel has not taken yet waits until
-        # they have left: all of them if it may move to another process (which could
-        # answer before the rest of this response is sent), else all but UNSENT_MOST.
-        if self._behind_unsent():
+        # they have left: all of them if it moves to another process (which could answer
+        # before the rest of this response is sent), else all but UNSENT_MOST.
+        if self._behind_unsent(head):
             self._hold(head)
             return
         if router is not None and router.route(self, head):
@@ -157,8 +157,13 @@ class HTTPChannel(Protocol):
         if self.parser.in_body:
             self.deadline = self.site.now() + self.site.timeout
 
-    def _behind_unsent(self) -> bool:
-        return unsent_bytes(self.transport) > (0 if self.site.router is not None else UNSENT_MOST)
+    def _behind_unsent(self, head: RequestHead) -> bool:
+        unsent = unsent_bytes(self.transport)
+        if not unsent:
+            return False
+        router = self.site.router
+        moves = router is not None and not router.stays(self, head)
+        return unsent > (0 if moves else UNSENT_MOST)
 
     def _hold(self, head: RequestHead) -> None:
         self._held = head
@@ -171,7 +176,7 @@ class HTTPChannel(Protocol):
         if head is None or self.closing or self.transport is None:
             self._held = None
             return
-        if self._behind_unsent():
+        if self._behind_unsent(head):
             # The idle sweep bounds the wait (the connection is watched since its last
             # response); a client that is reading what waits gets http.timeout afresh.
             now_unsent = unsent_bytes(self.transport)
