@@ -56,6 +56,15 @@ def host_name_problem(host: str) -> str | None:
     return None
 
 
+def canonical_host(host: str) -> str:
+    """A host as rules and handshakes are compared: a name in lower case, an IP literal in its
+    one written form ([0:0::1] and [::1], [::ffff:7f00:1] and [::ffff:127.0.0.1] are each one)."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host.lower()
+
+
 def is_ip_literal(host: str) -> bool:
     try:
         ipaddress.ip_address(host)

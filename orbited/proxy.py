@@ -25,7 +25,7 @@ from zope.interface import implementer
 
 from orbited.access import normalise_origin
 from orbited.closing import close_gracefully
-from orbited.lookup import host_name_problem, is_ip_literal
+from orbited.lookup import canonical_host, host_name_problem, is_ip_literal
 from orbited.session import ISession, ISessionProtocol
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ def parse_destination(data: bytes) -> Destination:
             raise HandshakeError(problem)
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise HandshakeError("port is not a number from 1 to 65535")
-    return Destination(host.lower(), int(port_text))
+    return Destination(canonical_host(host), int(port_text))
 
 
 class State(Enum):

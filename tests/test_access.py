@@ -41,6 +41,19 @@ def test_default_port_is_80_and_ipv6_rules():
     assert p.rules[1] == AccessRule("*", "::1", 6667, 5)
 
 
+@pytest.mark.parametrize("rule, handshake", [
+    ("[::1]:6667", b"[0:0::1]:6667"),
+    ("[::1]:6667", b"[0000:0000:0000:0000:0000:0000:0000:0001]:6667"),
+    ("[::ffff:127.0.0.1]:6667", b"[::ffff:7f00:1]:6667"),
+    ("[0:0::1]:6667", b"[::1]:6667"),
+])
+def test_an_ip_literal_matches_in_any_of_its_spellings(rule, handshake):
+    """Compared as text, the same address written another way was refused (0106)."""
+    dest = parse_destination(handshake)
+    assert policy(f"* -> {rule}").destination_allowed("h", dest.host, dest.port)
+    assert not policy("* -> [::2]:6667").destination_allowed("h", dest.host, dest.port)
+
+
 @pytest.mark.parametrize("origin, host, allowed", [
     (None, "localhost:8000", True),
     ("http://localhost:3000", "localhost:8000", True),
