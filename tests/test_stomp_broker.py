@@ -441,6 +441,7 @@ def test_queue_respects_unacked_limit_and_prefetch(broker):
     assert [f.body for f in frames] == [b"0", b"1"]
     a.send("ACK", id=frames[0].headers["ack"])
     assert [f.body for f in a.frames()] == [b"2"]
+    assert broker.status()["deliveries"] == 3  # queues' deliveries count too (they were 0)
 
 
 def test_topic_subscriber_over_unacked_limit_is_disconnected():

@@ -421,9 +421,10 @@ class StompBroker:
             "unacked_bytes": self.unacked.bytes,
             "largest_queues": {q.name: q.status() for q in queues[:10]},
             "development_mode": self.permissions.development_mode,
-            **{name: self.stats[name] for name in ("connections_total", "messages_in", "deliveries", "dropped",
+            **{name: self.stats[name] for name in ("connections_total", "messages_in", "dropped",
                                                    "nacked", "slow_consumers", "publisher_pauses",
                                                    "pauses_refused")},
+            "deliveries": self.stats["deliveries"] + self.waiting.delivered,  # topics' and queues'
         }
 
     def shutdown(self) -> None:

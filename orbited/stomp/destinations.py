@@ -227,13 +227,15 @@ class Topic:
 class WaitingTotal:
     """Body bytes waiting in all of one broker's queues together, and how many queues hold any,
     kept by the queues as they change, so that ``queue.max_total_bytes`` and
-    ``queue.max_queues`` are checked without a pass over every queue."""
+    ``queue.max_queues`` are checked without a pass over every queue; and how many messages
+    the queues have given to subscribers (/system/status counts them with the topics')."""
 
-    __slots__ = ("bytes", "holding")
+    __slots__ = ("bytes", "delivered", "holding")
 
     def __init__(self) -> None:
         self.bytes = 0
         self.holding = 0
+        self.delivered = 0
 
 
 class UnackedBytes:
@@ -383,6 +385,7 @@ class Queue:
                     message = waiting.popleft()
                     self.waiting_bytes -= message.size
                     self.total.bytes -= message.size
+                    self.total.delivered += 1
                     sub.deliver(message)
                 if not self._again:
                     return
