@@ -117,10 +117,8 @@ class CometSession:
         if self.upstream_paused:
             self.unread_upstream += len(data)
             if self.unread_upstream > self.limit:
-                reason = (f"uploads not waiting for their answers: {self.unread_upstream} bytes sent while "
-                          f"the backend read nothing, over session.max_buffer {self.limit}")
-                log.warning("%s %s %s: %s", self.transportName, self.key, self.clientAddress, reason)
-                self.close(reason)
+                self._uploads_not_waiting(f"{self.unread_upstream} bytes sent while the backend read "
+                                          f"nothing, over session.max_buffer {self.limit}")
                 return
         self.protocol.dataReceived(data)
 
@@ -198,14 +196,16 @@ class CometSession:
         if not self.upstream_paused or self.closed:
             return defer.succeed(None)
         if len(self._writable) >= MAX_WAITING_UPLOADS:
-            reason = (f"uploads not waiting for their answers: {len(self._writable)} wait while the "
-                      "backend reads nothing")
-            log.warning("%s %s %s: %s", self.transportName, self.key, self.clientAddress, reason)
-            self.close(reason)
+            self._uploads_not_waiting(f"{len(self._writable)} wait while the backend reads nothing")
             return defer.succeed(None)
         waiter: defer.Deferred = defer.Deferred(canceller=self._forget_waiter)
         self._writable.append(waiter)
         return waiter
+
+    def _uploads_not_waiting(self, what: str) -> None:
+        reason = f"uploads not waiting for their answers: {what}"
+        log.warning("%s %s %s: %s", self.transportName, self.key, self.clientAddress, reason)
+        self.close(reason)
 
     def _forget_waiter(self, waiter: defer.Deferred) -> None:
         if waiter in self._writable:
