@@ -147,7 +147,9 @@ class WebSocketSession(ServerProtocol):
             # a close we started (shutdown's 1001) is not the browser's doing; autobahn reports
             # the code the browser echoed (1000 from many clients), so name the one we sent
             if self.closedByMe and self.localCloseCode is not None:
-                who, code, reason = "closed by the server", self.localCloseCode, self.localCloseReason
+                sent = self.localCloseReason  # the UTF-8 bytes that went in the frame
+                who, code = "closed by the server", self.localCloseCode
+                reason = sent.decode("utf-8", "replace") if isinstance(sent, bytes) else sent
             else:
                 who = "browser closed"
             why = f"{who} with {code}" + (f" {reason}" if reason else "")
