@@ -21,7 +21,7 @@ import pytest
 from websockets.sync.client import connect as ws_connect
 
 from orbited.testing.sockjs_client import Connection, request, stream
-from tests.support.backends import running
+from tests.support.backends import never_reading, running
 from tests.support.procs import OrbitedProcess, free_port
 from tests.support.rawws import masked, raw_upgrade
 
@@ -254,24 +254,27 @@ def test_bad_base64_closes_with_1007_and_releases_the_backend(workers):
         assert request("POST", url + "/xhr").body == b'c[1007,"message is not base64"]\n'
 
 
+def send_path_to(server: Server, backend: socket.socket) -> tuple[socket.socket, str]:
+    """A session whose TCPSocket reached ``backend``: the backend's end (for the test never to
+    read) and the session's xhr_send path, for uploads sent by hand."""
+    url = server.session()
+    request("POST", url + "/xhr")
+    send(url, f"127.0.0.1:{backend.getsockname()[1]}")
+    assert poll_until(url, 1) == ["1"]
+    conn, _ = backend.accept()
+    return conn, url.split(f":{server.port}", 1)[1] + "/xhr_send"
+
+
 def test_uploads_that_do_not_wait_for_their_answers_are_bounded():
     """sockjs-client sends one xhr_send at a time and waits for its 204, which waits for the
     backend; a client that sends them in parallel to a backend that reads nothing gets
     session.max_buffer bytes through, then its session is closed (server memory grew by every
     body, all of it held for the backend)."""
-    backend = socket.socket()
-    backend.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    backend.bind(("127.0.0.1", 0))
-    backend.listen(1)
+    backend = never_reading()
     port = backend.getsockname()[1]
     with Server("http.max_body = 1000000\n", backends=(port,)) as server:
-        url = server.session()
-        request("POST", url + "/xhr")
-        send(url, f"127.0.0.1:{port}")
-        assert poll_until(url, 1) == ["1"]
-        conn, _ = backend.accept()  # and never read
+        conn, path = send_path_to(server, backend)
         body = json.dumps([b64(b"x" * 600_000)]).encode()
-        path = url.split(f":{server.port}", 1)[1] + "/xhr_send"
         head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n\r\n".encode()
         uploads = []
         for _ in range(150):
@@ -295,18 +298,10 @@ def test_answers_held_for_a_slow_backend_are_let_go_with_their_clients_and_bound
     """Each upload waits for the backend before its answer; one whose client left was held for
     good (its request with it), and uploads that carry nothing never counted: memory grew with
     every connection a client opened."""
-    backend = socket.socket()
-    backend.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    backend.bind(("127.0.0.1", 0))
-    backend.listen(1)
+    backend = never_reading()
     port = backend.getsockname()[1]
     with Server("session.ping_timeout = 30\n", backends=(port,)) as server:
-        url = server.session()
-        request("POST", url + "/xhr")
-        send(url, f"127.0.0.1:{port}")
-        assert poll_until(url, 1) == ["1"]
-        conn, _ = backend.accept()  # and never read
-        path = url.split(f":{server.port}", 1)[1] + "/xhr_send"
+        conn, path = send_path_to(server, backend)
 
         def upload(body: bytes) -> socket.socket:
             sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)

@@ -14,7 +14,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
-from tests.support.backends import pattern, pattern_digest, running
+from tests.support.backends import never_reading, pattern, pattern_digest, running
 from tests.support.procs import OrbitedProcess, free_port, rss_kb
 from tests.support.rawws import masked, raw_upgrade
 
@@ -352,10 +352,7 @@ def sockets_of(pid: int) -> int:
 def test_a_backend_that_stops_reading_is_cut_off_after_the_browser_goes():
     """Closing sends what is buffered first; a backend that never reads would hold that close,
     its descriptor and its buffers for ever, counted by no session.  It gets LINGER seconds."""
-    backend = socket.socket()
-    backend.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    backend.bind(("127.0.0.1", 0))
-    backend.listen(1)
+    backend = never_reading()
     port = backend.getsockname()[1]
     # Orbited does not read a browser while the backend does not read: it learns that the
     # browser left at the next unanswered ping

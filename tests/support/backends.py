@@ -49,6 +49,16 @@ def listen(port: int, backlog: int = 16) -> socket.socket:
     return server
 
 
+def never_reading() -> socket.socket:
+    """A listening socket in the test's own process, for a backend that accepts and never reads:
+    its small receive buffer fills soon, so Orbited's own buffer to it does too."""
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    return server
+
+
 def source(port: int, nbytes: int) -> None:
     with listen(port) as server:
         conn, _ = server.accept()
