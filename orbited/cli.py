@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EXIT_CONFIG
+    from orbited.service import root_without_user
+
     as_root = root_without_user(config)
     if args.check:
         problems = [*config.warnings, *check_files(config)]
@@ -99,17 +101,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.daemon:
         return run_daemon(config, args.pid_file)
     return serve(config)
-
-
-def root_without_user(config: Config) -> str | None:
-    """Why this process, as root, must not start with ``config`` (no [global] user), or None."""
-    if os.getuid() != 0 or config.settings["user"]:
-        return None
-    if config.path.startswith("<"):
-        return ("refusing to run --quickstart as root: run it as an ordinary user (its ports, 8000 "
-                "and 61613, need no root), or write a config file with [global] user = <account>")
-    return (f"refusing to run as root without [global] user in {config.path}: add 'user = <account>' "
-            "(Orbited binds its ports, then switches to that account)")
 
 
 def check_files(config: Config) -> list[Problem]:

@@ -140,16 +140,27 @@ def drop_privileges(config: Config) -> None:
     if os.getuid() != 0:
         return
     load_before_dropping_privileges()
-    user = config.settings["user"]
-    if not user:
-        raise StartupError("refusing to run as root: set [global] user = <account> "
-                           f"in {config.path} (Orbited drops to it after binding its ports)")
+    problem = root_without_user(config)
+    if problem:
+        raise StartupError(problem)
     name, uid, gid = account_of(config)
     os.initgroups(name, gid)
     os.setgid(gid)
     os.setuid(uid)
     log.info("dropped privileges to user %s (uid %d), group %d, supplementary groups %s",
              name, uid, gid, os.getgroups())
+
+
+def root_without_user(config: Config) -> str | None:
+    """Why this process, as root, must not start with ``config`` (no [global] user), or None.
+    Said by --check, by start-up before anything is bound, and by the privilege drop."""
+    if os.getuid() != 0 or config.settings["user"]:
+        return None
+    if config.path.startswith("<"):
+        return ("refusing to run --quickstart as root: run it as an ordinary user (its ports, 8000 "
+                "and 61613, need no root), or write a config file with [global] user = <account>")
+    return (f"refusing to run as root without [global] user in {config.path}: add 'user = <account>' "
+            "(Orbited binds its ports, then switches to that account)")
 
 
 def account_of(config: Config) -> tuple[str, int, int]:

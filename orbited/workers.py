@@ -212,17 +212,21 @@ class WorkerPool:
 
     # --- handing over connections
 
+    def _target(self, channel: Any, head: Any) -> int | None:
+        """The worker (or WS, ANY) that serves ``head``; None for the master (TLS ends here:
+        its state cannot move)."""
+        return worker_for(head, self.count) if is_plain_tcp(channel.transport) else None
+
     def stays(self, channel: Any, head: Any) -> bool:
-        """``LeanSite.router``: whether the master serves ``head`` itself (TLS ends here: its
-        state cannot move)."""
-        return worker_for(head, self.count) is None or not is_plain_tcp(channel.transport)
+        """``LeanSite.router``: whether the master serves ``head`` itself."""
+        return self._target(channel, head) is None
 
     def route(self, channel: Any, head: Any) -> bool:
         """The HTTP layer's hook for each parsed request head (``LeanSite.router``): True when a
         worker took the connection, and the channel must forget it."""
-        if self.stays(channel, head):
+        target = self._target(channel, head)
+        if target is None:
             return False
-        target = worker_for(head, self.count)
         if not pass_on(channel, head, lambda fd, family, data: self.dispatch_fd(fd, family, data, target)):
             if target < 0:
                 return False  # any process may serve it: this one does
