@@ -98,10 +98,9 @@ class StompBroker:
         self.unacked = UnackedBytes(settings["queue.max_total_bytes"])
         self.connections: set[StompConnection] = set()
         self.publishers: set[StompConnection] = set()
-        # clients (by host) whose congested subscribers hold publishers back -> the shared time at
-        # which their budget runs out, and those subscribers
-        self.blocking: dict[str, float] = {}
-        self.blocking_conns: dict[str, set[StompConnection]] = {}
+        # clients (by host) whose congested subscribers hold publishers back -> (the shared time at
+        # which their budget runs out, those subscribers)
+        self.blocking: dict[str, tuple[float, set[StompConnection]]] = {}
         # each client's pause budget: (seconds left, as of when); see congestion_started
         self.budgets: dict[str, tuple[float, float]] = {}
         self.shared_time = 0.0  # advances at 1/n of real time while n subscribers block
@@ -178,7 +177,7 @@ class StompBroker:
             return
         client = client_of(conn)
         if client in self.blocking:
-            self.blocking_conns[client].add(conn)  # already holding publishers back, on its budget
+            self.blocking[client][1].add(conn)  # already holding publishers back, on its budget
             return
         now = self.clock.seconds()
         left, since = self.budgets.get(client, (patience, now))
@@ -191,8 +190,7 @@ class StompBroker:
             return
         first = not self.blocking
         self._advance()
-        self.blocking[client] = self.shared_time + left  # the shared time at which its budget runs out
-        self.blocking_conns[client] = {conn}
+        self.blocking[client] = (self.shared_time + left, {conn})
         if self.patience_check is None or not self.patience_check.active():
             self.patience_check = self.clock.callLater(PATIENCE_CHECK, self._check_patience)
         if first:
@@ -208,8 +206,8 @@ class StompBroker:
         if timer is not None and timer.active():
             timer.cancel()
         client = client_of(conn)
-        conns = self.blocking_conns.get(client)
-        if conns is not None and conn in conns:
+        conns = self.blocking.get(client, (0.0, set()))[1]
+        if conn in conns:
             conns.discard(conn)
             if not conns:
                 self._stop_blocking(client)
@@ -232,8 +230,7 @@ class StompBroker:
     def _stop_blocking(self, client: str) -> None:
         """``client`` holds no one back any more: charge its budget for its share of the pause."""
         self._advance()
-        runs_out = self.blocking.pop(client)
-        self.blocking_conns.pop(client, None)
+        runs_out, _conns = self.blocking.pop(client)
         now = self.clock.seconds()
         self.budgets[client] = (max(0.0, runs_out - self.shared_time), now)
 
@@ -243,7 +240,7 @@ class StompBroker:
         if not self.blocking:
             return
         self._advance()
-        for client in [client for client, runs_out in self.blocking.items() if runs_out <= self.shared_time + 1e-9]:
+        for client in [client for client, (runs_out, _) in self.blocking.items() if runs_out <= self.shared_time + 1e-9]:
             self._stop_blocking(client)
         if self.blocking:
             self.patience_check = self.clock.callLater(PATIENCE_CHECK, self._check_patience)

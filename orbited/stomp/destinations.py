@@ -95,7 +95,6 @@ class Subscription:
         "prefix",
         "target",
         "unacked",
-        "unacked_bytes",
         "version",
     )
 
@@ -116,7 +115,6 @@ class Subscription:
         self.prefix = b"MESSAGE\n" + line
         self.limit = limit
         self.unacked: OrderedDict[str, Message] = OrderedDict()
-        self.unacked_bytes = 0
         self.active = True
 
     def ack_id(self, message: Message) -> str:
@@ -137,9 +135,7 @@ class Subscription:
             self.connection.too_many_unacked(self)
             return
         self.unacked[message.message_id] = message
-        size = message.size
-        self.unacked_bytes += size
-        unacked.add(size)
+        unacked.add(message.size)
         if self.version == V12:
             ack = b"ack:" + self.ack_id(message).encode("ascii") + b"\n"
             self.connection.send(self.prefix + ack + message.tail(self.version), message.binary)
@@ -160,17 +156,14 @@ class Subscription:
                 settled.append(message)
                 if key == message_id:
                     break
-        size = sum(message.size for message in settled)
-        self.unacked_bytes -= size
-        self.connection.unacked.remove(size)
+        self.connection.unacked.remove(sum(message.size for message in settled))
         return settled
 
     def take_unacked(self) -> list[Message]:
         """Every unacknowledged message, to go back to its queue (the subscription ends)."""
         returned = list(self.unacked.values())
         self.unacked.clear()
-        self.connection.unacked.remove(self.unacked_bytes)
-        self.unacked_bytes = 0
+        self.connection.unacked.remove(sum(message.size for message in returned))
         return returned
 
 
