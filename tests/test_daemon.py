@@ -761,6 +761,7 @@ def test_a_reload_as_nobody_applies_the_rules_when_the_key_is_root_only():
               f"echo://127.0.0.1:{echo1}\necho://127.0.0.1:{echo2}\n[ssl]\nkey = {key}\ncrt = {crt}\n"
               f"[access]\n* -> 127.0.0.1:{echo1}\n")
     with OrbitedProcess(config, wait_for=port) as orbited:
+        orbited.status()  # answered once the reactor runs: after the drop and its warnings
         assert f"{key} is not readable by user nobody: a reload (SIGHUP) cannot re-read it" in orbited.log()
         assert f"{crt} is not readable" not in orbited.log()
         orbited.path.write_text(orbited.path.read_text().replace(f"* -> 127.0.0.1:{echo1}", f"* -> 127.0.0.1:{echo2}"))
