@@ -161,3 +161,26 @@ def test_scram_and_stanza_splitting_units(chromium, site):  # noqa: F811
         '{"close":true}',
     ]
     assert result["escaped"] == "&lt;a href=&quot;x&quot;&gt;&amp;&apos;&lt;/a&gt;"
+
+
+def test_the_server_ending_the_stream_closes_with_201_once(chromium, site):  # noqa: F811
+    """alice logs in again with the same resource: prosody ends the first stream with a conflict
+    stream error.  It was the server that closed the session, so that page hears 201 once (it heard
+    103, the code for its own close(), because the client hung up the socket itself)."""
+    page = open_page(chromium, site)
+    result = run_js(page, """
+        var errs = [];
+        window.addEventListener('error', function (e) { errs.push(String(e.message)); });
+        var first = await login(args[0], 'alice', 'alicepw');
+        var closes = [], errors = [];
+        first.onclose = function (code) { closes.push(code); };
+        // a page handler that throws is reported and changes nothing
+        first.onerror = function (why) { errors.push(why); throw new Error('page bug'); };
+        var second = await login(args[0], 'alice', 'alicepw');
+        await H.until(function () { return closes.length; });
+        await H.sleep(500);
+        second.quit();
+        return {closes: closes, errors: errors, errs: errs, second: second.jid};
+    """, site.xmpp)
+    assert result == {"closes": [201], "errors": ["stream error: conflict"], "errs": ["Uncaught Error: page bug"],
+                      "second": "alice@localhost/Orbited"}

@@ -362,6 +362,9 @@
 
     function Ignored() {}
 
+    // TCPSocket close codes (Orbited.Errors, Orbited.Statuses), for a page that brought its own socket.
+    var USER_CONNECTION_RESET = 103, SERVER_CLOSED_CONNECTION = 201;
+
     function XMPPClient() {
         var self = this;
         var conn = null;
@@ -374,6 +377,8 @@
         var idCounter = 0;
         var rooms = {};            // room bare JID -> nick
         var joining = {};          // room bare JID -> {tries, show, status} until the room confirms
+        var closingSent = false;   // our </stream:stream> went out
+        var serverEnded = false;   // the server ended the stream (its </stream:stream> or a stream error)
 
         self.jid = null;           // full JID once bound
         self.roster = {};          // bare JID -> {jid, name, subscription, groups}
@@ -405,11 +410,14 @@
         // Open the socket; onSocketConnect() fires when it is open.
         self.connect = function (host, port) {
             splitter.reset();
+            closingSent = serverEnded = false;
             conn = self._createTransport();
             conn.onopen = function () { self.onSocketConnect(); };
             conn.onclose = function (code) {
                 conn = null;
-                self.onclose(code);
+                // We hang up the socket once the server has ended the stream, but it is the
+                // server that closed the session: the page hears 201, not its own 103.
+                self.onclose(serverEnded && code === USER_CONNECTION_RESET ? SERVER_CLOSED_CONNECTION : code);
             };
             conn.onread = function (text) {
                 var items;
@@ -431,11 +439,27 @@
             conn.open(host, port, false);
         };
 
+        // End the stream as RFC 6120 4.4 asks (our closing tag, then the socket) and tell the
+        // page why.  The socket goes first, so that an onerror that throws cannot keep it open.
         function fatal(why) {
-            self.onerror(why);
-            if (conn) {
-                conn.close();
+            hangUp();
+            try {
+                self.onerror(why);
+            } catch (e) {
+                root.setTimeout(function () { throw e; }, 0);
             }
+        }
+
+        function hangUp() {
+            if (!conn) {
+                return;
+            }
+            var open = typeof conn.READY_STATE_OPEN !== "number" || conn.readyState === conn.READY_STATE_OPEN;
+            if (open && !closingSent) {
+                closingSent = true;
+                conn.send("</stream:stream>");
+            }
+            conn.close();
         }
 
         // Send raw XML (already escaped).
@@ -612,8 +636,9 @@
             }
         };
         self.quit = function () {
-            if (conn) {
+            if (conn && !closingSent) {
                 presence(null, "unavailable");
+                closingSent = true;
                 self.send("</stream:stream>");
             }
         };
@@ -662,7 +687,8 @@
         function handleItem(item) {
             if (typeof item !== "string") {
                 if (item.close) {
-                    self.close();
+                    serverEnded = true;
+                    hangUp();
                 }
                 return;
             }
@@ -689,6 +715,7 @@
                 if (self._connectFailure && condition === "host-unknown") {
                     self._connectFailure(condition);
                 }
+                serverEnded = true;
                 fatal("stream error: " + condition);
             } else if (node.namespaceURI === NS.sasl) {
                 handleSasl(node);
