@@ -8,7 +8,9 @@ code (not a hang) when Orbited itself stops.
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import socket
 
 import pytest
 
@@ -28,12 +30,14 @@ from tests.test_browser_support import (  # noqa: F401 (chromium is a fixture)
 def site():
     echo = free_port()
     dead = free_port()  # allowed by [access], but nothing listens there
+    receiver = free_port()  # allowed by [access]; a test listens there itself
     with OrbitedSite(
         listen=(f"echo://127.0.0.1:{echo}",),
-        access=(f"* -> 127.0.0.1:{echo}", f"* -> 127.0.0.1:{dead}"),
+        access=(f"* -> 127.0.0.1:{echo}", f"* -> 127.0.0.1:{dead}", f"* -> 127.0.0.1:{receiver}"),
     ) as orbited:
         orbited.echo = echo
         orbited.dead = dead
+        orbited.receiver = receiver
         yield orbited
 
 
@@ -67,6 +71,28 @@ def test_text_echo_with_four_byte_characters_split_across_reads(page, site, tran
     # Nothing was delivered for half a character, then the whole character came out.
     assert result["firstReads"] == []
     assert result["reads"] == ["😀x"]
+
+
+@pytest.mark.parametrize("transport", ALL_TRANSPORTS)
+def test_what_was_sent_before_close_reaches_the_backend(page, site, transport):
+    """send(), send(), close(): on the SockJS transports close() aborted the upload queue, so
+    everything after the first POST in flight was silently dropped (an IRC QUIT, a last line)."""
+    need_transport(transport)
+    with socket.create_server(("127.0.0.1", site.receiver)) as backend:
+        run_js(page, """
+            var s = await H.open('127.0.0.1', args[0], false, [args[1]]);
+            s.send('one\\n'); s.send('two\\n'); s.send('x'.repeat(100000) + '\\n'); s.send('QUIT :bye\\r\\n');
+            s.close();
+        """, site.receiver, transport)
+        backend.settimeout(10)
+        conn, _ = backend.accept()
+        with conn:
+            conn.settimeout(10)
+            received = b""
+            with contextlib.suppress(TimeoutError):
+                while not received.endswith(b"QUIT :bye\r\n") and (data := conn.recv(65536)):
+                    received += data
+    assert received == b"one\ntwo\n" + b"x" * 100000 + b"\nQUIT :bye\r\n"
 
 
 def test_closing_during_a_jsonp_poll_throws_nothing_in_the_page(page, site):

@@ -271,7 +271,9 @@
     // message(m) for each message (a string, or a Uint8Array on /ws), and
     // closed(info) once, with info = {established, code, reason, lost}.
     // It offers sendText(string) for the handshake, sendBytes(Uint8Array),
-    // decode(message) -> Uint8Array, and close().
+    // decode(message) -> Uint8Array, close() (at once: what is not sent yet
+    // is dropped) and closeWhenSent() (what was given to sendBytes still goes
+    // out first; no event is reported after it).
 
     var transports = Orbited.transports = {};
 
@@ -335,6 +337,8 @@
             }
         }
     };
+    // A WebSocket sends what it buffered before its close frame.
+    WebSocketTransport.prototype.closeWhenSent = WebSocketTransport.prototype.close;
     transports.websocket = WebSocketTransport;
 
     // --- SockJS (protocol 0.3.3) at /sockjs
@@ -384,6 +388,7 @@
         this.finished = false;
         this.queue = [];
         this.sending = false;
+        this.closing = false;      // the page closed: end the session once the queue is sent
         this.request = null;       // the receiving request in flight
         this.sendRequest = null;
         this.failingSince = null;
@@ -508,6 +513,15 @@
         }
         this.queue = [];
     };
+    // The page's close(): the messages still queued (or being posted) go out first, then the
+    // session ends.  Bounded as always: reconnectTimeout of failed requests or heartbeatTimeout
+    // of silence ends it anyway.  The socket no longer listens, so nothing reaches the page.
+    SockJSTransport.prototype.closeWhenSent = function () {
+        this.closing = true;
+        if (!this.sending && !this.queue.length) {
+            this.close();
+        }
+    };
     SockJSTransport.prototype.sendText = function (text) {
         this.queue.push(text);
         this.flush();
@@ -540,7 +554,11 @@
                 if (status >= 200 && status < 300) {
                     self.sending = false;
                     self.failingSince = null;
-                    self.flush();
+                    if (self.closing && !self.queue.length) {
+                        self.close();
+                    } else {
+                        self.flush();
+                    }
                 } else {
                     self.failed(status, attempt);
                 }
@@ -1035,16 +1053,21 @@
         }
     };
 
+    // What the page sent before close() still reaches the backend, on every transport (as in 0.7,
+    // where only reset() dropped it).
     TCPSocket.prototype.close = function () {
-        this._finish(Orbited.Errors.UserConnectionReset, "closed by the page");
+        this._finish(Orbited.Errors.UserConnectionReset, "closed by the page", {flush: true});
     };
 
     // Immediate teardown for page unload: onclose(103) fires before reset() returns.
     TCPSocket.prototype.reset = function () {
-        this._finish(Orbited.Errors.UserConnectionReset, "reset by the page", true);
+        this._finish(Orbited.Errors.UserConnectionReset, "reset by the page", {now: true});
     };
 
-    TCPSocket.prototype._finish = function (code, why, now) {
+    // how: {flush: true} lets the transport send what it holds first; {now: true} calls onclose
+    // before returning.
+    TCPSocket.prototype._finish = function (code, why, how) {
+        how = how || {};
         if (this.readyState === this.READY_STATE_CLOSED) {
             return;
         }
@@ -1056,13 +1079,17 @@
         if (self._channel) {
             var channel = self._channel;
             self._channel = null;
-            channel.close();
+            if (how.flush) {
+                channel.closeWhenSent();
+            } else {
+                channel.close();
+            }
         }
         if (self._closeFired) {
             return;
         }
         self._closeFired = true;
-        if (now) {
+        if (how.now) {
             call(self, "onclose", [code]);
         } else {
             root.setTimeout(function () { call(self, "onclose", [code]); }, 0);
