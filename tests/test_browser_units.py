@@ -130,6 +130,27 @@ def test_a_stomp_page_callback_that_throws_costs_neither_the_connection_nor_late
     assert result["connected"] is True and len(result["errors"]) == 1 and "page bug" in result["errors"][0]
 
 
+def test_a_stomp_protocol_error_closes_the_socket_even_when_onerror_throws(page):
+    """fail() called the page's onerror before closing: an onerror that threw left the socket
+    open on a broken stream, and onclose never came."""
+    result = run_js(page, FAKE_SOCKET + """
+        var c = new STOMPClient(); c.transport = FakeSocket; c.heartbeat = {outgoing: 0, incoming: 0};
+        var closes = [], errors = [], thrown = null;
+        c.onerror = function (why) { errors.push(why); throw new Error('page bug'); };
+        c.onclose = function (code) { closes.push(code); };
+        c.connect('h', 1); FakeSocket.last.opened();
+        FakeSocket.last.onread(frames(['CONNECTED', {version: '1.2'}]));
+        try {
+            FakeSocket.last.onread(new TextEncoder().encode('MESSAGE\\ncontent-length:x\\n\\nabc\\u0000').buffer);
+        } catch (e) { thrown = String(e); }
+        await H.sleep(50);
+        return {closes: closes, errors: errors, thrown: thrown, state: FakeSocket.last.readyState,
+                pageErrors: pageErrors.length, connected: c.connected};
+    """)
+    assert result == {"closes": [103], "errors": ["STOMP protocol error: bad STOMP content-length x"],
+                      "thrown": None, "state": 5, "pageErrors": 1, "connected": False}
+
+
 def test_stomp_disconnect_before_the_socket_opened_closes_it_and_throws_nothing(page):
     result = run_js(page, FAKE_SOCKET + """
         var c = new STOMPClient(); c.transport = FakeSocket; var closes = [];

@@ -274,23 +274,31 @@
             }
         }
 
+        // The socket is let go before the page hears why, so that no handler can keep it open.
         function fail(code, why) {
             stopHeartbeats();
             self.connected = false;
-            call("onerror", [why]);
-            if (socket) {
-                var s = socket;
-                socket = null;
+            var s = socket;
+            socket = null;
+            if (s) {
                 s.onclose = function () {};
                 s.close();
+            }
+            call("onerror", [why]);
+            if (s) {
                 call("onclose", [code]);
             }
         }
 
+        // A page callback that throws is reported on its own, as TCPSocket reports one.
         function call(name, args) {
             var fn = self[name];
             if (typeof fn === "function") {
-                fn.apply(self, args || []);
+                try {
+                    fn.apply(self, args || []);
+                } catch (e) {
+                    root.setTimeout(function () { throw e; }, 0);
+                }
             }
         }
 
