@@ -165,6 +165,48 @@ def test_heartbeats_keep_an_idle_connection(page, broker):
     assert result["body"] == "still here"
 
 
+def test_the_same_client_connects_again(page, broker):
+    """A page reconnects its STOMPClient after the connection ended.  The client kept the old
+    session's subscriptions, so a 0.7-style unsubscribe(destination) also named the dead 'sub-1'
+    (the built-in broker answers ERROR and closes); and connect() while the old socket still
+    waited for its DISCONNECT receipt let that socket's receipt and close land on the new
+    connection, which the client then took for closed ('STOMPClient is not connected')."""
+    result = run_js(page, """
+        var c = new STOMPClient(), frames = [], closes = [], errors = [];
+        c.onmessageframe = function (f) { frames.push(f.body); };
+        c.onclose = function (code) { closes.push(code); };
+        c.onerrorframe = function (f) { errors.push(f.headers.message); };
+        function connect() {
+            var connected = new Promise(function (resolve) {
+                c.onconnectedframe = resolve; c.connect('127.0.0.1', args[0], args[1], args[2]);
+            });
+            return Promise.race([connected, H.sleep(10000).then(function () { throw 'no CONNECTED'; })]);
+        }
+        var dest = '/topic/orbited-again-' + Date.now();
+        await connect();
+        c.subscribe(dest, {ack: 'client'}); c.send('m1', dest);
+        await H.until(function () { return frames.length === 1; });
+        c.disconnect();
+        await H.until(function () { return closes.length === 1; });
+        await connect();
+        c.subscribe(dest); c.send('m2', dest);
+        await H.until(function () { return frames.length === 2; });
+        c.unsubscribe(dest); c.send('m3', dest);
+        await H.sleep(500);
+        var first = {frames: frames.slice(), closes: closes.slice(), errors: errors.slice(), connected: c.connected};
+        c.disconnect();
+        await connect();  // at once, while the old socket waits for its receipt
+        await H.sleep(500);
+        c.subscribe(dest); c.send('m4', dest);
+        await H.until(function () { return frames.length === 3; });
+        var second = {frames: frames.slice(2), closes: closes.slice(), connected: c.connected};
+        c.disconnect();
+        return {first: first, second: second};
+    """, *connect_args(broker))
+    assert result["first"] == {"frames": ["m1", "m2"], "closes": [103], "errors": [], "connected": True}
+    assert result["second"] == {"frames": ["m4"], "closes": [103], "connected": True}
+
+
 def test_python_publisher_reaches_the_page(page, broker):
     """The Rails flow in Python: a server-side stomp.py client sends to /topic/..., the page gets it."""
     _site, port, login, passcode, _name = broker

@@ -276,10 +276,9 @@
 
         // The socket is let go before the page hears why, so that no handler can keep it open.
         function fail(code, why) {
-            stopHeartbeats();
-            self.connected = false;
             var s = socket;
             socket = null;
+            forgetSession();
             if (s) {
                 s.onclose = function () {};
                 s.close();
@@ -355,8 +354,30 @@
         };
         self._createProtocol = self._createTransport;
 
+        // What one connection's broker session knew dies with it: a client connected again
+        // (after a lost connection, as a page does) must not unsubscribe, ack or wait for
+        // receipts of the old session (the broker answers an unknown subscription with ERROR).
+        function forgetSession() {
+            stopHeartbeats();
+            self.connected = false;
+            subscriptions = {};
+            pendingAcks = {};
+            receiptWatchers = {};
+        }
+
         self.connect = function (host, port, login, passcode) {
             self.user = login;
+            if (socket) {
+                // still open (or waiting for its DISCONNECT receipt): the page wants a new
+                // connection, so the old one ends here, unreported, and nothing it still reads
+                // can reach the new one
+                var previous = socket;
+                socket = null;
+                previous.onclose = previous.onread = function () {};
+                previous.close();
+            }
+            forgetSession();
+            self.version = null;  // kept after a close for the page to read; a new session negotiates anew
             socket = self._createTransport();
             socket.binaryType = "arraybuffer";
             parser = new StompParser(function (frame) {
@@ -389,9 +410,8 @@
                 }
             };
             socket.onclose = function (code) {
-                stopHeartbeats();
-                self.connected = false;
                 socket = null;
+                forgetSession();
                 call("onclose", [code]);
             };
             socket.open(host, port, true);
