@@ -38,7 +38,7 @@ def site(ngircd):
     echo = free_port()
     with OrbitedSite(listen=(f"echo://127.0.0.1:{echo}",),
                      access=(f"* -> 127.0.0.1:{ngircd.port}", f"* -> 127.0.0.1:{echo}"),
-                     scripts=("/static/protocols/irc.js",)) as orbited:
+                     scripts=("/static/protocols/irc.js", "/static/protocols/telnet.js")) as orbited:
         orbited.irc = ngircd.port
         orbited.echo = echo
         yield orbited
@@ -110,6 +110,37 @@ def test_two_pages_chat_through_ngircd(chromium, browser, site):  # noqa: F811
         irc.quit(); return out;
     """)
     assert left[0] == {"type": "PART", "nick": "alice", "args": ["#orbited", "bye for now"]}
+
+
+def test_quit_then_connect_at_once(chromium, site):  # noqa: F811
+    """A page that quits and connects again in one go (a 'reconnect' button): the old socket's
+    close came after connect() and nulled the new one, so the new connection could send nothing
+    ('IRCClient is not connected', and the same in TelnetClient and XMPPClient)."""
+    page = open_page(chromium, site)
+    result = run_js(page, """
+        var irc = await connectIrc(args[0], 'again'), closes = [], welcomed = 0;
+        irc.onclose = function (code) { closes.push(code); };
+        irc.onconnect = function () { welcomed++; };
+        irc.quit('back at once'); irc.connect('127.0.0.1', args[0]);
+        await H.until(function () { return welcomed === 1; }, 10000);
+        irc.join('#again');
+        await H.until(function () { return irc.log.some(function (e) { return e.type === 'JOIN'; }); }, 10000);
+        var out = {ircCloses: closes.slice()};
+        irc.quit();
+        var telnet = new TelnetClient(), lines = [], telnetCloses = [];
+        telnet.onmessage = function (line) { lines.push(line); };
+        telnet.onclose = function (code) { telnetCloses.push(code); };
+        await new Promise(function (r) { telnet.onopen = r; telnet.connect('127.0.0.1', args[1]); });
+        var opened = new Promise(function (r) { telnet.onopen = r; });
+        telnet.close(); telnet.connect('127.0.0.1', args[1]);
+        await opened;
+        telnet.send('still here');
+        await H.until(function () { return lines.length; }, 10000);
+        out.lines = lines; out.telnetCloses = telnetCloses;
+        telnet.close();
+        return out;
+    """, site.irc, site.echo)
+    assert result == {"ircCloses": [103], "lines": ["still here"], "telnetCloses": [103]}
 
 
 def test_ping_is_answered_with_pong(chromium, site):  # noqa: F811

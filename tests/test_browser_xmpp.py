@@ -184,3 +184,25 @@ def test_the_server_ending_the_stream_closes_with_201_once(chromium, site):  # n
     """, site.xmpp)
     assert result == {"closes": [201], "errors": ["stream error: conflict"], "errs": ["Uncaught Error: page bug"],
                       "second": "alice@localhost/Orbited"}
+
+
+def test_close_then_connect_at_once(chromium, site):  # noqa: F811
+    """close() and connect() in one go: the old socket's close came after connect() and nulled the
+    new one ('XMPPClient is not connected' from connectServer), so the new login never happened."""
+    page = open_page(chromium, site)
+    result = run_js(page, """
+        var x = await login(args[0], 'bob', 'bobpw'), closes = [];
+        x.onclose = function (code) { closes.push(code); };
+        var again = new Promise(function (resolve, reject) {
+            x.onSocketConnect = function () {
+                x.connectServer('localhost', function () { x.login('bob', 'bobpw', resolve, reject); }, reject);
+            };
+        });
+        x.quit(); x.close(); x.connect('127.0.0.1', args[0]);
+        await Promise.race([again, H.sleep(10000).then(function () { throw 'no second login'; })]);
+        x.msg(x.jid, 'to myself');
+        await H.until(function () { return x.messages.length; }, 10000);
+        x.quit();
+        return {closes: closes, body: x.messages[0].body};
+    """, site.xmpp)
+    assert result == {"closes": [103], "body": "to myself"}

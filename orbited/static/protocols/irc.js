@@ -111,14 +111,21 @@
             return new Socket();
         };
 
+        // Connecting again closes a connection still open (its onclose follows) and never lets
+        // the old connection's close be taken for the new one's.
         self.connect = function (hostname, port) {
+            if (conn) {
+                conn.close();
+            }
             buffer = "";
-            conn = self._createTransport();
+            var c = conn = self._createTransport();
             conn.onopen = function () {
                 self.onopen();
             };
             conn.onclose = function (code) {
-                conn = null;
+                if (conn === c) {
+                    conn = null;
+                }
                 self.onclose(code);
             };
             conn.onread = function (data) {

@@ -368,17 +368,13 @@
         self.connect = function (host, port, login, passcode) {
             self.user = login;
             if (socket) {
-                // still open (or waiting for its DISCONNECT receipt): the page wants a new
-                // connection, so the old one ends here, unreported, and nothing it still reads
-                // can reach the new one
-                var previous = socket;
-                socket = null;
-                previous.onclose = previous.onread = function () {};
-                previous.close();
+                // still open (or waiting for its DISCONNECT receipt): it ends here, its onclose
+                // follows, and its close is never taken for the new connection's
+                socket.close();
             }
             forgetSession();
             self.version = null;  // kept after a close for the page to read; a new session negotiates anew
-            socket = self._createTransport();
+            var s = socket = self._createTransport();
             socket.binaryType = "arraybuffer";
             parser = new StompParser(function (frame) {
                 onFrame(frame);
@@ -410,8 +406,10 @@
                 }
             };
             socket.onclose = function (code) {
-                socket = null;
-                forgetSession();
+                if (socket === s) {
+                    socket = null;
+                    forgetSession();
+                }
                 call("onclose", [code]);
             };
             socket.open(host, port, true);

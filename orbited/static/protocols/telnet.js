@@ -37,11 +37,20 @@
             return new Socket();
         };
 
+        // Connecting again closes a connection still open (its onclose follows) and never lets
+        // the old connection's close be taken for the new one's.
         self.connect = function (host, port) {
+            if (conn) {
+                conn.close();
+            }
             buffer = "";
-            conn = self._createTransport();
+            var c = conn = self._createTransport();
             conn.onopen = function () { self.onopen(); };
             conn.onclose = function (code) {
+                if (conn !== c) {
+                    self.onclose(code);  // an old connection: its last partial line went with it
+                    return;
+                }
                 conn = null;
                 if (buffer) {
                     var rest = buffer;

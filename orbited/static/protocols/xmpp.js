@@ -378,7 +378,7 @@
         var rooms = {};            // room bare JID -> nick
         var joining = {};          // room bare JID -> {tries, show, status} until the room confirms
         var closingSent = false;   // our </stream:stream> went out
-        var serverEnded = false;   // the server ended the stream (its </stream:stream> or a stream error)
+        var endedByServer = null;  // the socket whose stream the server ended (its </stream:stream> or a stream error)
 
         self.jid = null;           // full JID once bound
         self.roster = {};          // bare JID -> {jid, name, subscription, groups}
@@ -407,17 +407,28 @@
             return new Socket();
         };
 
-        // Open the socket; onSocketConnect() fires when it is open.
+        // Open the socket; onSocketConnect() fires when it is open.  Connecting again starts a
+        // new stream from nothing: a connection still open is closed (its onclose follows), and
+        // nothing of the old one (its close, its rooms, its pending requests) reaches the new one.
         self.connect = function (host, port) {
+            if (conn) {
+                conn.close();
+            }
             splitter.reset();
-            closingSent = serverEnded = false;
-            conn = self._createTransport();
+            closingSent = false;
+            features = streamWaiter = self._sasl = null;
+            iqHandlers = {};
+            rooms = {};
+            joining = {};
+            var c = conn = self._createTransport();
             conn.onopen = function () { self.onSocketConnect(); };
             conn.onclose = function (code) {
-                conn = null;
+                if (conn === c) {
+                    conn = null;
+                }
                 // We hang up the socket once the server has ended the stream, but it is the
                 // server that closed the session: the page hears 201, not its own 103.
-                self.onclose(serverEnded && code === USER_CONNECTION_RESET ? SERVER_CLOSED_CONNECTION : code);
+                self.onclose(endedByServer === c && code === USER_CONNECTION_RESET ? SERVER_CLOSED_CONNECTION : code);
             };
             conn.onread = function (text) {
                 var items;
@@ -687,7 +698,7 @@
         function handleItem(item) {
             if (typeof item !== "string") {
                 if (item.close) {
-                    serverEnded = true;
+                    endedByServer = conn;
                     hangUp();
                 }
                 return;
@@ -715,7 +726,7 @@
                 if (self._connectFailure && condition === "host-unknown") {
                     self._connectFailure(condition);
                 }
-                serverEnded = true;
+                endedByServer = conn;
                 fatal("stream error: " + condition);
             } else if (node.namespaceURI === NS.sasl) {
                 handleSasl(node);
