@@ -20,7 +20,7 @@ STATIC = REPO / "orbited" / "static"
 @pytest.fixture(scope="module")
 def site():
     with OrbitedSite(scripts=("/static/protocols/stomp.js", "/static/protocols/irc.js",
-                              "/static/protocols/telnet.js")) as orbited:
+                              "/static/protocols/telnet.js", "/static/protocols/xmpp.js")) as orbited:
         yield orbited
 
 
@@ -95,7 +95,10 @@ FAKE_SOCKET = """
     function FakeSocket() { this.readyState = 1; this.sent = []; FakeSocket.last = this; }
     FakeSocket.prototype.READY_STATE_OPEN = 3;
     FakeSocket.prototype.open = function () { this.readyState = 2; };
-    FakeSocket.prototype.send = function (data) { this.sent.push(data); };
+    FakeSocket.prototype.send = function (data) {
+        if (this.readyState !== 3) { throw new Error('Invalid readyState'); }  // as TCPSocket
+        this.sent.push(data);
+    };
     FakeSocket.prototype.close = function () {
         if (this.readyState === 5) { return; }
         this.readyState = 5; if (this.onclose) { this.onclose(103); }
@@ -161,6 +164,25 @@ def test_stomp_disconnect_before_the_socket_opened_closes_it_and_throws_nothing(
         return {closes: closes, state: socket.readyState, sent: socket.sent.length};
     """)
     assert result == {"closes": [103], "state": 5, "sent": 0}
+
+
+def test_irc_and_xmpp_quit_before_the_socket_opened_closes_it_and_throws_nothing(page):
+    """quit() while still connecting (a 'leave' click, a pagehide handler) sent QUIT or the closing
+    presence on a socket not open yet: TCPSocket threw 'Invalid readyState' and nothing closed."""
+    result = run_js(page, FAKE_SOCKET + """
+        var out = {};
+        [['irc', IRCClient], ['xmpp', XMPPClient]].forEach(function (pair) {
+            var c = new pair[1](), closes = [], thrown = null;
+            c.transport = FakeSocket; c.onclose = function (code) { closes.push(code); };
+            c.connect('h', 1);
+            var socket = FakeSocket.last;
+            try { c.quit(); } catch (e) { thrown = String(e); }
+            out[pair[0]] = {closes: closes, thrown: thrown, state: socket.readyState, sent: socket.sent.length};
+        });
+        return out;
+    """)
+    expected = {"closes": [103], "thrown": None, "state": 5, "sent": 0}
+    assert result == {"irc": expected, "xmpp": expected}
 
 
 def test_irc_and_telnet_handlers_that_throw_cost_no_later_line(page):

@@ -191,11 +191,16 @@
         self.part = function (channel, reason) {
             self.send("PART", channel, reason || "leaving");
         };
+        // Before the socket is open (or once it has closed) there is no one to say QUIT to: the
+        // socket just closes, and quit() never throws.
         self.quit = function (reason) {
-            if (conn) {
-                self.send("QUIT", reason || "leaving");
-                conn.close();
+            if (!conn) {
+                return;
             }
+            if (typeof conn.READY_STATE_OPEN !== "number" || conn.readyState === conn.READY_STATE_OPEN) {
+                self.send("QUIT", reason || "leaving");
+            }
+            conn.close();
         };
         self.close = function () {
             if (conn) {

@@ -461,12 +461,15 @@
             }
         }
 
+        function isOpen() {
+            return typeof conn.READY_STATE_OPEN !== "number" || conn.readyState === conn.READY_STATE_OPEN;
+        }
+
         function hangUp() {
             if (!conn) {
                 return;
             }
-            var open = typeof conn.READY_STATE_OPEN !== "number" || conn.readyState === conn.READY_STATE_OPEN;
-            if (open && !closingSent) {
+            if (isOpen() && !closingSent) {
                 closingSent = true;
                 conn.send("</stream:stream>");
             }
@@ -646,8 +649,15 @@
                 presence(room + "/" + rooms[room], null, show, status);
             }
         };
+        // Before the socket is open (or once it has closed) there is no stream to end: the socket
+        // just closes, and quit() never throws.
         self.quit = function () {
-            if (conn && !closingSent) {
+            if (!conn) {
+                return;
+            }
+            if (!isOpen()) {
+                conn.close();
+            } else if (!closingSent) {
                 presence(null, "unavailable");
                 closingSent = true;
                 self.send("</stream:stream>");
