@@ -204,6 +204,23 @@ def test_irc_and_telnet_handlers_that_throw_cost_no_later_line(page):
     assert result == {"seen": ["PRIVMSG", "NOTICE later"], "lines": ["one", "bad", "three"], "errors": 2}
 
 
+def test_telnet_onclose_comes_even_when_the_last_lines_handler_throws(page):
+    """The close hands the unfinished last line to onmessage first; an onmessage that threw there
+    cost the page its onclose."""
+    result = run_js(page, FAKE_SOCKET + """
+        var t = new TelnetClient(); t.transport = FakeSocket; t.connect('h', 1);
+        var socket = FakeSocket.last; socket.opened();
+        var lines = [], closes = [];
+        t.onmessage = function (line) { lines.push(line); throw new Error('page bug'); };
+        t.onclose = function (code) { closes.push(code); };
+        socket.onread('no newline');
+        try { socket.onclose(201); } catch (e) { lines.push('escaped: ' + e.message); }
+        await H.sleep(50);
+        return {lines: lines, closes: closes, errors: pageErrors.length};
+    """)
+    assert result == {"lines": ["no newline"], "closes": [201], "errors": 1}
+
+
 def test_irc_messages_are_one_per_non_empty_line_for_privmsg_action_and_notice(page):
     result = run_js(page, FAKE_SOCKET + """
         var irc = new IRCClient(); irc.transport = FakeSocket; irc.connect('h', 1);

@@ -55,7 +55,11 @@
                 if (buffer) {
                     var rest = buffer;
                     buffer = "";
-                    self.onmessage(rest);  // the last line had no newline
+                    try {
+                        self.onmessage(rest);  // the last line had no newline
+                    } catch (e) {
+                        rethrow(e);  // and onclose still comes
+                    }
                 }
                 self.onclose(code);
             };
