@@ -413,6 +413,45 @@ def test_nack_requeues_queue_messages_and_drops_topic_ones(broker):
     assert broker.stats["nacked"] == 2
 
 
+def test_returned_messages_go_back_in_publish_order(broker):
+    """A NACKed message given again to its only subscriber came after the ones it still held,
+    so at a disconnect they all went back in delivery order: m0, m2, m1.  RabbitMQ requeues
+    each message to its place, and the next consumer gets m0, m1, m2 (found by running the
+    same frames against both)."""
+    a = connected(broker)
+    a.send("SUBSCRIBE", id="a", destination="/queue/q", ack="client-individual")
+    for i in range(3):
+        broker.publish("/queue/q", f"m{i}")
+    frames = a.frames()
+    a.send("NACK", id=frames[1].headers["ack"])
+    [again] = a.frames()
+    assert again.body == b"m1"
+    a.conn.connection_lost()
+    b = connected(broker)
+    b.send("SUBSCRIBE", id="b", destination="/queue/q")
+    assert [f.body for f in b.frames()] == [b"m0", b"m1", b"m2"]
+
+
+def test_returned_messages_merge_with_earlier_returned_ones(broker):
+    """Messages that came back once and were given to another subscriber come back again in
+    publish order, not in the order that subscriber received them (m1, m3, m0, m2, m4)."""
+    a, b = connected(broker), connected(broker)
+    a.send("SUBSCRIBE", id="a", destination="/queue/q", ack="client")
+    b.send("SUBSCRIBE", id="b", destination="/queue/q", ack="client")
+    for i in range(4):
+        broker.publish("/queue/q", f"m{i}")
+    assert [f.body for f in a.frames()] == [b"m0", b"m2"]
+    assert [f.body for f in b.frames()] == [b"m1", b"m3"]
+    broker.publish("/queue/q", "m4")
+    assert [f.body for f in a.frames()] == [b"m4"]
+    a.conn.connection_lost()  # m0, m2, m4 come back, and b takes them after its m1, m3
+    assert [f.body for f in b.frames()] == [b"m0", b"m2", b"m4"]
+    b.conn.connection_lost()
+    c = connected(broker)
+    c.send("SUBSCRIBE", id="c", destination="/queue/q")
+    assert [f.body for f in c.frames()] == [b"m0", b"m1", b"m2", b"m3", b"m4"]
+
+
 @pytest.mark.parametrize("version, headers", [("1.2", {"id": "nope"}), ("1.1", {"subscription": "a", "message_id": "x"}),
                                               ("1.0", {"message_id": "x"}), ("1.2", {})])
 def test_unknown_ack(broker, version, headers):

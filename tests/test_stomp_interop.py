@@ -273,6 +273,25 @@ def test_nack_puts_a_queue_message_back(clients, version):
     a.inbox.none()
 
 
+@pytest.mark.parametrize("version", ["1.1", "1.2"])
+def test_returned_messages_keep_publish_order(clients, version):
+    """A NACKed message comes back after the ones its subscriber still holds; when that
+    subscriber drops, the next one gets them all in publish order on both brokers."""
+    name = unique("queue")
+    a, publisher = clients(version), clients(version)
+    a.subscribe(name, ack="client-individual")
+    for i in range(3):
+        publisher.send(name, f"m{i}")
+    frames = [a.inbox.next() for _ in range(3)]
+    a.ack(frames[1], nack=True)
+    assert a.inbox.next().body == b"m1"
+    a.sync()
+    a.drop()
+    b = clients(version)
+    b.subscribe(name)
+    assert [b.inbox.next().body for _ in range(3)] == [b"m0", b"m1", b"m2"]
+
+
 @pytest.mark.parametrize("version", VERSIONS)
 def test_transactions_commit_and_abort(clients, version):
     topic = unique("topic")

@@ -110,7 +110,7 @@ class StompBroker:
         self.versions: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()
         self._node = os.urandom(4).hex()
-        self._message_ids = itertools.count(1)
+        self._message_numbers = itertools.count(1)
         self._session_ids = itertools.count(1)
         self._overflow_logged: dict[str, tuple[float | None, int]] = {}
         self.batch = WriteBatch()
@@ -118,8 +118,10 @@ class StompBroker:
     # ------------------------------------------------------------------
     # identities
 
-    def new_message_id(self) -> str:
-        return f"{self._node}-{next(self._message_ids)}"
+    def new_message(self, destination: str, headers: dict[str, str], body: bytes) -> Message:
+        """A message with the next number in publish order and a message-id made from it."""
+        number = next(self._message_numbers)
+        return Message(destination, f"{self._node}-{number}", headers, body, number=number)
 
     def new_session_id(self) -> str:
         return f"{self._node}-s{next(self._session_ids)}"
@@ -303,7 +305,7 @@ class StompBroker:
     def publish_frame(self, frame: Any) -> None:
         """A SEND frame the connection has checked (destination and permission)."""
         headers = {k: v for k, v in frame.headers.items() if k not in NOT_FORWARDED}
-        self.route(Message(frame.headers["destination"], self.new_message_id(), headers, frame.body))
+        self.route(self.new_message(frame.headers["destination"], headers, frame.body))
 
     def publish(self, destination: str, body: bytes | str, headers: dict[str, str] | None = None,
                 user: str | None = None) -> str:
@@ -330,7 +332,7 @@ class StompBroker:
             if not name or "\0" in name or "\0" in value:  # no frame could carry it to a subscriber
                 raise ProtocolError("invalid header", f"header {name!r}: a name must not be empty, and no "
                                     "header may hold a NUL character")
-        message = Message(destination, self.new_message_id(), headers, body)
+        message = self.new_message(destination, headers, body)
         with self.batch:
             self.route(message)
         return message.message_id

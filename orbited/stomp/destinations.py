@@ -14,7 +14,9 @@ concatenation and one write.
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict, deque
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from orbited.stomp.codec import V12, encode_headers, escape
@@ -31,6 +33,9 @@ NOT_FORWARDED = frozenset({"destination", "transaction", "receipt", "content-len
                            "subscription", "ack", "redelivered"})
 
 
+_publish_order = attrgetter("number")
+
+
 def destination_kind(destination: str) -> str | None:
     """'topic', 'queue', or None for a destination this broker does not serve."""
     if destination.startswith(TOPIC_PREFIX) and len(destination) > len(TOPIC_PREFIX):
@@ -41,14 +46,18 @@ def destination_kind(destination: str) -> str | None:
 
 
 class Message:
-    """One published message; immutable once made, shared by every delivery."""
+    """One published message; immutable once made, shared by every delivery.
 
-    __slots__ = ("_tails", "binary", "body", "destination", "headers", "message_id", "redelivered")
+    ``number`` is its place in publish order (the broker's count), by which a queue puts
+    returned messages back where they were."""
+
+    __slots__ = ("_tails", "binary", "body", "destination", "headers", "message_id", "number", "redelivered")
 
     def __init__(self, destination: str, message_id: str, headers: dict[str, str], body: bytes,
-                 redelivered: bool = False):
+                 redelivered: bool = False, number: int = 0):
         self.destination = destination
         self.message_id = message_id
+        self.number = number
         self.headers = headers
         self.body = body
         self.redelivered = redelivered
@@ -76,7 +85,8 @@ class Message:
         return tail
 
     def redelivery(self) -> Message:
-        return Message(self.destination, self.message_id, self.headers, self.body, redelivered=True)
+        return Message(self.destination, self.message_id, self.headers, self.body, redelivered=True,
+                       number=self.number)
 
 
 class Subscription:
@@ -351,14 +361,24 @@ class Queue:
         return old
 
     def returned(self, messages: list[Message]) -> None:
-        """Unacknowledged messages come back (disconnect, UNSUBSCRIBE, NACK): they go to the
-        front in their order, marked redelivered, and are offered to subscribers again.
+        """Unacknowledged messages come back (disconnect, UNSUBSCRIBE, NACK), marked redelivered,
+        to their places in publish order, as RabbitMQ requeues them, and are offered to
+        subscribers again.  A subscriber holds them in the order it received them, which after
+        a redelivery is not publish order (m0, m2, then m1 again): put back in that order, the
+        next consumer got them reordered.  ``waiting`` stays in publish order (new messages go
+        to the end), so only the waiting messages older than a returned one are merged.
         Taking them back never fails, so they may hold the queue over its bound for a while;
         the bound counts them when the next message is published."""
-        for message in reversed(messages):
-            self.waiting.appendleft(message.redelivery())
-            self.waiting_bytes += message.size
-            self.total.bytes += message.size
+        if messages:
+            back = sorted((message.redelivery() for message in messages), key=_publish_order)
+            waiting = self.waiting
+            older = []
+            while waiting and waiting[0].number < back[-1].number:
+                older.append(waiting.popleft())
+            waiting.extendleft(reversed(list(heapq.merge(back, older, key=_publish_order))))
+            size = sum(message.size for message in back)
+            self.waiting_bytes += size
+            self.total.bytes += size
         self.dispatch()
 
     def dispatch(self) -> None:
