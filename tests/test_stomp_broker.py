@@ -268,6 +268,26 @@ def test_publish_api_checks_permissions_only_for_a_user():
     assert frame.body == b"from the server" and frame.headers["content-type"].startswith("text/plain")
 
 
+def test_a_user_id_header_must_name_the_sender():
+    """RabbitMQ refuses a SEND whose user-id is not the sender's login, so subscribers may trust
+    it; ours passed any user-id on, and a client could sign its messages as anyone."""
+    broker = make_broker(SECURE)
+    alice = connected(broker, login="alice", passcode="secret")
+    bob = connected(broker, login="bob", passcode="hunter2")
+    bob.send("SUBSCRIBE", id="1", destination="/topic/news")
+    alice.send("SEND", b"mine", destination="/topic/news", user_id="alice")
+    [frame] = bob.frames()
+    assert frame.headers["user-id"] == "alice"
+    alice.send("SEND", b"forged", destination="/topic/news", user_id="bob")
+    [error] = alice.frames()
+    assert error.headers["message"] == "access refused" and alice.closed
+    assert bob.frames() == []
+    with pytest.raises(AccessRefused):
+        broker.publish("/topic/news", "x", {"user-id": "bob"}, user="alice")
+    broker.publish("/topic/news", "server", {"user-id": "system"})  # server code is trusted
+    assert bob.frames()[0].headers["user-id"] == "system"
+
+
 # --------------------------------------------------------------------------
 # topics and queues
 

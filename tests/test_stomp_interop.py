@@ -443,3 +443,33 @@ def test_unknown_destination_prefix_is_an_error_on_both(broker_port):
         data += chunk
     sock.close()
     assert data.lstrip(b"\n").startswith(b"ERROR\n") and b"message:" in data
+
+
+def test_a_forged_user_id_is_refused_on_both(broker_port):
+    """user-id on a SEND must be the sender's login (guest here); another is an ERROR."""
+    topic = unique("topic")
+    sub, _ = raw_connect(broker_port, "0,0")
+    sub.sendall(f"SUBSCRIBE\ndestination:{topic}\nid:s\nreceipt:r\n\n\0".encode())
+    assert read_frame(sub).startswith(b"RECEIPT\n")
+    sender, _ = raw_connect(broker_port, "0,0")
+    sender.sendall(f"SEND\ndestination:{topic}\nuser-id:guest\n\nsigned\0"
+                   f"SEND\ndestination:{topic}\nuser-id:someone-else\n\nforged\0".encode())
+    assert read_frame(sender).startswith(b"ERROR\n")
+    received = read_frame(sub)
+    assert b"user-id:guest" in received and received.endswith(b"signed\0")
+    with pytest.raises(socket.timeout):  # and the forged one never comes
+        read_frame(sub, timeout=1.0)
+    sub.close()
+    sender.close()
+
+
+def read_frame(sock: socket.socket, timeout: float = TIMEOUT) -> bytes:
+    """The next frame (heart-beat EOLs skipped), or what came before the socket closed."""
+    data = b""
+    sock.settimeout(timeout)
+    while b"\0" not in data.lstrip(b"\r\n"):
+        chunk = sock.recv(1)
+        if not chunk:
+            break
+        data += chunk
+    return data.lstrip(b"\r\n")

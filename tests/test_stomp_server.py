@@ -347,6 +347,10 @@ def test_publish_endpoint_with_users():
         assert post(srv.http, "/stomp/publish/topic/news", headers=auth("app", "wrong"))[0] == 401
         assert post(srv.http, "/stomp/publish/topic/news", headers=auth("reader", "r"))[0] == 403
         assert post(srv.http, "/stomp/publish/topic/news", headers=auth("app", "s3cret"))[0] == 200
+        # user-id, as on a SEND, must be the login: a forged one is refused
+        assert post(srv.http, "/stomp/publish/topic/news?user-id=app", headers=auth("app", "s3cret"))[0] == 200
+        code, answer = post(srv.http, "/stomp/publish/topic/news?user-id=reader", headers=auth("app", "s3cret"))
+        assert code == 403 and "user-id" in answer["error"]
 
 
 def test_max_connections():

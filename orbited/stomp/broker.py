@@ -311,16 +311,19 @@ class StompBroker:
                 user: str | None = None) -> str:
         """Put a message on ``destination`` from server-side code; returns its message-id.
 
-        ``user`` (a [stomp] login) makes the write permission rules apply;
-        None is trusted server code.  Raises ProtocolError for a destination
-        this broker does not serve, AccessRefused, or DestinationFull when a
-        queue with ``queue.overflow = reject`` is full.
+        ``user`` (a [stomp] login) makes the write permission rules apply, and a
+        ``user-id`` header must then name it; None is trusted server code.
+        Raises ProtocolError for a destination this broker does not serve,
+        AccessRefused, or DestinationFull when a queue with
+        ``queue.overflow = reject`` is full.
         """
         if destination_kind(destination) is None:
             raise ProtocolError("unknown destination",
                                 f"'{destination}': this broker serves /topic/NAME and /queue/NAME")
-        if user is not None and not self.permissions.may_write(user, destination):
-            raise AccessRefused("access refused", f"'{user}' may not send to {destination}")
+        if user is not None:
+            if not self.permissions.may_write(user, destination):
+                raise AccessRefused("access refused", f"'{user}' may not send to {destination}")
+            self.permissions.check_user_id(user, headers or {})
         if isinstance(body, str):
             body = body.encode("utf-8")
             headers = {"content-type": "text/plain;charset=utf-8", **(headers or {})}

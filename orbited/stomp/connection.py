@@ -374,6 +374,7 @@ class StompConnection:
                                 f"'{destination}': this broker serves /topic/NAME and /queue/NAME")
         if not self.broker.permissions.may_write(self.user, destination):
             raise AccessRefused("access refused", f"'{self.user}' may not send to {destination}")
+        self.broker.permissions.check_user_id(self.user, frame.headers)
         name = frame.headers.get("transaction")
         if name is not None:
             self._add_to_transaction(name, frame)

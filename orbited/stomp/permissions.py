@@ -48,6 +48,15 @@ class StompPermissions:
     def may_write(self, user: str, destination: str) -> bool:
         return _allowed(self.write_rules, user, destination)
 
+    @staticmethod
+    def check_user_id(user: str, headers: dict[str, str]) -> None:
+        """A message's ``user-id`` header must be its sender's login, as RabbitMQ checks, so that
+        subscribers may trust it; passed on unchecked, it let any client sign as anyone.
+        Raises AccessRefused."""
+        claimed = headers.get("user-id")
+        if claimed is not None and claimed != user:
+            raise AccessRefused("access refused", f"user-id '{claimed}' is not the sender's login '{user}'")
+
 
 def _allowed(rules: list, user: str, destination: str) -> bool:
     if not rules:
