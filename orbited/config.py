@@ -401,8 +401,10 @@ def relative_to(config_path: str, value: str) -> str:
 KNOWN_SECTIONS = ("global", "listen", "ssl", "static", "access", "stomp", "test")
 
 
-def build_config(sections: dict[str, Section], path: str) -> tuple[Config | None, list[Problem]]:
-    """Check and type the parsed sections; returns the config or None, and every problem."""
+def build_config(sections: dict[str, Section], path: str,
+                 tls_files_must_exist: bool = True) -> tuple[Config | None, list[Problem]]:
+    """Check and type the parsed sections; returns the config or None, and every problem.
+    ``tls_files_must_exist``: see :func:`load_file`."""
     problems: list[Problem] = []
 
     def error(line: int, message: str) -> None:
@@ -477,7 +479,7 @@ def build_config(sections: dict[str, Section], path: str) -> tuple[Config | None
                 warn(entry.line, f"unknown key '{entry.key}' in [ssl] is ignored")
         files = {k: ssl_section.get(k) for k in known}
         files = {k: Entry(v.key, relative_to(path, v.value), v.line) if v else None for k, v in files.items()}
-        for name in known:
+        for name in known if tls_files_must_exist else ():
             item = files[name]
             if item is not None and not os.path.isfile(item.value):
                 error(item.line, f"[ssl] {name}: no such file '{item.value}'")
@@ -528,10 +530,12 @@ def build_config(sections: dict[str, Section], path: str) -> tuple[Config | None
     return config, problems
 
 
-def load_text(text: str, path: str = "<config>", notes: list[Problem] | None = None) -> Config:
-    """Parse config text; raises ConfigError listing every problem (``notes``: found before)."""
+def load_text(text: str, path: str = "<config>", notes: list[Problem] | None = None,
+              tls_files_must_exist: bool = True) -> Config:
+    """Parse config text; raises ConfigError listing every problem (``notes``: found before).
+    ``tls_files_must_exist``: see :func:`load_file`."""
     sections, problems = parse_ini(text, path)
-    config, more = build_config(sections, path)
+    config, more = build_config(sections, path, tls_files_must_exist)
     problems = (notes or []) + problems + more
     if config is None or any(p.fatal for p in problems):
         problems.sort(key=lambda p: (not p.fatal, p.line))
@@ -539,14 +543,21 @@ def load_text(text: str, path: str = "<config>", notes: list[Problem] | None = N
     return Config(**{**config.__dict__, "warnings": tuple(problems)})
 
 
-def load_file(path: str) -> Config:
+def load_file(path: str, tls_files_must_exist: bool = True) -> Config:
+    """Read and check a config file; raises ConfigError listing every problem.
+
+    ``tls_files_must_exist=False`` is for a process that is running already: a SIGHUP
+    reload, whose TLS loader (orbited.service.tls_context) judges the [ssl] files and
+    keeps the running certificate when they do not load, and the workers, which serve
+    no TLS.  A missing [ssl] file, or one [global] user cannot see (letsencrypt's
+    0700 directories), must not refuse the [access] rules of that reload."""
     try:
         with open(path, "rb") as handle:
             data = handle.read()
     except OSError as exc:
         raise ConfigError([Problem(path, 0, f"cannot read: {exc.strerror}")]) from None
     text, notes = decode_config(data, path)
-    return load_text(text, path, notes)
+    return load_text(text, path, notes, tls_files_must_exist)
 
 
 def decode_config(data: bytes, path: str) -> tuple[str, list[Problem]]:

@@ -270,6 +270,17 @@ def test_each_kind_of_error_names_file_and_line(text, expected):
     assert any(p.startswith(expected) for p in found), found
 
 
+def test_a_running_process_leaves_the_ssl_files_to_the_tls_loader(tmp_path):
+    """A reload (and a worker) reads the file with tls_files_must_exist=False: a missing or hidden
+    [ssl] file then keeps the running certificate (tests/test_daemon.py) instead of refusing the
+    whole file, [access] included.  Start-up and --check still name it on its line."""
+    cfg = tmp_path / "o.cfg"
+    cfg.write_text("[listen]\nhttps://:1\n[ssl]\nkey = /nonexistent.key\ncrt = /nonexistent.crt\n")
+    with pytest.raises(ConfigError):
+        load_file(str(cfg))
+    assert load_file(str(cfg), tls_files_must_exist=False).tls.key == "/nonexistent.key"
+
+
 @pytest.mark.parametrize("text, value", [("0", 0.0), ("0.0", 0.0), ("4", 4.0), ("2.5", 2.5), ("1e1", 10.0)])
 def test_workers_timeout_takes_zero_for_never_and_any_positive_number(text, value):
     assert load_text(f"[global]\nworkers.timeout = {text}\n", "x.cfg").settings["workers.timeout"] == value

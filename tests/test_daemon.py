@@ -775,6 +775,56 @@ def test_a_reload_as_nobody_applies_the_rules_when_the_key_is_root_only():
         assert b"200 OK" in tls_fetch(tls_port, crt)[0]  # served with the certificate it had
 
 
+def reload_with_tls_files_gone(user: str, hide, workers: int = 0) -> tuple[str, Path]:
+    """Start with [ssl] files and [access] to one echo server; ``hide(key, crt)`` takes the files
+    out of the reload's sight; swap the rule to the other echo server and reload.  Asserts that the
+    rule swap applied (in the worker that serves /ws, with ``workers``) and the running certificate
+    still serves; returns the log and the hidden crt."""
+    certs = scratch_dir("certs-")
+    key, crt = make_cert(certs)
+    port, tls_port, echo1, echo2 = free_port(), free_port(), free_port(), free_port()
+    config = (f"[global]\nuser = {user}\nworkers = {workers}\n[listen]\nhttp://127.0.0.1:{port}\n"
+              f"https://127.0.0.1:{tls_port}\necho://127.0.0.1:{echo1}\necho://127.0.0.1:{echo2}\n"
+              f"[ssl]\nkey = {key}\ncrt = {crt}\n[access]\n* -> 127.0.0.1:{echo1}\n")
+    with OrbitedProcess(config, wait_for=port) as orbited:
+        orbited.status()  # the reactor runs: privileges are dropped
+        orbited.wait_workers(workers)
+        served = crt.read_bytes()
+        hide(key, crt)
+        orbited.path.write_text(orbited.path.read_text().replace(f"* -> 127.0.0.1:{echo1}", f"* -> 127.0.0.1:{echo2}"))
+        orbited.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while handshake_reply(port, f"127.0.0.1:{echo1}") != "0106" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert handshake_reply(port, f"127.0.0.1:{echo1}") == "0106", orbited.log()  # the removed rule is gone
+        assert handshake_reply(port, f"127.0.0.1:{echo2}") == "1"
+        trusted = scratch_dir("trust-") / "served.crt"
+        trusted.write_bytes(served)
+        assert b"200 OK" in tls_fetch(tls_port, trusted)[0]  # served with the certificate it had
+        return orbited.log(), crt
+
+
+def test_a_reload_with_a_tls_file_gone_applies_the_rules_and_keeps_the_certificate():
+    """A certificate renewal caught half-way (the crt moved away) must not refuse the whole reload:
+    it used to, as a config error ("[ssl] crt: no such file"), and the old [access] rules stayed."""
+    log, crt = reload_with_tls_files_gone(pwd.getpwuid(os.getuid()).pw_name,
+                                          lambda key, crt: crt.rename(crt.with_suffix(".old")), workers=1)
+    assert "reload refused" not in log, log
+    assert (f"ERROR [orbited.service] reload kept the running TLS certificate: cannot use TLS files: [ssl] "
+            f"crt '{crt}': cannot read the certificate chain: No such file or directory") in log, log
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root, to start as root and drop to nobody")
+def test_a_reload_as_nobody_applies_the_rules_when_the_tls_files_are_in_a_root_only_directory():
+    """letsencrypt keeps its files under 0700 directories: [global] user cannot even see them.  The
+    reload said "no such file" and refused everything, [access] included; now it says why the
+    certificate stays, and applies the rules."""
+    log, crt = reload_with_tls_files_gone("nobody", lambda key, crt: crt.parent.chmod(0o700))
+    assert "reload refused" not in log and "no such file" not in log, log
+    assert (f"ERROR [orbited.service] reload kept the running TLS certificate: cannot use TLS files: [ssl] "
+            f"crt '{crt}': cannot read the certificate chain: Permission denied") in log, log
+
+
 def test_privilege_drop_to_nobody_after_binding():
     import grp
     import pwd
