@@ -67,14 +67,26 @@ class ReloadableTLS:
         return self.context
 
 
+class _PassphraseWanted(Exception):
+    """The private key is encrypted: OpenSSL asked for its passphrase."""
+
+
+def _refuse_passphrase(max_length: int, verify: bool, userdata: object) -> bytes:
+    """OpenSSL's own answer to an encrypted key is a prompt on the terminal, read in the
+    reactor's thread: a SIGHUP in a terminal session stopped every connection until
+    someone typed.  Orbited never prompts (pyOpenSSL re-raises this from the load)."""
+    raise _PassphraseWanted()
+
+
 def tls_context(files: TLSFiles) -> SSL.Context:
     """The server context for [ssl] files: what start-up, a reload and ``--check`` load.
 
     Raises :class:`TLSFilesError` naming the file that is missing, unreadable or not
-    PEM, or the key that does not match the certificate."""
+    PEM, the key that is encrypted, or the key that does not match the certificate."""
     context = SSL.Context(SSL.TLS_SERVER_METHOD)
     context.set_min_proto_version(SSL.TLS1_2_VERSION)
     context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE)
+    context.set_passwd_cb(_refuse_passphrase)
     mismatch = TLSFilesError("key", f"key '{files.key}' does not match the certificate in crt '{files.crt}'")
     steps: list[tuple[str, str | None, str, Callable[[str], object]]] = [
         ("crt", files.crt, "the certificate chain", context.use_certificate_chain_file),
@@ -90,6 +102,10 @@ def tls_context(files: TLSFiles) -> SSL.Context:
             load(path)
         except OSError as exc:
             raise TLSFilesError(key, f"{key} '{path}': cannot read {what}: {exc.strerror}") from None
+        except _PassphraseWanted:
+            raise TLSFilesError(key, f"{key} '{path}': {what} is encrypted with a passphrase, and Orbited does "
+                                "not ask for one: store it decrypted (openssl pkey -in KEY -out NEW), readable "
+                                "by root and [global] user only") from None
         except (SSL.Error, crypto.Error) as exc:
             reason = _ssl_reason(exc)
             if "key values mismatch" in reason:  # OpenSSL compares a key with the certificate as it loads it

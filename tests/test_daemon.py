@@ -19,9 +19,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
 from orbited import __version__
-from tests.support.procs import REPO, OrbitedProcess, free_port, rss_kb, scratch_dir, wait_port
+from tests.support.procs import REPO, OrbitedProcess, free_port, rss_kb, scratch_dir, stop_process, wait_port
 from tests.support.rawws import masked, raw_upgrade, upgrade
-from tests.support.tlsfiles import make_cert, make_chain
+from tests.support.tlsfiles import encrypt_key, make_cert, make_chain
 
 ORBITED = [sys.executable, "-m", "orbited"]
 
@@ -476,6 +476,61 @@ def test_https_refuses_tls_below_1_2():
         assert handshake(port).startswith("refused")
 
 
+def test_a_reload_with_an_encrypted_key_refuses_it_and_never_prompts_on_the_terminal():
+    """OpenSSL's answer to a passphrase-protected key is a prompt on the controlling terminal, read
+    in the reactor's thread: a SIGHUP to an Orbited started in a terminal (tmux, screen) stopped
+    every connection until someone typed.  Now the key is refused with a reason, as any broken set."""
+    import pty
+    import select
+    import urllib.request
+
+    certs = scratch_dir("certs-")
+    key, crt = make_cert(certs)
+    encrypted = encrypt_key(key, b"secret")
+    port, tls_port = free_port(), free_port()
+    cfg = certs / "o.cfg"
+    user = pwd.getpwuid(os.getuid()).pw_name
+    cfg.write_text(f"[global]\nuser = {user}\n[listen]\nhttp://127.0.0.1:{port}\nhttps://127.0.0.1:{tls_port}\n"
+                   f"[ssl]\nkey = {key}\ncrt = {crt}\n")
+    controller, terminal = pty.openpty()
+    # setsid --ctty: a session of its own whose controlling terminal is the pty (OpenSSL opens /dev/tty)
+    proc = subprocess.Popen(["setsid", "--ctty", *ORBITED, "-c", str(cfg)], stdin=terminal, stdout=terminal,
+                            stderr=terminal)
+    os.close(terminal)
+    output = bytearray()
+
+    def read_terminal() -> None:
+        while True:
+            if not select.select([controller], [], [], 0.1)[0]:
+                return
+            try:
+                output.extend(os.read(controller, 65536))
+            except OSError:
+                return
+
+    def status_ok() -> bool:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/system/status", timeout=3) as response:
+            return response.status == 200
+
+    try:
+        wait_port(port, proc=proc)
+        assert status_ok()
+        cfg.write_text(cfg.read_text().replace(str(key), str(encrypted)))
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while b"reloaded" not in output and time.monotonic() < deadline:
+            read_terminal()
+        read_terminal()
+        assert b"pass phrase" not in output, output.decode(errors="replace")
+        assert status_ok()  # the server was stuck on the prompt: this timed out
+        assert (f"reload kept the running TLS certificate: cannot use TLS files: [ssl] key '{encrypted}': the "
+                "private key is encrypted with a passphrase, and Orbited does not ask for one").encode() in output
+        assert b"200 OK" in tls_fetch(tls_port, crt)[0]
+    finally:
+        stop_process(proc)
+        os.close(controller)
+
+
 def test_bad_tls_files_stop_startup(tmp_path):
     certs = scratch_dir("certs-")
     key, _crt = make_cert(certs, "one")
@@ -520,6 +575,8 @@ def test_check_loads_the_tls_files(tmp_path):
         (f"key = {key}\ncrt = {garbage}\n", f"{cfg}:5: [ssl] crt '{garbage}': cannot load the certificate chain: "),
         (f"key = {garbage}\ncrt = {crt}\n", f"{cfg}:4: [ssl] key '{garbage}': cannot load the private key: "),
         (f"key = {key}\ncrt = {crt}\nchain = {garbage}\n", f"{cfg}:6: [ssl] chain '{garbage}': cannot load the chain: "),
+        (f"key = {encrypt_key(key, b'secret')}\ncrt = {crt}\n",
+         f"{cfg}:4: [ssl] key '{tmp_path / 'one.enc.key'}': the private key is encrypted with a passphrase"),
     ]:
         out = check(ssl_lines)
         assert out.returncode == 2, (ssl_lines, out.stdout, out.stderr)

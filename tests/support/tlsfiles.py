@@ -70,3 +70,12 @@ def make_chain(directory: Path) -> dict[str, Path]:
     paths["key"].write_bytes(leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
                                                     serialization.NoEncryption()))
     return paths
+
+
+def encrypt_key(key_path: Path, passphrase: bytes) -> Path:
+    """A copy of a PEM private key encrypted with ``passphrase`` (beside it, '.enc.key')."""
+    key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+    encrypted = key_path.with_suffix(".enc.key")
+    encrypted.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                            serialization.BestAvailableEncryption(passphrase)))
+    return encrypted
