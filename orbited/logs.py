@@ -464,22 +464,28 @@ class Tally:
 
     Out of descriptors, every connection that arrives is closed at once; a
     line for each would flood the log when the operator most needs it.  The
-    first one is logged with ``first`` at once; the rest are counted and
-    logged with ``more`` (a format with one ``%d``) ``interval`` seconds later.
+    first one is logged with ``first`` at once (a format for the arguments of
+    the call, if any); the rest are counted and logged with ``more`` (a format
+    with one ``%d``) ``interval`` seconds later.  ``level``: WARNING for the
+    operator's troubles, INFO for what any client can cause.
     """
 
     def __init__(self, logger: logging.Logger, first: str, more: str, interval: float = 10.0,
-                 call_later: Any = None):
+                 call_later: Any = None, level: int = logging.WARNING):
         self.logger, self.first, self.more, self.interval = logger, first, more, interval
         self.call_later = call_later
+        self.level = level
         self.counted = 0
         self.waiting = False
 
-    def __call__(self) -> None:
+    def __call__(self, *args: object) -> None:
         if self.waiting:
             self.counted += 1
             return
-        self.logger.warning("%s", self.first)
+        if args:
+            self.logger.log(self.level, self.first, *args)
+        else:
+            self.logger.log(self.level, "%s", self.first)
         self._wait()
 
     def _wait(self) -> None:
@@ -493,7 +499,7 @@ class Tally:
     def _report(self) -> None:
         self.waiting = False
         if self.counted:
-            self.logger.warning(self.more, self.counted)
+            self.logger.log(self.level, self.more, self.counted)
             self.counted = 0
             self._wait()  # more may follow: they are counted for the next report
 

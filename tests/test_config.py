@@ -424,6 +424,18 @@ def test_a_tally_logs_the_first_at_once_then_a_count_per_interval(caplog):
     assert [r.getMessage() for r in caplog.records] == ["first", "4 more", "1 more", "first"]
 
 
+def test_a_tally_for_what_clients_cause_logs_at_info_with_the_first_ones_details(caplog):
+    clock = Clock()
+    tally = logs.Tally(logging.getLogger("orbited.t"), "with %s: %s", "%d more", call_later=clock.callLater,
+                       level=logging.INFO)
+    with caplog.at_level(logging.INFO, "orbited.t"):
+        tally("1.2.3.4:5", "100%")
+        tally("6.7.8.9:1", "other")
+        clock.advance(10)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [("INFO", "with 1.2.3.4:5: 100%"),
+                                                                        ("INFO", "1 more")]
+
+
 # --- what a reload (SIGHUP) does not apply
 
 

@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import pwd
+import re
 import signal
 import socket
 import ssl
@@ -529,6 +530,38 @@ def test_a_reload_with_an_encrypted_key_refuses_it_and_never_prompts_on_the_term
     finally:
         stop_process(proc)
         os.close(controller)
+
+
+def test_tls_failures_are_one_info_line_then_a_count():
+    """A TLS connection that fails said nothing at all, even at DEBUG: an operator whose chain was
+    missing saw browsers fail and an empty log.  Now the first is an INFO line with the peer and
+    OpenSSL's reason; the next ones within 10 s are counted, so a scanner cannot flood the log."""
+    certs = scratch_dir("certs-")
+    key, crt = make_cert(certs)
+    for opening, reason in [("plain", "plain HTTP sent to an https:// port"),
+                            ("untrusting", "tlsv1 alert unknown ca")]:
+        port = free_port()
+        config = f"[global]\n[listen]\nhttps://127.0.0.1:{port}\n[ssl]\nkey = {key}\ncrt = {crt}\n"
+        with OrbitedProcess(config, wait_for=port) as orbited:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                if opening == "plain":
+                    sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                    assert sock.recv(100) == b""
+                else:  # a client that does not trust the certificate, as a browser without its CA
+                    with pytest.raises(ssl.SSLCertVerificationError):
+                        ssl.create_default_context().wrap_socket(sock, server_hostname="localhost")
+            deadline = time.monotonic() + 10
+            while "TLS with" not in orbited.log() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            line = next((line for line in orbited.log().splitlines() if "TLS with" in line), orbited.log())
+            assert re.search(r"INFO \[orbited\.http\] TLS with 127\.0\.0\.1:\d+ failed: " + re.escape(reason) + "$",
+                             line), line
+            for index in range(20):
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                    sock.sendall(b"\x16\x03\x01\x00\x05hello" if index % 2 else os.urandom(64))
+                    sock.recv(100)
+            time.sleep(0.5)
+            assert orbited.log().count("TLS with") == 1 and "Traceback" not in orbited.log(), orbited.log()
 
 
 def test_bad_tls_files_stop_startup(tmp_path):

@@ -24,6 +24,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from OpenSSL import SSL
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
@@ -104,6 +105,8 @@ class HTTPChannel(Protocol):
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.closing = True
         self.site.unwatch(self)
+        if self.secure and reason is not None and reason.check(SSL.Error):
+            self.site.tls_failed(self.peer, reason.value)  # the handshake, most often: before any request
         request, self.request = self.request, None
         if request is not None and self.responding:
             self.responding = False
@@ -238,7 +241,7 @@ class HTTPChannel(Protocol):
         """Answer a request that cannot be served, then close."""
         if self.closing or self.transport is None:
             return
-        log.debug("%s: %d %s", _describe(self.peer), status, detail)
+        log.debug("%s: %d %s", describe(self.peer), status, detail)
         self.closing = True
         self.site.unwatch(self)
         if not self.responding:
@@ -286,7 +289,7 @@ class HTTPChannel(Protocol):
         return [self.parser.take_buffer()]
 
 
-def _describe(peer: Any) -> str:
+def describe(peer: Any) -> str:
     host = getattr(peer, "host", "?")
     port = getattr(peer, "port", 0)
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"

@@ -25,11 +25,12 @@ from twisted.internet.task import LoopingCall
 from twisted.web.error import UnsupportedMethod
 from twisted.web.server import NOT_DONE_YET
 
-from orbited.http.channel import HTTPChannel
+from orbited.http.channel import HTTPChannel, describe
 from orbited.http.events import RequestHead
 from orbited.http.parser import Limits
 from orbited.http.request import Request, path_segments
 from orbited.http.upgrade import hand_over, replayable_head, websocket_factory_of
+from orbited.logs import Tally
 
 log = logging.getLogger("orbited.http")
 
@@ -61,6 +62,9 @@ class LeanSite(Factory):
         self._sweep = LoopingCall(self.sweep)
         self._sweep.clock = reactor
         self.sweep_interval = min(1.0, timeout / 2)
+        # Any client can make TLS fail, scanners by the thousand: INFO, the first in full, then counts.
+        self._tls_failures = Tally(log, "TLS with %s failed: %s", "TLS failed on %d more connection(s)",
+                                   call_later=reactor.callLater, level=logging.INFO)
 
     def buildProtocol(self, addr: Any) -> HTTPChannel:
         return HTTPChannel(self)
@@ -94,6 +98,17 @@ class LeanSite(Factory):
             except Exception:  # one broken connection must not stop the sweep for the rest
                 log.exception("closing a timed-out connection failed")
                 self._watched.discard(channel)
+
+    def tls_failed(self, peer: Any, error: Exception) -> None:
+        """A TLS connection ended with an OpenSSL error (a handshake the client refused, with the
+        alert it sent, such as 'unknown ca' for a certificate it does not trust; an old protocol;
+        not TLS at all): without this line an operator saw browsers fail and an empty log."""
+        reasons = [part[2] for part in error.args[0] if len(part) == 3] if error.args and isinstance(
+            error.args[0], list) else []
+        reason = ", ".join(r for r in reasons if r) or str(error) or error.__class__.__name__
+        if reason == "http request":
+            reason = "plain HTTP sent to an https:// port"
+        self._tls_failures(describe(peer), reason)
 
     # --- traversal and rendering
 
