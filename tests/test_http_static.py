@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from email.utils import formatdate
 
 import pytest
@@ -14,8 +15,7 @@ from tests.test_http_server import Raw, get
 BIG = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4: streamed through the producer
 
 
-@pytest.fixture(scope="module")
-def site():
+def serve_files(engine: str):
     root = scratch_dir("static-")
     (root / "big.bin").write_bytes(BIG)
     (root / "page.html").write_text("<p>page</p>")
@@ -26,10 +26,22 @@ def site():
     (root / "empty").mkdir()
     os.utime(root / "page.html", (1_000_000_000, 1_000_000_000))
     port = free_port()
-    with OrbitedProcess(f"[global]\n[listen]\nhttp://127.0.0.1:{port}\n[static]\nfiles = {root}\n",
-                        wait_for=port) as orbited:
+    config = f"[global]\nhttp.engine = {engine}\n[listen]\nhttp://127.0.0.1:{port}\n[static]\nfiles = {root}\n"
+    with OrbitedProcess(config, wait_for=port) as orbited:
         orbited.port = port
+        orbited.root = root
         yield orbited
+
+
+@pytest.fixture(scope="module")
+def site():
+    yield from serve_files("lean")
+
+
+@pytest.fixture(scope="module")
+def twisted_site():
+    """The same files on [global] http.engine = twisted: StaticFiles serves both engines."""
+    yield from serve_files("twisted")
 
 
 def test_a_large_file_streams_whole_on_a_kept_connection(site):
@@ -71,6 +83,59 @@ def test_head_of_a_redirect_has_the_length_of_the_get(site):
     assert status == 301 and headers[b"content-length"] == got[b"content-length"] == b"%d" % len(body)
     assert client.response()[2] == b"var x = 1;"
     client.close()
+
+
+def _fetch_while_the_file_changes(site, change) -> tuple[dict[bytes, bytes], bytes]:
+    """GET a 16 MiB file and a page behind it on one connection, not reading until the server has
+    sent what the kernel takes (well under 16 MiB), then ``change(path)``; returns the head of the
+    first response and every byte after it until the server closes or goes quiet."""
+    path = site.root / "changing.bin"
+    path.write_bytes(b"A" * (16 << 20))
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", site.port))
+    sock.sendall(get("/files/changing.bin") + get("/files/page.html"))
+    time.sleep(0.5)
+    change(path)
+    sock.settimeout(3)
+    received = b""
+    try:
+        while chunk := sock.recv(1 << 20):
+            received += chunk
+    except (TimeoutError, ConnectionResetError):
+        pass
+    sock.close()
+    head, _, rest = received.partition(b"\r\n\r\n")
+    headers = dict(line.lower().split(b": ", 1) for line in head.split(b"\r\n")[1:])
+    return headers, rest
+
+
+@pytest.mark.parametrize("engine", ["site", "twisted_site"])
+def test_a_file_that_grows_while_it_is_sent_is_sent_to_its_content_length(request, engine):
+    """FileSender read to EOF: bytes appended while a large file was streamed went out after the
+    Content-Length, and the client read them as the next response on the connection."""
+    def grow(path):
+        with open(path, "ab") as handle:
+            handle.write(b"EXTRA" * 1000)
+
+    headers, rest = _fetch_while_the_file_changes(request.getfixturevalue(engine), grow)
+    assert headers[b"content-length"] == b"%d" % (16 << 20)
+    body, after = rest[:16 << 20], rest[16 << 20:]
+    assert body == b"A" * (16 << 20)
+    assert after.startswith(b"HTTP/1.1 200 OK\r\n") and after.endswith(b"<p>page</p>")  # the next response
+
+
+@pytest.mark.parametrize("engine", ["site", "twisted_site"])
+def test_a_file_that_shrinks_while_it_is_sent_ends_the_connection(request, engine):
+    """A file truncated while it was streamed ended its response short and kept the connection:
+    the client took the next response for the rest of the body and waited for http.timeout."""
+    site = request.getfixturevalue(engine)
+    started = time.monotonic()
+    headers, rest = _fetch_while_the_file_changes(site, lambda path: os.truncate(path, 8 << 20))
+    assert headers[b"content-length"] == b"%d" % (16 << 20)
+    assert rest == b"A" * (8 << 20)  # the file's bytes and nothing else, then the connection ends
+    assert time.monotonic() - started < 3
+    assert "shrank from 16777216 bytes while it was sent" in site.log()
 
 
 def test_if_modified_since_is_304(site):

@@ -15,6 +15,11 @@ sent and ``If-Modified-Since`` answered with 304.  Unknown extensions are
 uploaded file run script).  Range requests are not supported: the whole
 file is sent.  Small files go out in one write; larger ones stream through
 a pull producer, so a slow reader never makes the server hold a whole file.
+A streamed file is sent to the length its ``Content-Length`` promised, no
+further: one that grows meanwhile is cut there (the rest would be read as
+the next response on the connection), one that shrinks ends the connection
+(the client sees the body is short, instead of waiting for bytes that never
+come).
 
 It uses only the common Request API, so it runs on both HTTP engines.
 """
@@ -161,18 +166,27 @@ class StaticFiles(Resource):
             return body
         request.setHeader(b"content-length", b"%d" % size)
         sender = GuardedFileSender(self.clock, self.stall_timeout, request, path)
+        promised = FilePart(handle, size)
 
         def done(_: object) -> None:
             handle.close()
             sender.guard_off()
-            if not getattr(request, "_disconnected", False) and not request.finished:
-                request.finish()
+            if getattr(request, "_disconnected", False) or request.finished:
+                return
+            if promised.left:
+                log.info("%s: %s shrank from %d bytes while it was sent: closing the connection",
+                         _peer(request), path, size)
+                transport = transport_of(request)
+                if transport is not None:
+                    transport.loseConnection()  # after what was sent: the client sees the body end short
+                return
+            request.finish()
 
         def failed(_: object) -> None:
             handle.close()
             sender.guard_off()
 
-        sender.beginFileTransfer(handle, request).addCallbacks(done, failed)
+        sender.beginFileTransfer(promised, request).addCallbacks(done, failed)
         return NOT_DONE_YET
 
     @staticmethod
@@ -212,13 +226,34 @@ class GuardedFileSender(FileSender):
             return
         log.info("%s read nothing of %s for %.0f s (http.timeout): closing the connection",
                  _peer(self.request), self.path, idle)
-        transport = getattr(self.request, "transport", None) or getattr(self.request.channel, "transport", None)
+        transport = transport_of(self.request)
         if transport is not None:
-            transport.abortConnection()
+            transport.abortConnection()  # not loseConnection: that waits for the client to read
 
     def guard_off(self) -> None:
         if self.check.active():
             self.check.cancel()
+
+
+class FilePart:
+    """The first ``size`` bytes of an open file, for :class:`FileSender`: the length the
+    response's Content-Length promised, however the file changes while it is sent."""
+
+    def __init__(self, handle: Any, size: int):
+        self.handle = handle
+        self.left = size  # promised bytes not read yet: more than 0 after EOF means the file shrank
+
+    def read(self, most: int) -> bytes:
+        if self.left <= 0:
+            return b""
+        data = self.handle.read(min(most, self.left))
+        self.left -= len(data)
+        return data
+
+
+def transport_of(request: Any) -> Any:
+    """The connection under a request, on either HTTP engine (None once it is gone)."""
+    return getattr(request, "transport", None) or getattr(request.channel, "transport", None)
 
 
 def _peer(request: Any) -> str:
