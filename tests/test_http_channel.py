@@ -41,6 +41,11 @@ class Transport(StringTransport):
         self.aborted = True
         self.loseConnection()
 
+    def loseWriteConnection(self) -> None:
+        self.write_closed = True  # a TCP half-close: reading goes on
+
+    write_closed = False
+
 
 @dataclass
 class Response:
@@ -597,15 +602,19 @@ def test_producers_are_registered_with_the_transport_and_released_at_finish():
     (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999\r\n\r\n", 413),
 ])
 def test_bad_requests_get_their_status_a_text_and_a_close(data, status):
-    server = serve(tree(text=Text()))
+    server = serve(tree(text=Text()), timeout=5)
     server.send(data)
     (response,) = server.responses()
     assert response.status == status
     assert response.header(b"connection") == b"close" and response.body.endswith(b"\n")
     assert response.header(b"content-type") == b"text/plain; charset=utf-8"
-    assert server.transport.disconnecting
-    server.send(GET)  # nothing more is read from a refused connection
+    # The close lingers: the write side ends after the answer, and what the client still sends
+    # is read and dropped (a socket closed with unread bytes resets, and the client loses the answer)
+    assert server.transport.write_closed and not server.transport.disconnecting
+    server.send(GET)  # nothing more is answered on a refused connection
     assert server.output() == b""
+    server.clock.pump([1] * 6)  # the client never closes: it is cut after http.timeout
+    assert server.transport.disconnecting and server.transport.aborted
 
 
 def test_a_bad_request_after_a_good_one_on_the_same_connection():

@@ -241,6 +241,27 @@ def test_a_body_over_the_server_ceiling_is_413_before_it_is_sent(server):
     assert client.closed()
 
 
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_client_that_sends_its_whole_oversize_body_still_reads_the_413(server, chunked):
+    """http.client sends the whole body before it reads: the server closed as soon as it had
+    answered, with the client's bytes still arriving, and the kernel's reset cost the client the
+    answer (BrokenPipeError or ConnectionResetError instead of a 413).  The close lingers now."""
+    import http.client
+
+    body = b"\0" * (32 << 20)
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    if chunked:
+        connection.request("POST", "/tcp/x", body=iter([body[i:i + (1 << 20)] for i in range(0, len(body), 1 << 20)]),
+                           encode_chunked=True)
+    else:
+        connection.request("POST", "/tcp/x", body=body)
+    response = connection.getresponse()
+    assert response.status == 413 and response.getheader("connection") == "close"
+    assert b"request body over 2000 bytes" in response.read()
+    connection.close()
+    assert server.status()["version"]
+
+
 @pytest.mark.parametrize("request_line", [b"GET /", b"GET  / HTTP/1.1", b"\x16\x03\x01\x02\x00\x01", b"G\x00T / HTTP/1.1"])
 def test_a_malformed_request_line_is_400(server, request_line):
     client = Raw(server.port)
@@ -379,3 +400,7 @@ def test_websocket_and_http_over_tls():
         ws.send(masked(b"over tls", opcode=0x2))
         assert read_frame(ws) == b"over tls"
         ws.close()
+        refused = connect()  # a refusal over TLS: the answer, then close_notify at once
+        refused.send(b"GARBAGE\r\n\r\n")
+        assert refused.response()[0] == 400
+        assert refused.closed(timeout=2)

@@ -15,7 +15,13 @@ request body.  While a response is in progress (a long-poll, a stream) the
 connection is not watched at all.
 
 Bad requests get their status and a short text, then the connection closes;
-nothing a peer sends raises out of here or touches another connection.
+nothing a peer sends raises out of here or touches another connection.  The
+close lingers (RFC 9112 section 9.6): the server stops writing, then reads
+and drops what the client still sends until the client closes or
+``http.timeout`` passes.  Closed at once, a socket with unread bytes resets
+the connection, and the reset discards the answer in the client's buffers:
+a client uploading a body too large for the server got a broken pipe or a
+reset instead of its 413.
 """
 
 from __future__ import annotations
@@ -238,19 +244,46 @@ class HTTPChannel(Protocol):
             self._advance()
 
     def refuse(self, status: int, detail: str) -> None:
-        """Answer a request that cannot be served, then close."""
+        """Answer a request that cannot be served, then close (lingering, see :meth:`_linger`)."""
         if self.closing or self.transport is None:
             return
         log.debug("%s: %d %s", describe(self.peer), status, detail)
         self.closing = True
         self.site.unwatch(self)
-        if not self.responding:
-            self.request = None
-            self.send(error_response(status, detail))
-        self.transport.loseConnection()
+        if self.responding:
+            self.transport.loseConnection()
+            return
+        self.request = None
+        self.send(error_response(status, detail))
+        if status == 408:
+            self.transport.loseConnection()  # the client is sending nothing: nothing to wait for
+        else:
+            self._linger()
+
+    def _linger(self) -> None:
+        """Close after the answer without resetting the connection under it: stop writing (a FIN
+        after the answer on plain TCP, a close_notify over TLS), keep reading and dropping what
+        the client still sends (dataReceived ignores a closing connection), and close when the
+        client does or the sweep finds ``http.timeout`` passed (:meth:`timedOut`), so nothing is
+        held longer than by an idle connection."""
+        transport = self.transport
+        if self.readPaused:
+            self.readPaused = False
+            transport.resumeProducing()
+        if self.secure:
+            # TLS: close_notify, then the TLS layer reads on until the client's close_notify
+            transport.loseConnection()
+        elif hasattr(transport, "loseWriteConnection"):
+            transport.loseWriteConnection()
+        self.site.watch(self)
 
     def timedOut(self) -> None:
         """The sweep found the deadline passed: 408 if a request was under way, else just close."""
+        if self.closing:  # lingering after a refusal (_linger): the client had its time
+            self.site.unwatch(self)
+            if self.transport is not None:
+                self.transport.abortConnection()
+            return
         parser = self.parser
         if parser.head_started or parser.in_body:
             self.refuse(408, "request not received within http.timeout")
