@@ -16,6 +16,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.web import pages
+from twisted.web.http import CACHED
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
@@ -587,6 +588,26 @@ def test_producers_are_registered_with_the_transport_and_released_at_finish():
         request.registerProducer(Producer(), True)
     request.finish()
     assert server.transport.producer is None and request.producer is None
+
+
+class Dated(Resource):
+    """A resource that answers If-Modified-Since the twisted.web way."""
+
+    isLeaf = True
+
+    def render_GET(self, request) -> bytes:
+        if request.setLastModified(1_000_000_000) is CACHED:
+            return b""
+        return b"fresh"
+
+
+def test_set_last_modified_ignores_an_if_modified_since_that_is_not_a_date():
+    """stringToDatetime raises IndexError for an empty date: 'If-Modified-Since: ;' was a 500."""
+    server = serve(tree(dated=Dated()))
+    for since, status in [(b";", 200), (b"", 200), (b"Sun, 09 Sep 2001 01:46:40 GMT", 304), (b"nonsense", 200)]:
+        server.send(b"GET /dated HTTP/1.1\r\nHost: h\r\nIf-Modified-Since: " + since + b"\r\n\r\n")
+        (response,) = server.responses()
+        assert (since, response.status) == (since, status)
 
 
 # --------------------------------------------------------------------------- bad requests

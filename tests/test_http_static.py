@@ -151,6 +151,29 @@ def test_if_modified_since_is_304(site):
     client.close()
 
 
+@pytest.mark.parametrize("engine", ["site", "twisted_site"])
+def test_conditional_headers_follow_rfc_9110_and_a_bad_date_is_ignored(request, engine):
+    """twisted.web's stringToDatetime raises IndexError for an empty date, and setLastModified
+    (twisted.web's and the lean Request's) let it through: 'If-Modified-Since: ;' was a 500 with
+    a traceback in the log, for any client.  And If-None-Match, which no ETag here can match
+    but '*', must make If-Modified-Since ignored (RFC 9110 13.1.3): it gave a 304."""
+    site = request.getfixturevalue(engine)
+    when = formatdate(1_000_000_000, usegmt=True)
+    client = Raw(site.port)
+    for extra, status in [("If-Modified-Since: ;\r\n", 200), ("If-Modified-Since: ;x\r\n", 200),
+                          ("If-Modified-Since: garbage\r\n", 200), (f"If-Modified-Since: {when}\r\n", 304),
+                          (f'If-None-Match: "v1"\r\nIf-Modified-Since: {when}\r\n', 200),
+                          (f"If-None-Match: *\r\nIf-Modified-Since: {when}\r\n", 304),
+                          ("If-None-Match: *\r\n", 304)]:
+        client.send(get("/files/page.html", extra))
+        got, headers, body = client.response()
+        assert (extra, got) == (extra, status)
+        assert body == (b"<p>page</p>" if status == 200 else b"")
+        assert headers[b"last-modified"] == when.encode()
+    client.close()
+    assert "Traceback" not in site.log()
+
+
 def test_types_indexes_listings_and_redirects(site):
     client = Raw(site.port)
     client.send(get("/files/page.html") + get("/files/data.unknownext") + get("/files/dir/") + get("/files/empty/")

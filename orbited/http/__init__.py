@@ -10,7 +10,8 @@ per-read timeout resets); docs/http.md has the figures and the rules.
 - ``channel``: one connection (the Twisted protocol);
 - ``site``: the factory: traversal, rendering, the idle sweep, the access log;
 - ``upgrade``: handing a connection to autobahn for WebSocket endpoints;
-- ``static``: files from a directory, for both HTTP engines.
+- ``static``: files from a directory, for both HTTP engines;
+- ``conditional``: If-Modified-Since and If-None-Match without ETags (sans-IO).
 
 Nothing here knows about sessions or transports: it serves any
 ``twisted.web.resource.IResource`` tree.

@@ -28,8 +28,9 @@ from urllib.parse import unquote_to_bytes
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
-from twisted.web.http import CACHED, NOT_MODIFIED, PRECONDITION_FAILED, datetimeToString, stringToDatetime
+from twisted.web.http import CACHED, NOT_MODIFIED, PRECONDITION_FAILED, datetimeToString
 
+from orbited.http.conditional import parse_http_date
 from orbited.http.headers import RequestHeaders, ResponseHeaders, _name, _value
 from orbited.http.response import DATE, LAST_CHUNK, NO_BODY_STATUSES, PHRASES, chunk, head_bytes, status_line
 
@@ -229,11 +230,8 @@ class Request:
             self.lastModified = when
         since = self.getHeader(b"if-modified-since")
         if since:
-            try:
-                stamp = stringToDatetime(since.split(b";", 1)[0])
-            except ValueError:
-                return None
-            if stamp >= self.lastModified:
+            stamp = parse_http_date(since)
+            if stamp is not None and stamp >= self.lastModified:
                 self.setResponseCode(NOT_MODIFIED)
                 return CACHED
         return None

@@ -10,7 +10,8 @@ place one there chose to.
 A directory asked for without its trailing slash is redirected to it; the
 ``Location`` is the decoded path with exactly one leading slash, so it can
 never read as another host (``//evil.example``).  ``Last-Modified`` is
-sent and ``If-Modified-Since`` answered with 304.  Unknown extensions are
+sent and ``If-Modified-Since`` answered with 304 (``If-None-Match``, when
+sent, decides instead: only ``*`` matches, there are no ETags).  Unknown extensions are
 ``application/octet-stream`` (twisted.web said text/html, which lets an
 uploaded file run script).  Range requests are not supported: the whole
 file is sent.  Small files go out in one write; larger ones stream through
@@ -27,16 +28,17 @@ It uses only the common Request API, so it runs on both HTTP engines.
 from __future__ import annotations
 
 import logging
+import math
 import mimetypes
 import os
 import stat
 from typing import Any
 
 from twisted.protocols.basic import FileSender
-from twisted.web.http import CACHED
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from orbited.http.conditional import not_modified
 from orbited.logs import Tally
 from orbited.procstats import OUT_OF_FILES
 
@@ -144,7 +146,11 @@ class StaticFiles(Resource):
         return self._serve(request, path, info)
 
     def _serve(self, request: Any, path: str, info: os.stat_result) -> bytes | int:
-        if request.setLastModified(info.st_mtime) is CACHED:
+        # Not request.setLastModified: on either engine a bad If-Modified-Since raised out of it (500)
+        modified = math.ceil(info.st_mtime)
+        request.lastModified = modified  # both engines send it as Last-Modified
+        if not_modified(request.getHeader(b"if-none-match"), request.getHeader(b"if-modified-since"), modified):
+            request.setResponseCode(304)
             return b""
         request.setHeader(b"content-type", content_type(path))
         size = info.st_size
