@@ -315,7 +315,13 @@ def test_publish_endpoint():
         assert post(srv.http, "/stomp/publish/topic/news", b"x" * 70000)[0] == 413
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(f"http://127.0.0.1:{srv.http}/stomp/publish/topic/news", timeout=5)
-        assert info.value.code == 405
+        assert info.value.code == 405 and info.value.headers["allow"] == "POST"
+        for method in ("OPTIONS", "PUT", "HEAD"):
+            # RFC 9110 15.5.6: a 405 lists what the target takes (it said 'HEAD, GET, POST')
+            request = urllib.request.Request(f"http://127.0.0.1:{srv.http}/stomp/publish/topic/news", method=method)
+            with pytest.raises(urllib.error.HTTPError) as info:
+                urllib.request.urlopen(request, timeout=5)
+            assert (method, info.value.code, info.value.headers["allow"]) == (method, 405, "POST")
 
 
 def test_publish_endpoint_needs_an_access_rule_and_a_listed_client():

@@ -54,6 +54,9 @@ def broker_addresses(context: ServerContext) -> list[tuple[str, int]]:
 
 class PublishResource(Resource):
     isLeaf = True
+    # What a 405 names in Allow (RFC 9110 15.5.6).  Computed from the render_ methods it said
+    # 'HEAD, GET, POST', and GET (with HEAD) is itself a 405 here.
+    allowedMethods = (b"POST",)
 
     def __init__(self, context: ServerContext):
         super().__init__()
