@@ -14,6 +14,7 @@ import pytest
 
 from orbited.transports.legacy.codec import decode_packets, encode_packets
 from tests.support.procs import OrbitedProcess, free_port, rss_kb, scratch_dir
+from tests.support.rawws import raw_upgrade
 from tests.support.tlsfiles import make_cert
 
 
@@ -365,6 +366,29 @@ def read_frame(client: Raw) -> bytes:
     size = header[1] & 0x7F
     assert size < 126
     return client._exactly(size)
+
+
+@pytest.mark.parametrize("engine", ["lean", "twisted"])
+def test_a_websocket_url_answers_plain_http_in_http(engine):
+    """autobahn answered a request to /ws that was no upgrade itself, on the raw connection:
+    '426 HTTP Upgrade header missing' without the Upgrade field RFC 9110 requires, '405 HTTP
+    method "POST" not allowed' without Allow, no length, and the connection closed."""
+    port = free_port()
+    with OrbitedProcess(f"[global]\nhttp.engine = {engine}\n[listen]\nhttp://127.0.0.1:{port}\n", wait_for=port):
+        client = Raw(port)
+        client.send(get("/ws") + b"HEAD /ws HTTP/1.1\r\nHost: x\r\n\r\n"
+                    + b"POST /ws HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n" + get("/system/status"))
+        status, headers, body = client.response()
+        assert (status, headers[b"upgrade"]) == (426, b"websocket") and b"WebSocket" in body
+        assert headers[b"content-type"] == b"text/plain; charset=utf-8"
+        status, headers, _ = client.response(head_only=True)
+        assert (status, headers[b"upgrade"]) == (426, b"websocket")
+        status, headers, _ = client.response()
+        assert (status, headers[b"allow"]) == (405, b"GET, HEAD")
+        assert client.response()[0] == 200  # the same connection, kept alive throughout
+        client.close()
+        ws = raw_upgrade(port)  # and the upgrade itself still works
+        ws.close()
 
 
 def test_websocket_with_the_first_message_in_the_same_packet_as_the_handshake(server):

@@ -94,7 +94,8 @@ def test_a_request_without_upgrade_gets_426_not_a_status_page_or_a_redirect():
         for path in ("/ws", "/ws?redirect=http://evil.example", "/ws?redirect=http://evil.example&after=1",
                      "/stomp"):
             with socket.create_connection(("127.0.0.1", orbited.port), timeout=5) as sock:
-                sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+                # (Connection: close: the 426 keeps the connection open otherwise, and this reads to the end)
+                sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
                 answer = b""
                 while chunk := sock.recv(65536):
                     answer += chunk

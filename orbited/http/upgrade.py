@@ -29,6 +29,32 @@ def wants_websocket(head: RequestHead) -> bool:
     return upgrade is not None and any(b"websocket" in value.lower() for value in upgrade)
 
 
+class WebSocketEndpoint(WebSocketResource):
+    """autobahn's ``WebSocketResource``, except that a request that is not a WebSocket upgrade
+    is answered here, in HTTP, on either engine.
+
+    autobahn answered it itself on the raw connection: ``426 HTTP Upgrade header missing``
+    without the ``Upgrade`` field RFC 9110 15.5.22 requires, and ``405 HTTP method "POST" not
+    allowed`` without ``Allow`` (15.5.6), neither with a Date or a length, and closed the
+    connection.  Upgrades still go to autobahn: on the lean engine straight from the parsed
+    head (:func:`websocket_factory_of`), on twisted.web through ``render``."""
+
+    def render(self, request: Any) -> Any:
+        method = request.method
+        if method not in (b"GET", b"HEAD"):
+            request.setResponseCode(405)
+            request.setHeader(b"allow", b"GET, HEAD")
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"this URL takes WebSocket connections only: GET with Upgrade: websocket\n"
+        upgrade = request.getHeader(b"upgrade")
+        if method == b"HEAD" or upgrade is None or b"websocket" not in upgrade.lower():
+            request.setResponseCode(426, b"Upgrade Required")  # twisted.web has no phrase for it
+            request.setHeader(b"upgrade", b"websocket")
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"this URL takes WebSocket connections only: GET with Upgrade: websocket\n"
+        return super().render(request)
+
+
 def websocket_factory_of(resource: Any) -> Any:
     """The autobahn factory behind a WebSocket endpoint of the tree, or None.
 

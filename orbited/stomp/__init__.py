@@ -91,11 +91,10 @@ def stomp_children(context: ServerContext) -> dict[bytes, Resource]:
     settings = context.broker.settings
     websocket = publish_endpoint = None
     if settings["websocket.enabled"]:
-        from autobahn.twisted.resource import WebSocketResource
-
+        from orbited.http.upgrade import WebSocketEndpoint
         from orbited.stomp.websocket import stomp_websocket_factory
 
-        websocket = WebSocketResource(stomp_websocket_factory(context))
+        websocket = WebSocketEndpoint(stomp_websocket_factory(context))
     if settings["publish.enabled"]:
         from orbited.stomp.publish import PublishResource
 

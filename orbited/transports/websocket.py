@@ -39,6 +39,7 @@ from twisted.internet.main import CONNECTION_DONE as connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from orbited.http.upgrade import WebSocketEndpoint
 from orbited.session import ISession, ISessionProtocol, close_code, close_reason
 from orbited.transports.wsframes import binary_frame_header, take_binary_frames, take_text_frame
 
@@ -299,4 +300,4 @@ def websocket_factory(context: ServerContext, protocol: type = WebSocketSession)
 def websocket_resource(context: ServerContext) -> WebSocketResource:
     factory = websocket_factory(context)
     factory.delegable = True  # a worker process can serve /ws alone (orbited/workers.py)
-    return WebSocketResource(factory)
+    return WebSocketEndpoint(factory)
