@@ -153,10 +153,23 @@ class RootResource(Resource):
         return SYSTEM_PAGE
 
 
+class QuietRequest(Request):
+    """twisted.web's Request without the ``Server: TwistedWeb/<version>`` field it puts on every
+    answer: the lean engine sends none (docs/http.md), because a version tells a scanner which
+    advisories to try; /system/status says it to those allowed to ask."""
+
+    def write(self, data: bytes) -> None:
+        if not self.startedWriting:  # the head goes out with this write
+            self.responseHeaders.removeHeader(b"server")
+        super().write(data)
+
+
 class OrbitedSite(Site):
     """``http.engine = twisted``: twisted.web's server for the same tree, kept as a fallback and as
     the baseline the lean layer is measured against (bench/scenarios/http_core.py); access lines go
     to stdlib logging."""
+
+    requestFactory = QuietRequest
 
     def log(self, request: Request) -> None:
         import logging

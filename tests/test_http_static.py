@@ -174,6 +174,19 @@ def test_conditional_headers_follow_rfc_9110_and_a_bad_date_is_ignored(request, 
     assert "Traceback" not in site.log()
 
 
+@pytest.mark.parametrize("engine", ["site", "twisted_site"])
+def test_no_server_header_names_the_software_on_either_engine(request, engine):
+    """twisted.web put 'Server: TwistedWeb/<version>' on every answer of http.engine = twisted,
+    where the lean engine sends none so as not to tell scanners the version."""
+    site = request.getfixturevalue(engine)
+    client = Raw(site.port)
+    client.send(get("/files/page.html") + get("/files/nothing") + get("/system/status") + get("/nowhere"))
+    for _ in range(4):
+        status, headers, _ = client.response()
+        assert b"server" not in headers, (status, headers)
+    client.close()
+
+
 def test_types_indexes_listings_and_redirects(site):
     client = Raw(site.port)
     client.send(get("/files/page.html") + get("/files/data.unknownext") + get("/files/dir/") + get("/files/empty/")
