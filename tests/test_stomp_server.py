@@ -315,13 +315,43 @@ def test_publish_endpoint():
         assert post(srv.http, "/stomp/publish/topic/news", b"x" * 70000)[0] == 413
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(f"http://127.0.0.1:{srv.http}/stomp/publish/topic/news", timeout=5)
-        assert info.value.code == 405 and info.value.headers["allow"] == "POST"
-        for method in ("OPTIONS", "PUT", "HEAD"):
+        assert info.value.code == 405 and info.value.headers["allow"] == "POST, OPTIONS"
+        for method in ("PUT", "DELETE", "HEAD"):
             # RFC 9110 15.5.6: a 405 lists what the target takes (it said 'HEAD, GET, POST')
             request = urllib.request.Request(f"http://127.0.0.1:{srv.http}/stomp/publish/topic/news", method=method)
             with pytest.raises(urllib.error.HTTPError) as info:
                 urllib.request.urlopen(request, timeout=5)
-            assert (method, info.value.code, info.value.headers["allow"]) == (method, 405, "POST")
+            assert (method, info.value.code, info.value.headers["allow"]) == (method, 405, "POST, OPTIONS")
+
+
+def test_publish_endpoint_answers_cors_for_the_pages_it_allows():
+    """A page on an allowed origin (here the same host, another port) was let post, but got no
+    Access-Control-Allow-Origin, so it could not read the answer (a network error in the page,
+    after the message was published), and its preflight (JSON, credentials) got 405."""
+    with Server("publish.enabled = 1") as srv:
+        url = f"http://127.0.0.1:{srv.http}/stomp/publish/topic/news"
+        page = "http://127.0.0.1:3000"
+        preflight = urllib.request.Request(url, method="OPTIONS", headers={
+            "origin": page, "access-control-request-method": "POST",
+            "access-control-request-headers": "content-type, authorization"})
+        with urllib.request.urlopen(preflight, timeout=5) as response:
+            assert response.status == 204
+            assert response.headers["access-control-allow-origin"] == page
+            assert response.headers["access-control-allow-methods"] == "POST"
+            assert response.headers["access-control-allow-headers"] == "content-type, authorization"
+            assert response.headers["access-control-allow-credentials"] == "true"
+        request = urllib.request.Request(url, data=b"{}", method="POST",
+                                         headers={"origin": page, "content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 200 and response.headers["access-control-allow-origin"] == page
+            assert response.headers["vary"] == "Origin"
+        for origin in ("https://evil.example", None):  # a refused page, and no page at all
+            refused = urllib.request.Request(url, method="OPTIONS", headers={"origin": origin} if origin else {})
+            with pytest.raises(urllib.error.HTTPError) as info:
+                urllib.request.urlopen(refused, timeout=5)
+            assert info.value.code == 403 and "access-control-allow-origin" not in info.value.headers
+        code, _ = post(srv.http, "/stomp/publish/topic/news", headers={"origin": "https://evil.example"})
+        assert code == 403
 
 
 def test_publish_endpoint_needs_an_access_rule_and_a_listed_client():

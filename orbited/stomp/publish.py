@@ -8,7 +8,9 @@ publish.enabled = 1``; it replaces 0.7's unauthenticated
 1. its client address is in ``[stomp] publish.clients`` (loopback by default),
    and no proxy relayed it (orbited/forwarding.py);
 2. an ``Origin`` header, if a browser sent one, passes the same check as
-   the WebSocket endpoints (so a page cannot post cross-site);
+   the WebSocket endpoints (so a page cannot post cross-site); a page that
+   passes gets the CORS fields that let it read the answer, and ``OPTIONS``
+   answers its preflight;
 3. an ``[access]`` rule lets the request's ``Host`` reach the broker's own
    ``stomp://`` address (e.g. ``* -> localhost:61613``): the endpoint gives
    no one more than the proxy already gives them;
@@ -56,7 +58,7 @@ class PublishResource(Resource):
     isLeaf = True
     # What a 405 names in Allow (RFC 9110 15.5.6).  Computed from the render_ methods it said
     # 'HEAD, GET, POST', and GET (with HEAD) is itself a 405 here.
-    allowedMethods = (b"POST",)
+    allowedMethods = (b"POST", b"OPTIONS")
 
     def __init__(self, context: ServerContext):
         super().__init__()
@@ -69,8 +71,38 @@ class PublishResource(Resource):
         return json.dumps(payload).encode() + b"\n"
 
     def render_GET(self, request: Request) -> bytes:
-        request.setHeader(b"allow", b"POST")
+        request.setHeader(b"allow", b"POST, OPTIONS")
         return self._answer(request, 405, {"error": "use POST"})
+
+    def _page_allowed(self, request: Request) -> bool:
+        """Check 2: no Origin (not a browser), or one the Origin rules allow; for an allowed
+        page, the CORS fields that let it read the answer (and send Basic credentials)."""
+        origin = request.getHeader(b"origin")
+        if origin is None:
+            return True
+        host = (request.getHeader(b"host") or b"").decode("latin-1")
+        if not self.context.policy.origin_allowed(origin.decode("latin-1"), host):
+            return False
+        request.setHeader(b"access-control-allow-origin", origin)
+        request.setHeader(b"access-control-allow-credentials", b"true")
+        request.setHeader(b"vary", b"Origin")
+        return True
+
+    def render_OPTIONS(self, request: Request) -> bytes:
+        """A CORS preflight: a page on an allowed origin posting JSON, or with credentials,
+        asks first.  It got 405, so the post was never sent; a text/plain post (no preflight) was
+        published, but without Access-Control-Allow-Origin the page could not read the answer
+        and saw a network error."""
+        request.setHeader(b"allow", b"POST, OPTIONS")
+        if request.getHeader(b"origin") is None or not self._page_allowed(request):
+            return self._answer(request, 403, {"error": "origin not allowed"})
+        request.setResponseCode(204)
+        request.setHeader(b"access-control-allow-methods", b"POST")
+        asked = request.getHeader(b"access-control-request-headers")
+        if asked:
+            request.setHeader(b"access-control-allow-headers", asked)
+        request.setHeader(b"access-control-max-age", b"600")
+        return b""
 
     def render_POST(self, request: Request) -> bytes:
         context = self.context
@@ -87,8 +119,7 @@ class PublishResource(Resource):
                 "error": f"relayed by a proxy ({relayed} header): the client's own address is unknown, "
                          "so [stomp] publish.clients cannot vouch for it; publish to Orbited directly"})
         host = (request.getHeader(b"host") or b"").decode("latin-1")
-        origin = request.getHeader(b"origin")
-        if origin is not None and not context.policy.origin_allowed(origin.decode("latin-1"), host):
+        if not self._page_allowed(request):
             return self._answer(request, 403, {"error": "origin not allowed"})
         if not any(context.policy.destination_allowed(host, name, port) for name, port in broker_addresses(context)):
             return self._answer(request, 403, {
