@@ -153,15 +153,29 @@ class RootResource(Resource):
         return SYSTEM_PAGE
 
 
-class QuietRequest(Request):
-    """twisted.web's Request without the ``Server: TwistedWeb/<version>`` field it puts on every
-    answer: the lean engine sends none (docs/http.md), because a version tells a scanner which
-    advisories to try; /system/status says it to those allowed to ask."""
+class OrbitedRequest(Request):
+    """twisted.web's Request, for ``http.engine = twisted``, with two faults of its own mended:
+
+    - no ``Server: TwistedWeb/<version>`` field on every answer: the lean engine sends none
+      (docs/http.md), because a version tells a scanner which advisories to try;
+      /system/status says it to those allowed to ask;
+    - a request whose connection a resource takes over (a WebSocket upgrade) has its body file
+      closed: twisted.web closes it only when a request finishes or loses its connection, and a
+      taken-over request does neither, so each upgrade sent with a chunked body (or one over
+      100 kB, which twisted.web keeps in a temporary file) held a descriptor for good."""
 
     def write(self, data: bytes) -> None:
         if not self.startedWriting:  # the head goes out with this write
             self.responseHeaders.removeHeader(b"server")
         super().write(data)
+
+    def render(self, resource: Resource) -> None:
+        super().render(resource)
+        # (a request finished in render has neither attribute any more: twisted.web deletes them)
+        channel = getattr(self, "channel", None)
+        content = getattr(self, "content", None)
+        if channel is not None and channel.transport is None and content is not None:
+            content.close()  # taken over: the new protocol was given the body in render
 
 
 class OrbitedSite(Site):
@@ -169,7 +183,7 @@ class OrbitedSite(Site):
     the baseline the lean layer is measured against (bench/scenarios/http_core.py); access lines go
     to stdlib logging."""
 
-    requestFactory = QuietRequest
+    requestFactory = OrbitedRequest
 
     def log(self, request: Request) -> None:
         import logging

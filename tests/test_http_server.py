@@ -391,6 +391,25 @@ def test_a_websocket_url_answers_plain_http_in_http(engine):
         ws.close()
 
 
+@pytest.mark.parametrize("engine", ["lean", "twisted"])
+def test_websocket_upgrades_with_a_body_hold_no_descriptor(engine):
+    """twisted.web keeps a chunked (or over 100 kB) request body in a temporary file and closes
+    it when the request finishes or loses its connection; a request whose connection autobahn
+    took over does neither, so every such upgrade held a descriptor until the process ended."""
+    port, echo = free_port(), free_port()
+    config = (f"[global]\nhttp.engine = {engine}\n[listen]\nhttp://127.0.0.1:{port}\necho://127.0.0.1:{echo}\n"
+              f"[access]\n* -> 127.0.0.1:{echo}\n")
+    with OrbitedProcess(config, wait_for=port) as orbited:
+        before = orbited.status()["process"]["open_files"]
+        for _ in range(20):
+            client = Raw(port)
+            client.send(ws_handshake().replace(b"\r\n\r\n", b"\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"))
+            assert client.head()[0] == 101
+            client.close()
+        time.sleep(0.5)
+        assert orbited.status()["process"]["open_files"] <= before + 2
+
+
 def test_websocket_with_the_first_message_in_the_same_packet_as_the_handshake(server):
     client = Raw(server.port)
     client.send(ws_handshake() + masked(f"127.0.0.1:{server.echo}".encode()))
