@@ -402,9 +402,9 @@ KNOWN_SECTIONS = ("global", "listen", "ssl", "static", "access", "stomp", "test"
 
 
 def build_config(sections: dict[str, Section], path: str,
-                 tls_files_must_exist: bool = True) -> tuple[Config | None, list[Problem]]:
+                 files_must_exist: bool = True) -> tuple[Config | None, list[Problem]]:
     """Check and type the parsed sections; returns the config or None, and every problem.
-    ``tls_files_must_exist``: see :func:`load_file`."""
+    ``files_must_exist``: see :func:`load_file`."""
     problems: list[Problem] = []
 
     def error(line: int, message: str) -> None:
@@ -479,7 +479,7 @@ def build_config(sections: dict[str, Section], path: str,
                 warn(entry.line, f"unknown key '{entry.key}' in [ssl] is ignored")
         files = {k: ssl_section.get(k) for k in known}
         files = {k: Entry(v.key, relative_to(path, v.value), v.line) if v else None for k, v in files.items()}
-        for name in known if tls_files_must_exist else ():
+        for name in known if files_must_exist else ():
             item = files[name]
             if item is not None and not os.path.isfile(item.value):
                 error(item.line, f"[ssl] {name}: no such file '{item.value}'")
@@ -498,7 +498,7 @@ def build_config(sections: dict[str, Section], path: str,
             error(entry.line, f"[static] '{entry.key}' must be a single path segment")
         elif name in RESERVED_PATHS:
             error(entry.line, f"[static] '/{name}' is served by Orbited itself; choose another name")
-        elif not os.path.isdir(entry.value) and not os.path.isfile(entry.value):
+        elif files_must_exist and not os.path.isdir(entry.value) and not os.path.isfile(entry.value):
             error(entry.line, f"[static] {entry.key}: no such file or directory '{entry.value}'")
         else:
             static.append((name, entry.value))
@@ -531,11 +531,11 @@ def build_config(sections: dict[str, Section], path: str,
 
 
 def load_text(text: str, path: str = "<config>", notes: list[Problem] | None = None,
-              tls_files_must_exist: bool = True) -> Config:
+              files_must_exist: bool = True) -> Config:
     """Parse config text; raises ConfigError listing every problem (``notes``: found before).
-    ``tls_files_must_exist``: see :func:`load_file`."""
+    ``files_must_exist``: see :func:`load_file`."""
     sections, problems = parse_ini(text, path)
-    config, more = build_config(sections, path, tls_files_must_exist)
+    config, more = build_config(sections, path, files_must_exist)
     problems = (notes or []) + problems + more
     if config is None or any(p.fatal for p in problems):
         problems.sort(key=lambda p: (not p.fatal, p.line))
@@ -543,21 +543,23 @@ def load_text(text: str, path: str = "<config>", notes: list[Problem] | None = N
     return Config(**{**config.__dict__, "warnings": tuple(problems)})
 
 
-def load_file(path: str, tls_files_must_exist: bool = True) -> Config:
+def load_file(path: str, files_must_exist: bool = True) -> Config:
     """Read and check a config file; raises ConfigError listing every problem.
 
-    ``tls_files_must_exist=False`` is for a process that is running already: a SIGHUP
+    ``files_must_exist=False`` is for a process that is running already: a SIGHUP
     reload, whose TLS loader (orbited.service.tls_context) judges the [ssl] files and
     keeps the running certificate when they do not load, and the workers, which serve
-    no TLS.  A missing [ssl] file, or one [global] user cannot see (letsencrypt's
-    0700 directories), must not refuse the [access] rules of that reload."""
+    no TLS and no static files.  A missing [ssl] file, or one [global] user cannot see
+    (letsencrypt's 0700 directories), must not refuse the [access] rules of that
+    reload, nor a [static] directory (moved during a deploy, or hidden from [global]
+    user), which only start-up mounts."""
     try:
         with open(path, "rb") as handle:
             data = handle.read()
     except OSError as exc:
         raise ConfigError([Problem(path, 0, f"cannot read: {exc.strerror}")]) from None
     text, notes = decode_config(data, path)
-    return load_text(text, path, notes, tls_files_must_exist)
+    return load_text(text, path, notes, files_must_exist)
 
 
 def decode_config(data: bytes, path: str) -> tuple[str, list[Problem]]:

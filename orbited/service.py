@@ -320,7 +320,7 @@ class OrbitedServer:
         if reopened:
             log.info("reopened log files: %s", ", ".join(reopened))
         try:
-            fresh = load_file(self.config.path, tls_files_must_exist=False)  # tls.reload judges them
+            fresh = load_file(self.config.path, files_must_exist=False)  # tls.reload judges them
         except ConfigError as exc:
             for problem in exc.problems:
                 log.error("reload refused: %s", problem)

@@ -236,7 +236,7 @@ class Worker:
         if path.startswith("<"):
             return
         try:
-            self.context.policy = AccessPolicy.from_config(load_file(path, tls_files_must_exist=False))
+            self.context.policy = AccessPolicy.from_config(load_file(path, files_must_exist=False))
         except ConfigError as exc:
             for problem in exc.problems:
                 log.error("reload refused: %s", problem)
@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     root.addHandler(handler)
     root.setLevel(args.log_level)
     try:
-        config = quickstart() if args.quickstart else load_file(args.config, tls_files_must_exist=False)
+        config = quickstart() if args.quickstart else load_file(args.config, files_must_exist=False)
     except ConfigError as exc:
         for problem in exc.problems:
             log.error("%s", problem)

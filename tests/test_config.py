@@ -271,14 +271,14 @@ def test_each_kind_of_error_names_file_and_line(text, expected):
 
 
 def test_a_running_process_leaves_the_ssl_files_to_the_tls_loader(tmp_path):
-    """A reload (and a worker) reads the file with tls_files_must_exist=False: a missing or hidden
+    """A reload (and a worker) reads the file with files_must_exist=False: a missing or hidden
     [ssl] file then keeps the running certificate (tests/test_daemon.py) instead of refusing the
     whole file, [access] included.  Start-up and --check still name it on its line."""
     cfg = tmp_path / "o.cfg"
     cfg.write_text("[listen]\nhttps://:1\n[ssl]\nkey = /nonexistent.key\ncrt = /nonexistent.crt\n")
     with pytest.raises(ConfigError):
         load_file(str(cfg))
-    assert load_file(str(cfg), tls_files_must_exist=False).tls.key == "/nonexistent.key"
+    assert load_file(str(cfg), files_must_exist=False).tls.key == "/nonexistent.key"
 
 
 @pytest.mark.parametrize("text, value", [("0", 0.0), ("0.0", 0.0), ("4", 4.0), ("2.5", 2.5), ("1e1", 10.0)])

@@ -825,6 +825,41 @@ def test_sighup_reloads_access_rules_without_dropping_sessions():
         orbited.stop()
 
 
+def test_a_reload_with_a_static_directory_gone_still_applies_the_rules():
+    """A [static] directory moved away during a deploy (or hidden from [global] user) is only
+    mounted at start; the reload (and a worker started meanwhile) used to refuse the whole file
+    for it ("no such file or directory"), so a revoked [access] rule stayed in force."""
+    port, echo1, echo2 = free_port(), free_port(), free_port()
+    site = scratch_dir("static-") / "site"
+    site.mkdir()
+    (site / "index.html").write_text("hello")
+    config = (f"[global]\nworkers = 1\n[listen]\nhttp://127.0.0.1:{port}\necho://127.0.0.1:{echo1}\n"
+              f"echo://127.0.0.1:{echo2}\n[static]\nsite = {site}\n[access]\n* -> 127.0.0.1:{echo1}\n")
+    with OrbitedProcess(config, wait_for=port) as orbited:
+        assert handshake_reply(port, f"127.0.0.1:{echo1}") == "1"
+        site.rename(site.with_name("site.old"))
+        orbited.path.write_text(orbited.path.read_text().replace(f"* -> 127.0.0.1:{echo1}",
+                                                                 f"* -> 127.0.0.1:{echo2}"))
+        orbited.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "reloaded" not in orbited.log() and "refused" not in orbited.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "reload refused" not in orbited.log(), orbited.log()
+        assert handshake_reply(port, f"127.0.0.1:{echo1}") == "0106"
+        assert handshake_reply(port, f"127.0.0.1:{echo2}") == "1"
+        # a worker that starts now (after a crash) reads the same file: it must come up
+        worker = orbited.status()["workers"][0]["pid"]
+        os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            ready = [w["pid"] for w in orbited.status()["workers"] if w["ready"]]
+            if ready and ready[0] != worker:
+                break
+            time.sleep(0.1)
+        assert ready and ready[0] != worker, orbited.log()
+        assert "cannot start" not in orbited.log() and "no such file" not in orbited.log(), orbited.log()
+
+
 def test_sighup_reopens_log_files_after_logrotate_moved_them():
     """logrotate renames the file and sends SIGHUP: new lines go to a new file at the old path."""
     port = free_port()
