@@ -193,8 +193,15 @@ class OrbitedSite(Site):
             logger.debug("%s", self._logFormatter(self._logDateTime, request))
 
 
-def static_files(context: ServerContext, directory: str) -> StaticFiles:
-    return StaticFiles(directory, context.reactor, context.config.settings["http.timeout"])
+# Orbited.js and its clients must be the ones the running server speaks to: a browser that
+# kept an old copy by heuristic freshness (a tenth of its age since Last-Modified, so days)
+# would talk the old protocol after an upgrade.  no-cache keeps the copy but asks each time
+# (a 304 while it is current).
+BUNDLED_CACHE_CONTROL = b"no-cache"
+
+
+def static_files(context: ServerContext, directory: str, cache_control: bytes | None = None) -> StaticFiles:
+    return StaticFiles(directory, context.reactor, context.config.settings["http.timeout"], cache_control)
 
 
 def build_root(context: ServerContext, extra_children: dict[bytes, Resource] | None = None) -> Resource:
@@ -202,7 +209,7 @@ def build_root(context: ServerContext, extra_children: dict[bytes, Resource] | N
     config = context.config
     mounts: dict[str, Resource] = {name: static_files(context, directory) for name, directory in config.static}
     root = RootResource(mounts.pop("", None))
-    root.putChild(b"static", static_files(context, bundled_static_dir()))
+    root.putChild(b"static", static_files(context, bundled_static_dir(), BUNDLED_CACHE_CONTROL))
     root.putChild(b"system", SystemResource(context))
     for name, child in transport_children(context).items():
         root.putChild(name, child)

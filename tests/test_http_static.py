@@ -187,6 +187,27 @@ def test_no_server_header_names_the_software_on_either_engine(request, engine):
     client.close()
 
 
+@pytest.mark.parametrize("engine", ["site", "twisted_site"])
+def test_the_bundled_library_is_revalidated_and_an_operators_files_are_left_to_the_browser(request, engine):
+    """Orbited.js must be the one the running server speaks: without Cache-Control a browser keeps
+    it by heuristic freshness (days, for a file installed weeks ago) and runs the old library
+    after an upgrade.  no-cache: every use asks, and a current copy costs a 304."""
+    site = request.getfixturevalue(engine)
+    client = Raw(site.port)
+    client.send(get("/static/Orbited.js"))
+    status, headers, body = client.response()
+    assert status == 200 and b"TCPSocket" in body
+    assert headers[b"cache-control"] == b"no-cache"
+    client.send(get("/static/Orbited.js", f"If-Modified-Since: {headers[b'last-modified'].decode()}\r\n"))
+    status, headers, _ = client.response()
+    assert status == 304 and headers[b"cache-control"] == b"no-cache"
+    client.send(get("/files/page.html") + get("/static/nothing.js"))
+    assert b"cache-control" not in client.response()[1]  # the operator's files: their own policy
+    status, headers, _ = client.response()
+    assert status == 404 and b"cache-control" not in headers
+    client.close()
+
+
 def test_types_indexes_listings_and_redirects(site):
     client = Raw(site.port)
     client.send(get("/files/page.html") + get("/files/data.unknownext") + get("/files/dir/") + get("/files/empty/")

@@ -10,7 +10,7 @@ place one there chose to.
 A directory asked for without its trailing slash is redirected to it; the
 ``Location`` is the decoded path with exactly one leading slash, so it can
 never read as another host (``//evil.example``).  ``Last-Modified`` is
-sent and ``If-Modified-Since`` answered with 304 (``If-None-Match``, when
+sent (with ``Cache-Control`` when the mount has one) and ``If-Modified-Since`` answered with 304 (``If-None-Match``, when
 sent, decides instead: only ``*`` matches, there are no ETags).  Unknown extensions are
 ``application/octet-stream`` (twisted.web said text/html, which lets an
 uploaded file run script).  Range requests are not supported: the whole
@@ -101,9 +101,11 @@ class StaticFiles(Resource):
 
     isLeaf = True
 
-    def __init__(self, directory: str, clock: Any, stall_timeout: float):
+    def __init__(self, directory: str, clock: Any, stall_timeout: float, cache_control: bytes | None = None):
+        """``cache_control``: sent with every file and 304 (Orbited's own files say ``no-cache``)."""
         super().__init__()
         self.directory = os.path.abspath(directory)
+        self.cache_control = cache_control
         self.clock = clock
         self.stall_timeout = stall_timeout
         self.out_of_files = Tally(log, "out of file descriptors: static files are answered 503",
@@ -149,6 +151,8 @@ class StaticFiles(Resource):
         # Not request.setLastModified: on either engine a bad If-Modified-Since raised out of it (500)
         modified = math.ceil(info.st_mtime)
         request.lastModified = modified  # both engines send it as Last-Modified
+        if self.cache_control is not None:
+            request.setHeader(b"cache-control", self.cache_control)
         if not_modified(request.getHeader(b"if-none-match"), request.getHeader(b"if-modified-since"), modified):
             request.setResponseCode(304)
             return b""
@@ -158,6 +162,7 @@ class StaticFiles(Resource):
             handle = open(path, "rb")
         except OSError as exc:
             request.lastModified = None  # what is answered is not the file
+            request.responseHeaders.removeHeader(b"cache-control")
             if exc.errno in OUT_OF_FILES:
                 self.out_of_files()
                 request.setResponseCode(503)
