@@ -17,7 +17,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import error as neterror
-from twisted.internet.interfaces import IResolutionReceiver
+from twisted.internet.interfaces import IPushProducer, IResolutionReceiver
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
@@ -151,7 +151,7 @@ class TCPSocketProxy:
             log.info("%s -> %s: browser side closed while connecting (%s)", self._describe(), self.destination,
                      reason)
         if self.backend is not None:
-            # A backend that stopped reading never lets a plain loseConnection finish.
+            # Everything the browser sent goes first; what the backend sends meanwhile is dropped.
             close_gracefully(self.backend.transport, self.context.reactor)
         if phase is State.OPEN:
             self._log_close(f"browser side closed ({reason})")
@@ -233,7 +233,7 @@ class TCPSocketProxy:
         transport = backend.transport
         transport.setTcpNoDelay(True)
         # Each side pauses the other when its own outgoing buffer is full.
-        session.registerProducer(transport, True)
+        session.registerProducer(backend, True)
         transport.registerProducer(session, True)
         log.info("%s -> %s connected", self._describe(), self.destination)
         session.answerHandshake("1")
@@ -243,6 +243,8 @@ class TCPSocketProxy:
             transport.writeSequence(early)
 
     def backendData(self, data: bytes) -> None:
+        if self.phase is not State.OPEN:
+            return  # the browser side is gone: read only so that the backend's close is not a reset
         self.bytes_down += len(data)
         self.session.write(data)
 
@@ -282,8 +284,15 @@ class TCPSocketProxy:
         self.session.close(why, code.value)
 
 
+@implementer(IPushProducer)
 class BackendConnection(Protocol):
-    """The backend end of one proxied socket."""
+    """The backend end of one proxied socket.
+
+    It is the browser side's producer (pausing and resuming the backend's reading) in place
+    of its transport, whose ``stopProducing`` is a ``loseConnection``: Twisted calls it when
+    the browser's connection is lost, and that close stopped reading the backend, turning
+    the close into a reset that threw away the browser's last bytes.  The proxy closes the
+    backend itself (``sessionClosed``)."""
 
     def __init__(self, proxy: TCPSocketProxy):
         self.proxy = proxy
@@ -293,6 +302,15 @@ class BackendConnection(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.proxy.backendData(data)
+
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        """The browser side is gone; sessionClosed closes the backend gracefully."""
 
     def connectionLost(self, reason: Failure = neterror.ConnectionDone) -> None:  # type: ignore[assignment]
         self.proxy.backendLost(reason)

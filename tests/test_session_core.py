@@ -96,7 +96,10 @@ def test_allowed_handshake_connects_with_the_configured_timeout():
     assert proxy.phase is State.CONNECTING and session.answers == []
     transport = connect_backend(proxy)
     assert session.answers == ["1"] and proxy.phase is State.OPEN
-    assert session.producer is transport and transport.producer is session  # flow control both ways
+    # flow control both ways (the browser side pauses the backend through its protocol, whose
+    # stopProducing does not close it: orbited.proxy.BackendConnection)
+    assert session.producer is proxy.backend and proxy.backend.transport is transport
+    assert transport.producer is session
     assert transport.nodelay
     proxy.dataReceived(b"to backend")
     assert transport.value() == b"to backend"

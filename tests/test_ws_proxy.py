@@ -688,3 +688,86 @@ def test_refusing_early_data_or_a_closing_browser_stops_the_backend_connect():
                 time.sleep(0.1)
             assert connects_under_way(port) == fillers
             assert f"-> 127.0.0.1:{port}: browser side closed while connecting" in orbited.log()
+
+
+# ---------------------------------------------------------------------------
+# end of stream: every byte written before a close reaches the other side
+
+
+class SlowBackend:
+    """A backend in a thread that reads at ``rate`` bytes/s, echoing what it reads when ``echo``,
+    and records every byte until its peer closes."""
+
+    def __init__(self, rate: float, echo: bool = False, half_close_after: int = 0):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(1)
+        self.port = self.sock.getsockname()[1]
+        self.rate, self.echo, self.half_close_after = rate, echo, half_close_after
+        self.received = bytearray()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.sock.accept()
+        conn.settimeout(60)
+        with conn:
+            while True:
+                try:
+                    data = conn.recv(4096)
+                except ConnectionResetError:
+                    return
+                if not data:
+                    return
+                self.received += data
+                if self.echo:
+                    try:
+                        conn.sendall(data)
+                    except OSError:
+                        pass
+                if self.half_close_after and len(self.received) >= self.half_close_after:
+                    self.half_close_after = 0
+                    conn.sendall(b"bye")
+                    conn.shutdown(socket.SHUT_WR)  # done sending, still reading
+                time.sleep(len(data) / self.rate)
+
+    def wait(self) -> bytes:
+        self.thread.join(60)
+        self.sock.close()
+        return bytes(self.received)
+
+
+def test_a_browser_that_closes_right_after_sending_has_every_byte_delivered_to_a_talking_backend():
+    """The browser's close used to close the backend with Twisted's loseConnection, which stops
+    reading: a backend that talked back meanwhile left bytes unread, the close became a reset, and
+    the kernel threw away the up to megabytes of browser data it had not sent yet (24 KB of 3 MB
+    arrived).  Now the backend gets a FIN after the last byte, and what it says meanwhile is dropped."""
+    payload = b"".join(pattern(3_000_000))
+    backend = SlowBackend(rate=1_000_000, echo=True)
+    with orbited_with(access=f"* -> 127.0.0.1:{backend.port}") as orbited:
+        ws, answer = open_socket(orbited.port, f"127.0.0.1:{backend.port}")
+        assert answer == "1"
+        for start in range(0, len(payload), 100_000):
+            ws.send(payload[start:start + 100_000])
+        ws.close()
+        received = backend.wait()
+        assert len(received) == len(payload) and received == payload
+        assert "Traceback" not in orbited.log()
+
+
+def test_a_slow_backend_gets_the_whole_tail_after_the_browser_closes():
+    """A backend reading 1 MB/s was cut 5 s (closing.LINGER) after the browser closed, with
+    megabytes still buffered for it; the log said they had gone up.  The cut is now for a
+    backend that takes nothing for LINGER seconds, not one that reads slowly."""
+    payload = b"".join(pattern(8_000_000))
+    backend = SlowBackend(rate=1_000_000)
+    with orbited_with(access=f"* -> 127.0.0.1:{backend.port}", extra_global="ws.max_message_size = 9000000") \
+            as orbited:
+        ws, answer = open_socket(orbited.port, f"127.0.0.1:{backend.port}")
+        assert answer == "1"
+        ws.send(payload)
+        ws.close()
+        received = backend.wait()
+        assert len(received) == len(payload) and received == payload
+
