@@ -17,7 +17,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import error as neterror
-from twisted.internet.interfaces import IPushProducer, IResolutionReceiver
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer, IResolutionReceiver
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
@@ -248,6 +248,13 @@ class TCPSocketProxy:
         self.bytes_down += len(data)
         self.session.write(data)
 
+    def backendEnded(self, backend: BackendConnection) -> None:
+        """The backend sent EOF.  It may still read (a half-close): what the browser sent before it
+        hears of the close is flushed to it, then the connection is closed."""
+        if self.phase is State.OPEN:
+            self.backendLost(Failure(neterror.ConnectionDone()))
+        close_gracefully(backend.transport, self.context.reactor, peer_done=True)
+
     def backendLost(self, reason: Failure) -> None:
         self.backend = None
         if self.phase is not State.OPEN:
@@ -284,9 +291,13 @@ class TCPSocketProxy:
         self.session.close(why, code.value)
 
 
-@implementer(IPushProducer)
+@implementer(IHalfCloseableProtocol, IPushProducer)
 class BackendConnection(Protocol):
     """The backend end of one proxied socket.
+
+    Half-closeable: on a plain protocol Twisted closes the socket at the backend's EOF and
+    throws away what it still buffers for it, which a backend that only shut its sending side
+    would have read.
 
     It is the browser side's producer (pausing and resuming the backend's reading) in place
     of its transport, whose ``stopProducing`` is a ``loseConnection``: Twisted calls it when
@@ -311,6 +322,12 @@ class BackendConnection(Protocol):
 
     def stopProducing(self) -> None:
         """The browser side is gone; sessionClosed closes the backend gracefully."""
+
+    def readConnectionLost(self) -> None:
+        self.proxy.backendEnded(self)
+
+    def writeConnectionLost(self) -> None:
+        """Our FIN is out (orbited.closing); the backend's EOF or the close watch ends the rest."""
 
     def connectionLost(self, reason: Failure = neterror.ConnectionDone) -> None:  # type: ignore[assignment]
         self.proxy.backendLost(reason)

@@ -771,3 +771,30 @@ def test_a_slow_backend_gets_the_whole_tail_after_the_browser_closes():
         received = backend.wait()
         assert len(received) == len(payload) and received == payload
 
+
+def test_a_backend_that_shuts_its_sending_side_still_gets_what_the_browser_sent():
+    """A backend's EOF (shutdown(SHUT_WR)) closed the connection at once: Twisted threw away
+    what it still buffered for a backend that was still reading (740 KB of 3 MB counted as
+    sent up).  Now that is flushed to it before the close."""
+    payload = b"".join(pattern(3_000_000))
+    backend = SlowBackend(rate=1_000_000, half_close_after=200_000)
+    with orbited_with(access=f"* -> 127.0.0.1:{backend.port}") as orbited:
+        ws, answer = open_socket(orbited.port, f"127.0.0.1:{backend.port}")
+        assert answer == "1"
+        try:
+            for start in range(0, len(payload), 500_000):
+                ws.send(payload[start:start + 500_000])
+        except ConnectionClosed:
+            pass  # the close may come while the browser still sends
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws.recv(10)
+        assert closed.value.rcvd.code == 1000 and "backend closed" in closed.value.rcvd.reason
+        received = backend.wait()
+        deadline = time.monotonic() + 5
+        while "closed after" not in orbited.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [line] = [line for line in orbited.log().splitlines() if "closed after" in line]
+    sent_up = int(line.split(" bytes up")[0].rsplit(" ", 1)[1])
+    assert sent_up > 0 and len(received) == sent_up and received == payload[:sent_up], (len(received), line)
+
