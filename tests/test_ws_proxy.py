@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import socket
@@ -798,3 +799,26 @@ def test_a_backend_that_shuts_its_sending_side_still_gets_what_the_browser_sent(
     sent_up = int(line.split(" bytes up")[0].rsplit(" ", 1)[1])
     assert sent_up > 0 and len(received) == sent_up and received == payload[:sent_up], (len(received), line)
 
+
+@pytest.mark.parametrize("path", ["/ws", "/sockjs/websocket"])
+def test_a_slow_browser_reads_the_whole_tail_before_the_close(path):
+    """Our close frame waits behind everything sent before it; autobahn reset the socket if the
+    browser had not answered it within 5 s (closeHandshakeTimeout), so a browser still reading a
+    backend's last megabytes lost them (6.5 of 8 MB).  The timeout now runs from the last byte
+    the browser took."""
+    nbytes = 3_000_000
+    port = free_port()
+    with running("source", port, nbytes), orbited_with(access=f"* -> 127.0.0.1:{port}") as orbited:
+        raw = path != "/ws"
+        with ws_connect(f"ws://127.0.0.1:{orbited.port}{path}", max_size=None, max_queue=1) as ws:
+            ws.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+            ws.send(f"127.0.0.1:{port}")
+            assert ws.recv(10) == "1"
+            received = bytearray()
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    message = ws.recv(20)
+                    received += base64.b64decode(message) if raw else message
+                    time.sleep(len(message) / 500_000)  # a browser reading 500 KB/s
+    assert len(received) == nbytes and received == b"".join(pattern(nbytes))
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000

@@ -24,6 +24,7 @@ CPU per round trip.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from pprint import pformat
 from typing import TYPE_CHECKING
@@ -39,6 +40,7 @@ from twisted.internet.main import CONNECTION_DONE as connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from orbited.closing import unsent_to_peer
 from orbited.http.upgrade import WebSocketEndpoint
 from orbited.session import ISession, ISessionProtocol, close_code, close_reason
 from orbited.transports.wsframes import binary_frame_header, take_binary_frames, take_text_frame
@@ -94,6 +96,21 @@ class ServerProtocol(WebSocketServerProtocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # type: ignore[assignment]
         super().connectionLost(reason)
         self.is_closed = succeed(None)
+
+    closeUnsent = sys.maxsize  # bytes still on their way to the browser when our close frame was last timed
+
+    def onCloseHandshakeTimeout(self) -> None:
+        """autobahn resets a socket whose browser has not answered our close frame within
+        ``closeHandshakeTimeout`` (5 s).  That frame waits behind everything sent before it, so a
+        browser still reading the tail (a backend's last megabytes, a slow link) lost it.  The
+        timeout now runs from the last byte the browser took."""
+        left = unsent_to_peer(self.transport) if self.state != WebSocketServerProtocol.STATE_CLOSED else 0
+        if 0 < left < self.closeUnsent:
+            self.closeUnsent = left
+            self.closeHandshakeTimeoutCall = self.factory._batched_timer.call_later(
+                self.closeHandshakeTimeout, self.onCloseHandshakeTimeout)
+            return
+        super().onCloseHandshakeTimeout()
 
 
 @implementer(ISession)
