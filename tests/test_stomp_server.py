@@ -423,3 +423,50 @@ def test_queues_together_stay_within_max_total_bytes():
         publisher.close()
         subscriber.close()
         assert "queue.max_total_bytes" in srv.log() and "Traceback" not in srv.log()
+
+
+@pytest.mark.parametrize(("transport", "messages"), [("tcp", 100), ("websocket", 300)])
+def test_a_slow_subscriber_gets_its_backlog_and_the_receipt_of_its_disconnect(transport, messages):
+    """A subscriber reading a backlog slowly sends DISCONNECT with a receipt, then a heart-beat.
+    Over TCP the close stopped reading, the unread heart-beat turned it into a reset and the
+    kernel threw away what it had not sent: 10 of 100 MESSAGEs and no RECEIPT arrived.  Over
+    /stomp the socket was cut 10 s after the close, reading or not.  Now all of it arrives."""
+    body = b"x" * 10000
+    with Server() as srv:
+        if transport == "tcp":
+            sub = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+            sub.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+            send, recv = sub.sendall, lambda: sub.recv(4096)
+        else:
+            ws = websocket.create_connection(f"ws://127.0.0.1:{srv.http}/stomp", subprotocols=["v12.stomp"],
+                                             timeout=30, sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 16384),))
+
+            def recv() -> bytes:
+                try:
+                    return ws.recv().encode()
+                except websocket.WebSocketConnectionClosedException:
+                    return b""
+
+            send = lambda data: ws.send(data.decode())
+        send(b"CONNECT\naccept-version:1.2\nhost:/\n\n\0")
+        assert recv().startswith(b"CONNECTED")
+        send(b"SUBSCRIBE\nid:1\ndestination:/topic/backlog\nreceipt:sub\n\n\0")
+        got = b""
+        while b"receipt-id:sub" not in got:
+            got += recv()
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as pub:
+            pub.sendall(b"CONNECT\naccept-version:1.2\nhost:/\n\n\0")
+            pub.recv(1000)
+            for _ in range(messages):
+                pub.sendall(b"SEND\ndestination:/topic/backlog\ncontent-length:10000\n\n" + body + b"\0")
+            pub.sendall(b"DISCONNECT\nreceipt:pub\n\n\0")
+            pub.recv(1000)
+        send(b"DISCONNECT\nreceipt:bye\n\n\0")
+        started, got, beat = time.monotonic(), bytearray(), False
+        while data := recv():
+            got += data
+            time.sleep(len(data) / 250_000)  # a subscriber reading 250 KB/s
+            if not beat and time.monotonic() - started > 0.5:
+                send(b"\n")  # a heart-beat, after the broker stopped reading
+                beat = True
+        assert got.count(b"MESSAGE\n") == messages and got.endswith(b"receipt-id:bye\n\n\0"), got[-100:]

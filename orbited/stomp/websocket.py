@@ -25,7 +25,7 @@ from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
-from orbited.closing import LINGER
+from orbited.closing import cut_when_stalled
 from orbited.directwrite import write_now
 from orbited.stomp.connection import StompConnection
 from orbited.stomp.server import peer_address
@@ -149,13 +149,9 @@ class StompWebSocket(ServerProtocol):
             self.sendClose(1000)
         else:
             self.dropConnection(abort=False)
-        reactor = self.factory.context.reactor
-
-        def cut() -> None:
-            if getattr(transport, "connected", False):
-                transport.abortConnection()
-
-        reactor.callLater(LINGER + 5, cut)
+        # Not a fixed deadline: a client still reading the frames before its RECEIPT or ERROR
+        # slowly was cut with them (10 s after the close); one that takes nothing is cut.
+        cut_when_stalled(transport, self.factory.context.reactor)
 
     def pause_reading(self) -> None:
         self.transport.pauseProducing()
