@@ -23,6 +23,7 @@ from orbited.transports.legacy.codec import (
     decode_packets,
     encode_packets,
 )
+from tests.support.backends import SlowBackend, pattern
 from tests.support.procs import OrbitedProcess, free_port
 
 TRANSPORTS = ("xhrstream", "longpoll", "poll")
@@ -423,6 +424,30 @@ def test_client_close_closes_the_backend(server):
         conn.close()
         assert await tcp_sessions(server, before) == before
     run(scenario())
+
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_data_and_close_in_one_post_reach_a_talking_backend_whole(workers):
+    """The last data and the close packet in one POST: the backend used to be closed with a
+    loseConnection that stopped reading it, so a backend that talked meanwhile turned the close
+    into a reset and lost what the kernel had not sent yet (24 KB of 600 KB arrived)."""
+    payload = b"".join(pattern(600_000))
+    backend = SlowBackend(rate=1_000_000, echo=True)
+    with Server(f"workers = {workers}", extra_access=f"* -> 127.0.0.1:{backend.port}") as srv:
+        if workers:
+            srv.proc.wait_workers(workers)
+
+        async def scenario():
+            client = srv.client("xhrstream")
+            await client.open()
+            assert await client.connect("127.0.0.1", backend.port) == "1"
+            await client.post([[b"data", base64.b64encode(payload[start:start + 100_000])]
+                               for start in range(0, len(payload), 100_000)] + [[b"close"]])
+            client.shutdown()
+        run(scenario())
+        received = backend.wait()
+    assert len(received) == len(payload) and received == payload
 
 
 def test_ping_timeout():

@@ -21,7 +21,7 @@ import pytest
 from websockets.sync.client import connect as ws_connect
 
 from orbited.testing.sockjs_client import Connection, request, stream
-from tests.support.backends import never_reading, running
+from tests.support.backends import SlowBackend, never_reading, running
 from tests.support.procs import OrbitedProcess, free_port
 from tests.support.rawws import masked, raw_upgrade
 
@@ -518,6 +518,28 @@ def test_a_browser_that_vanishes_releases_its_backend_at_once(method, transport,
             waiting.close()
         server.wait_connections(0, timeout=3)  # at once, not after ping_timeout
         assert "browser connection lost" in server.process.log()
+
+
+
+def test_the_uploads_of_a_browser_that_vanishes_reach_a_talking_backend_whole(workers):
+    """Uploads, then the receiving stream drops: the backend used to be closed with a
+    loseConnection that stopped reading it, so a backend that talked meanwhile turned the close
+    into a reset and lost what the kernel had not sent yet (32 KB of 600 KB arrived)."""
+    payload = bytes(range(256)) * 2400
+    backend = SlowBackend(rate=1_000_000, echo=True)
+    with Server(backends=(backend.port,), workers=workers) as server:
+        url = server.session()
+        receiving = stream("POST", url + "/xhr_streaming")
+        receiving.read()  # prelude
+        send(url, f"127.0.0.1:{backend.port}")
+        opened = b""
+        while b'a["1"]' not in opened:
+            opened += receiving.read()
+        for start in range(0, len(payload), 99_999):
+            send(url, b64(payload[start:start + 99_999]))
+        receiving.close()  # the browser vanishes
+        received = backend.wait()
+    assert len(received) == len(payload) and received == payload
 
 
 def test_a_session_without_receiver_for_ping_timeout_is_closed(workers):

@@ -15,7 +15,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
-from tests.support.backends import never_reading, pattern, pattern_digest, running
+from tests.support.backends import SlowBackend, never_reading, pattern, pattern_digest, running
 from tests.support.procs import OrbitedProcess, free_port, rss_kb
 from tests.support.rawws import masked, raw_upgrade
 
@@ -693,50 +693,6 @@ def test_refusing_early_data_or_a_closing_browser_stops_the_backend_connect():
 
 # ---------------------------------------------------------------------------
 # end of stream: every byte written before a close reaches the other side
-
-
-class SlowBackend:
-    """A backend in a thread that reads at ``rate`` bytes/s, echoing what it reads when ``echo``,
-    and records every byte until its peer closes."""
-
-    def __init__(self, rate: float, echo: bool = False, half_close_after: int = 0):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(1)
-        self.port = self.sock.getsockname()[1]
-        self.rate, self.echo, self.half_close_after = rate, echo, half_close_after
-        self.received = bytearray()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        conn, _ = self.sock.accept()
-        conn.settimeout(60)
-        with conn:
-            while True:
-                try:
-                    data = conn.recv(4096)
-                except ConnectionResetError:
-                    return
-                if not data:
-                    return
-                self.received += data
-                if self.echo:
-                    try:
-                        conn.sendall(data)
-                    except OSError:
-                        pass
-                if self.half_close_after and len(self.received) >= self.half_close_after:
-                    self.half_close_after = 0
-                    conn.sendall(b"bye")
-                    conn.shutdown(socket.SHUT_WR)  # done sending, still reading
-                time.sleep(len(data) / self.rate)
-
-    def wait(self) -> bytes:
-        self.thread.join(60)
-        self.sock.close()
-        return bytes(self.received)
 
 
 def test_a_browser_that_closes_right_after_sending_has_every_byte_delivered_to_a_talking_backend():

@@ -13,6 +13,7 @@ import hashlib
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -94,6 +95,51 @@ def blackhole(port: int) -> None:
         print("full", flush=True)
         time.sleep(3600)
         del server, fillers
+
+
+class SlowBackend:
+    """A backend in a thread of the test's own process that reads at ``rate`` bytes/s, echoing
+    what it reads when ``echo`` and shutting its sending side once ``half_close_after`` bytes
+    arrived, and records every byte until its peer closes."""
+
+    def __init__(self, rate: float, echo: bool = False, half_close_after: int = 0):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(1)
+        self.port = self.sock.getsockname()[1]
+        self.rate, self.echo, self.half_close_after = rate, echo, half_close_after
+        self.received = bytearray()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.sock.accept()
+        conn.settimeout(60)
+        with conn:
+            while True:
+                try:
+                    data = conn.recv(4096)
+                except ConnectionResetError:
+                    return
+                if not data:
+                    return
+                self.received += data
+                if self.echo:
+                    try:
+                        conn.sendall(data)
+                    except OSError:
+                        pass
+                if self.half_close_after and len(self.received) >= self.half_close_after:
+                    self.half_close_after = 0
+                    conn.sendall(b"bye")
+                    conn.shutdown(socket.SHUT_WR)  # done sending, still reading
+                time.sleep(len(data) / self.rate)
+
+    def wait(self) -> bytes:
+        self.thread.join(60)
+        self.sock.close()
+        return bytes(self.received)
 
 
 @contextmanager
