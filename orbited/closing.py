@@ -37,8 +37,15 @@ _OUTQ = struct.pack("i", 0)
 
 def unsent_to_peer(transport: Any) -> int:
     """Bytes written to ``transport`` that have not reached its peer: Twisted's buffers and the
-    kernel's send queue (SIOCOUTQ: sent but unacknowledged, or not sent yet)."""
+    kernel's send queue (SIOCOUTQ: sent but unacknowledged, or not sent yet).
+
+    Twisted refills the kernel's queue from its buffer as the peer reads, so the kernel's
+    count alone stays level while a slow peer makes progress; a TLS connection's buffer is
+    that of the TCP transport under its TLS protocol."""
     waiting = unsent_bytes(transport)
+    under = getattr(transport, "transport", None)  # TLSMemoryBIOProtocol's TCP transport
+    if under is not None:
+        waiting += unsent_bytes(under)
     try:
         fileno = transport.getHandle().fileno()
     except AttributeError:  # closed (Twisted drops the socket), or not a socket at all
@@ -80,6 +87,7 @@ def cut_when_stalled(transport: Any, reactor: Any, delivered: Callable[[], objec
 
 def _watch(transport: Any, reactor: Any, delivered: Callable[[], object] | None, wait: float, left: int,
            progressed: float) -> None:
+    """One look at a closing connection; the next one comes twice as late, at most LINGER."""
     if not getattr(transport, "connected", False) or getattr(transport, "disconnected", False):
         return
     now_left = unsent_to_peer(transport)

@@ -103,14 +103,28 @@ class ServerProtocol(WebSocketServerProtocol):
         """autobahn resets a socket whose browser has not answered our close frame within
         ``closeHandshakeTimeout`` (5 s).  That frame waits behind everything sent before it, so a
         browser still reading the tail (a backend's last megabytes, a slow link) lost it.  The
-        timeout now runs from the last byte the browser took."""
-        left = unsent_to_peer(self.transport) if self.state != WebSocketServerProtocol.STATE_CLOSED else 0
+        timeout now runs from the last byte the browser took.  When every byte has reached the
+        browser's machine the socket is closed with a FIN, not a reset: a browser still reading
+        its receive buffer slowly is not seen taking anything, and a reset may make its system
+        throw away what it has not read yet (Windows does; over wss a slow page lost 1.2 MB)."""
+        if self.state == WebSocketServerProtocol.STATE_CLOSED:
+            super().onCloseHandshakeTimeout()
+            return
+        left = unsent_to_peer(self.transport)
         if 0 < left < self.closeUnsent:
             self.closeUnsent = left
             self.closeHandshakeTimeoutCall = self.factory._batched_timer.call_later(
                 self.closeHandshakeTimeout, self.onCloseHandshakeTimeout)
             return
-        super().onCloseHandshakeTimeout()
+        if left:
+            super().onCloseHandshakeTimeout()
+            return
+        # autobahn's own timeout, but with an orderly close
+        self.closeHandshakeTimeoutCall = None
+        self.wasClean = False
+        self.wasNotCleanReason = "WebSocket closing handshake timeout (peer did not finish the closing handshake in time)"
+        self.wasCloseHandshakeTimeout = True
+        self.dropConnection(abort=False)
 
 
 @implementer(ISession)
