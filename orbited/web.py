@@ -162,7 +162,43 @@ class OrbitedRequest(Request):
     - a request whose connection a resource takes over (a WebSocket upgrade) has its body file
       closed: twisted.web closes it only when a request finishes or loses its connection, and a
       taken-over request does neither, so each upgrade sent with a chunked body (or one over
-      100 kB, which twisted.web keeps in a temporary file) held a descriptor for good."""
+      100 kB, which twisted.web keeps in a temporary file) held a descriptor for good;
+    - a body over the site's ``max_body`` (the lean engine's ceiling, :func:`largest_body`) is
+      refused with 413 from its Content-Length, or once that much has come chunked: twisted.web
+      has no limit and wrote any body to a temporary file first."""
+
+    body_refused = False
+
+    def gotLength(self, length: int | None) -> None:
+        super().gotLength(length)
+        self.body_room = self.channel.site.max_body
+        if length is not None and length > self.body_room:
+            self.requestHeaders.removeHeader(b"expect")  # no '100 Continue' behind the 413
+            self.refuse_body()
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.body_refused:
+            return
+        self.body_room -= len(data)
+        if self.body_room < 0:
+            self.refuse_body()
+            return
+        super().handleContentChunk(data)
+
+    def refuse_body(self) -> None:
+        """A body over the site's ceiling: 413 and close, before it is read (twisted.web would
+        write any size to a temporary file, so one client could fill the disk)."""
+        self.body_refused = True
+        self.content.close()
+        reason = b"Request body over %d bytes.\n" % self.channel.site.max_body
+        transport = self.channel.transport
+        transport.write(b"HTTP/1.1 413 Content Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                        b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(reason), reason))
+        transport.loseConnection()
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if not self.body_refused:  # a refused one is answered already, its connection closing
+            super().requestReceived(command, path, version)
 
     def write(self, data: bytes) -> None:
         if not self.startedWriting:  # the head goes out with this write
@@ -184,6 +220,7 @@ class OrbitedSite(Site):
     to stdlib logging."""
 
     requestFactory = OrbitedRequest
+    max_body = DEFAULT_MAX_BODY  # build_site sets the server's own (largest_body)
 
     def log(self, request: Request) -> None:
         import logging
@@ -244,6 +281,7 @@ def build_site(context: ServerContext, extra_children: dict[bytes, Resource] | N
     if settings["http.engine"] == "twisted":
         site = OrbitedSite(root, timeout=settings["http.timeout"])
         site.displayTracebacks = False
+        site.max_body = largest_body(context)
         return site
     return lean_site(root, context.reactor, settings["http.timeout"], largest_body(context))
 

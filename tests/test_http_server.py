@@ -242,6 +242,37 @@ def test_a_body_over_the_server_ceiling_is_413_before_it_is_sent(server):
     assert client.closed()
 
 
+@pytest.fixture(scope="module")
+def twisted_server():
+    """The same limits on http.engine = twisted."""
+    port = free_port()
+    config = f"[global]\nhttp.engine = twisted\nhttp.max_body = 1000\n[listen]\nhttp://127.0.0.1:{port}\n"
+    with OrbitedProcess(config, wait_for=port) as orbited:
+        orbited.port = port
+        yield orbited
+
+
+@pytest.mark.parametrize("engine", ["server", "twisted_server"])
+def test_a_body_over_the_ceiling_is_refused_on_either_engine_before_it_is_stored(request, engine):
+    """twisted.web has no body limit: it wrote any body to a temporary file before a resource
+    saw it, so one client could fill the disk ('Content-Length: 400000000', or chunks without
+    end).  Both engines answer 413 from the length, and cut a chunked body at the ceiling."""
+    server = request.getfixturevalue(engine)
+    client = Raw(server.port)
+    client.send(b"POST /tcp/x HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 400000000\r\n\r\n")
+    status, headers, _ = client.response()  # at once: the body is never sent
+    assert status == 413 and headers[b"connection"] == b"close"
+    assert client.closed()
+    client = Raw(server.port)
+    client.send(b"POST /tcp/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for _ in range(40):  # 40 KB, far over the ceiling (twice http.max_body), and never ended
+        client.send(b"400\r\n" + b"x" * 1024 + b"\r\n")
+    status, headers, _ = client.response()
+    assert status == 413 and headers[b"connection"] == b"close"
+    assert client.closed()
+    assert server.status()["version"]
+
+
 @pytest.mark.parametrize("chunked", [False, True])
 def test_a_client_that_sends_its_whole_oversize_body_still_reads_the_413(server, chunked):
     """http.client sends the whole body before it reads: the server closed as soon as it had
