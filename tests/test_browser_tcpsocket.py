@@ -277,6 +277,36 @@ def test_orbited_going_away_gives_a_close_code(chromium, transport, how):  # noq
     assert code == (201 if how == "stopped" else 101)
 
 
+@pytest.mark.parametrize("transport", ALL_TRANSPORTS)
+def test_a_silent_orbited_closes_the_socket_with_101_and_a_quiet_one_does_not(chromium, transport):  # noqa: F811
+    """Orbited stopped (or the network path dead, no RST): the page must learn it.  The SockJS
+    transports had heartbeats; /ws had none the page could see, and its socket stayed open for
+    ever.  Orbited now sends an empty message with each ping; heartbeatTimeout of silence is 101."""
+    need_transport(transport)
+    echo = free_port()
+    with OrbitedSite(listen=(f"echo://127.0.0.1:{echo}",), access=(f"* -> 127.0.0.1:{echo}",),
+                     extra="session.ping_interval = 0.5\n",
+                     settings="Orbited.settings.heartbeatTimeout = 2500;") as orbited:
+        chromium.get(orbited.url)
+        run_js(chromium, """
+            window.sock = await H.open('127.0.0.1', args[0], false, [args[1]]);
+            sock.send('ping');
+            await H.until(function () { return sock.reads.join('') === 'ping'; });
+            await new Promise(function (done) { setTimeout(done, 4000); });  // idle, Orbited there
+        """, echo, transport)
+        assert run_js(chromium, "return [sock.closed, sock.reads.join('')];") == [None, "ping"]
+        orbited.process.proc.send_signal(signal.SIGSTOP)
+        try:
+            code, waited = run_js(chromium, """
+                var started = Date.now();
+                await H.until(function () { return sock.closed !== null; }, 15000);
+                return [sock.closed, Date.now() - started];
+            """)
+        finally:
+            orbited.process.proc.send_signal(signal.SIGCONT)
+    assert code == 101 and waited < 6000
+
+
 @pytest.fixture(scope="module")
 def two_origins():
     """One Orbited on two ports: the page comes from one, Orbited.js (and so every request) from the other."""

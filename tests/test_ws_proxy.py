@@ -638,6 +638,31 @@ def test_a_browser_that_keeps_sending_is_alive_without_answering_pings():
         sock.close()
 
 
+def test_an_open_socket_gets_an_empty_message_every_ping_interval_so_a_page_sees_orbited_is_there():
+    """A page cannot see WebSocket pings: with only those, a /ws socket whose Orbited was stopped
+    or whose network path died stayed open in the page for ever.  Each ping now comes with an
+    empty binary message (no bytes for the socket); Orbited.js closes with 101 without them."""
+    port = free_port()
+    with running("sink", port, 0) as sink:  # a backend that never sends anything
+        with orbited_with(access=f"* -> 127.0.0.1:{port}",
+                          extra_global="session.ping_interval = 0.5\nsession.ping_timeout = 5\n") as orbited:
+            ws, answer = open_socket(orbited.port, f"127.0.0.1:{port}")
+            assert answer == "1"
+            with ws:
+                started = time.monotonic()
+                keepalives = [ws.recv(3) for _ in range(3)]
+                assert keepalives == [b"", b"", b""]
+                assert time.monotonic() - started < 2.9
+            assert sink.stdout.readline().split()[0] == "0"  # nothing reached the backend
+        # refused (0106): the handshake answer is the only message, never followed by a keepalive
+        with orbited_with(extra_global="session.ping_interval = 0.5\nsession.ping_timeout = 5\n") as orbited:
+            ws, answer = open_socket(orbited.port, "127.0.0.1:9")
+            assert answer == "0106"
+            with pytest.raises(ConnectionClosed):
+                ws.recv(2)
+            ws.close()
+
+
 def test_a_slow_backend_does_not_get_its_browser_dropped_by_the_ping_timeout():
     """Flow control stops reading the browser while the backend is slow; the browser's pong then
     waits behind data we do not read.  The session was dropped at ping interval + timeout."""

@@ -277,12 +277,20 @@
 
     var transports = Orbited.transports = {};
 
+    // Orbited sends something at least every session.ping_interval once a transport is open (a
+    // SockJS heartbeat, an empty binary message on /ws): silence for heartbeatTimeout means it,
+    // or the way to it, is gone.  A transport keeps lastActivity and established.
+    function silentTooLong(transport) {
+        return transport.established && Date.now() - transport.lastActivity > Orbited.settings.heartbeatTimeout;
+    }
+
     // Native WebSocket to /ws: the handshake is a text message, data are binary messages.
     function WebSocketTransport(events) {
         this.events = events;
         this.established = false;
         this.finished = false;
         this.ws = null;
+        this.lastActivity = Date.now();
     }
     WebSocketTransport.supported = function () {
         return typeof root.WebSocket === "function";
@@ -293,11 +301,19 @@
         ws.binaryType = "arraybuffer";
         ws.onopen = function () {
             self.established = true;
+            self.lastActivity = Date.now();
+            self.watchdog = root.setInterval(function () { self.checkAlive(); }, 1000);
             self.events.established();
         };
         ws.onmessage = function (event) {
-            if (!self.finished) {
-                self.events.message(typeof event.data === "string" ? event.data : new Uint8Array(event.data));
+            self.lastActivity = Date.now();
+            if (self.finished) {
+                return;
+            }
+            if (typeof event.data === "string") {
+                self.events.message(event.data);
+            } else if (event.data.byteLength) {  // an empty one is Orbited's keepalive
+                self.events.message(new Uint8Array(event.data));
             }
         };
         ws.onclose = function (event) {
@@ -305,10 +321,17 @@
         };
         ws.onerror = function () {};  // a close event follows
     };
+    WebSocketTransport.prototype.checkAlive = function () {
+        if (silentTooLong(this)) {
+            this.finish({reason: "no keepalive within heartbeatTimeout", lost: true});
+            this.close();  // a dead path may never deliver the close event
+        }
+    };
     WebSocketTransport.prototype.finish = function (info) {
         if (this.finished) {
             return;
         }
+        root.clearInterval(this.watchdog);
         this.finished = true;
         info.established = this.established;
         this.events.closed(info);
@@ -327,6 +350,7 @@
     };
     WebSocketTransport.prototype.close = function () {
         this.finished = true;
+        root.clearInterval(this.watchdog);
         var ws = this.ws;
         if (ws) {
             ws.onopen = ws.onmessage = ws.onclose = null;
@@ -418,10 +442,9 @@
         self.timers.push(timer);
     };
     SockJSTransport.prototype.checkAlive = function () {
-        var silence = Date.now() - this.lastActivity;
-        if (!this.established && silence > Orbited.settings.connectTimeout) {
+        if (!this.established && Date.now() - this.lastActivity > Orbited.settings.connectTimeout) {
             this.finish({reason: "no open frame within connectTimeout"});
-        } else if (this.established && silence > Orbited.settings.heartbeatTimeout) {
+        } else if (silentTooLong(this)) {
             this.finish({reason: "no heartbeat within heartbeatTimeout", lost: true});
         }
     };

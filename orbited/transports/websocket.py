@@ -240,9 +240,12 @@ class WebSocketSession(ServerProtocol):
         else:
             self.sendMessage(data, True)
 
+    carrying = False  # answered '1': the socket carries bytes, and keepalives (below) may go
+
     def answerHandshake(self, reply: str) -> None:
         if self.state == WebSocketServerProtocol.STATE_OPEN:
             self.sendMessage(reply.encode("ascii"), False)
+            self.carrying = reply == "1"
 
     def close(self, reason: str, code: int | None = None) -> None:
         # sendCloseFrame, not sendClose: autobahn's sendClose refuses 1001 (going away).
@@ -267,6 +270,11 @@ class WebSocketSession(ServerProtocol):
     def _sendAutoPing(self) -> None:
         self.paused_since_ping = self.reading_paused
         WebSocketServerProtocol._sendAutoPing(self)
+        if self.carrying:
+            # A page cannot see pings: an empty binary message (no bytes for the socket) is how it
+            # knows Orbited is there, so that a dead path closes its socket (Orbited.js, after
+            # heartbeatTimeout) instead of leaving it open for ever.
+            self.write(b"")
 
     def onAutoPingTimeout(self) -> None:
         if not self.paused_since_ping:
