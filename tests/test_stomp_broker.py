@@ -1036,6 +1036,31 @@ def test_max_queues_counts_queues_that_hold_messages(caplog):
     assert [f.body for f in listener.frames()] == [b"for the listener"]
 
 
+def test_messages_for_ever_new_queues_log_once_and_leave_nothing_behind(caplog):
+    """Past queue.max_queues, a client sending to /queue/x-1, x-2, ... got one WARNING per message,
+    and the broker kept an entry per name for ever (its log spacing was keyed by queue name)."""
+    clock = Clock()
+    broker = make_broker("queue.max_queues = 1\nqueue.max_messages = 1", clock)
+    broker.publish("/queue/held", "the one queue that may hold messages")
+    with caplog.at_level(logging.WARNING, "orbited.stomp"):
+        for number in range(1000):
+            broker.publish(f"/queue/x-{number}", "no room")
+        clock.advance(10)
+        broker.publish("/queue/x-last", "no room")
+    assert broker.stats["dropped"] == 1001
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert "dropped 1 new message(s)" in lines[0] and "dropped 1000 new message(s)" in lines[1], lines
+    assert "/queue/x-last" in lines[1]
+    # a full queue's spacing is remembered while the queue lives, and no longer
+    broker.publish("/queue/held", "drops the oldest")
+    listener = connected(broker)
+    listener.send("SUBSCRIBE", id="s", destination="/queue/held")
+    listener.send("UNSUBSCRIBE", id="s")
+    assert broker.status()["queues"] == 0
+    assert len(broker._overflow_logged) <= 1, broker._overflow_logged
+
+
 def test_a_refused_message_leaves_no_queue_behind():
     broker = make_broker("queue.overflow = reject\nqueue.max_bytes = 1024\nqueue.max_queues = 2")
     for name in ("/queue/x", "/queue/y"):

@@ -44,6 +44,7 @@ log = logging.getLogger("orbited.stomp")
 
 SHUTDOWN_MESSAGE = "server shutting down"
 OVERFLOW_LOG_INTERVAL = 10.0  # seconds between two log lines about the same full queue
+NEW_QUEUES = ""  # the key under which messages refused a new queue (queue.max_queues) are spaced, whatever their queue
 # A client earns back this many seconds of flow.pause_publishers per second it holds no one
 # back, so in the long run it can keep publishers paused about 1/11 of the time at most.
 PAUSE_REFILL = 0.1
@@ -298,6 +299,7 @@ class StompBroker:
                 self.topics.pop(target.name, None)
             else:
                 self.queues.pop(target.name, None)
+                self._overflow_logged.pop(target.name, None)  # kept for live queues only
 
     # ------------------------------------------------------------------
     # publishing
@@ -391,19 +393,29 @@ class StompBroker:
 
     def _overflow(self, name: str, count: int, why: str, what: str = "oldest") -> None:
         """Messages dropped (drop-oldest) or the new one refused (reject): ``what`` says which
-        were dropped, the oldest of a full queue or a new one that has no queue to go to."""
+        were dropped, the oldest of a full queue or a new one that has no queue to go to.
+
+        Log lines are spaced per queue, and the spacing is remembered only while the queue
+        lives.  New messages refused for want of a queue share one spacing (NEW_QUEUES): keyed
+        by their names, a client sending to /queue/x-1, x-2, ... once queue.max_queues was
+        reached wrote one WARNING per message and left one entry per name for ever."""
         if self.settings["queue.overflow"] == "reject":
             raise DestinationFull("queue full", f"{name} cannot take the message: {why}")
         self.stats["dropped"] += count
         now = self.clock.seconds()
-        last, pending = self._overflow_logged.get(name, (None, 0))
+        key = NEW_QUEUES if what == "new" else name  # a queue name is never empty
+        last, pending = self._overflow_logged.get(key, (None, 0))
         pending += count
         if last is None or now - last >= OVERFLOW_LOG_INTERVAL:
-            log.warning("queue %s is full: dropped %d %s message(s) since the last report, because %s",
-                        name, pending, what, why)
-            self._overflow_logged[name] = (now, 0)
+            if what == "new":
+                log.warning("no room for a new queue: dropped %d new message(s) since the last report (the "
+                            "latest for %s), because %s", pending, name, why)
+            else:
+                log.warning("queue %s is full: dropped %d %s message(s) since the last report, because %s",
+                            name, pending, what, why)
+            self._overflow_logged[key] = (now, 0)
         else:
-            self._overflow_logged[name] = (last, pending)
+            self._overflow_logged[key] = (last, pending)
 
     # ------------------------------------------------------------------
     # operations
