@@ -23,6 +23,7 @@ from __future__ import annotations
 import fcntl
 import struct
 import termios
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -72,28 +73,36 @@ def close_gracefully(transport: Any, reactor: Any, peer_done: bool = False) -> N
     else:
         transport.loseWriteConnection()
         transport.resumeProducing()
-    cut_when_stalled(transport, reactor, transport.loseConnection)
+    cut_when_stalled(transport, reactor, _lose)
 
 
-def cut_when_stalled(transport: Any, reactor: Any, delivered: Callable[[], object] | None = None) -> None:
+def _lose(transport: Any) -> None:
+    transport.loseConnection()
+
+
+def cut_when_stalled(transport: Any, reactor: Any, delivered: Callable[[Any], object] | None = None) -> None:
     """Watch a closing connection: abort it once its peer has taken nothing for LINGER seconds.
 
-    ``delivered`` is called instead once every byte written has reached the peer (closing
-    then loses nothing, even with a reset); without it such a connection is left to its
-    protocol to finish, and cut LINGER seconds later if it has not."""
-    reactor.callLater(FIRST_CHECK, _watch, transport, reactor, delivered, FIRST_CHECK,
+    ``delivered(transport)`` is called instead once every byte written has reached the peer
+    (closing then loses nothing, even with a reset); without it such a connection is left to
+    its protocol to finish, and cut LINGER seconds later if it has not.  The watch holds the
+    transport weakly: the reactor keeps one that is still open, and one that has closed must
+    not be kept, with its protocol and the whole session behind it, until the next look
+    (5,000 sessions held at 1,000 closes a second when that was LINGER seconds)."""
+    reactor.callLater(FIRST_CHECK, _watch, weakref.ref(transport), reactor, delivered, FIRST_CHECK,
                       unsent_to_peer(transport), reactor.seconds())
 
 
-def _watch(transport: Any, reactor: Any, delivered: Callable[[], object] | None, wait: float, left: int,
-           progressed: float) -> None:
+def _watch(closing: weakref.ref, reactor: Any, delivered: Callable[[Any], object] | None, wait: float,
+           left: int, progressed: float) -> None:
     """One look at a closing connection; the next one comes twice as late, at most LINGER."""
-    if not getattr(transport, "connected", False) or getattr(transport, "disconnected", False):
+    transport = closing()
+    if transport is None or not getattr(transport, "connected", False) or getattr(transport, "disconnected", False):
         return
     now_left = unsent_to_peer(transport)
     now = reactor.seconds()
     if now_left == 0 and delivered is not None:
-        delivered()
+        delivered(transport)
         return
     if now_left < left:
         progressed = now
@@ -101,4 +110,4 @@ def _watch(transport: Any, reactor: Any, delivered: Callable[[], object] | None,
         transport.abortConnection()
         return
     wait = min(wait * 2, LINGER)
-    reactor.callLater(wait, _watch, transport, reactor, delivered, wait, now_left, progressed)
+    reactor.callLater(wait, _watch, closing, reactor, delivered, wait, now_left, progressed)

@@ -33,7 +33,7 @@ from websockets.sync.client import connect as ws_connect
 from orbited.testing.sockjs_client import request, stream
 from orbited.transports.legacy.client import LegacyClient
 from tests.support.backends import running
-from tests.support.procs import OrbitedProcess, free_port, scratch_dir
+from tests.support.procs import REPO, OrbitedProcess, free_port, scratch_dir
 from tests.support.rawws import masked, raw_upgrade
 
 PROBE = Path(__file__).parent / "support" / "gcprobe"
@@ -53,7 +53,8 @@ class ProbedServer:
                   f"[listen]\nhttp://127.0.0.1:{self.http}\necho://127.0.0.1:{self.echo}\n"
                   f"stomp://127.0.0.1:{self.stomp}\n[access]\n* -> 127.0.0.1:{self.echo}\n* -> 127.0.0.1:{self.closed}\n"
                   f"* -> 127.0.0.1:{self.hole}\n* -> localhost:{self.echo}\n* -> localhost:{self.closed}\n")
-        env = {"PYTHONPATH": str(PROBE), "ORBITED_GC_PROBE": str(self.probe)}
+        # the probe, and this checkout's orbited (not whichever one the venv has installed)
+        env = {"PYTHONPATH": os.pathsep.join((str(PROBE), str(REPO))), "ORBITED_GC_PROBE": str(self.probe)}
         self.process = OrbitedProcess(config, wait_for=self.http, env=env)
 
     def counts(self) -> dict[str, int]:
@@ -105,6 +106,19 @@ def test_ws(server, host):
         sock.recv(10)
         sock.close()
     assert server.collected_by(run) == {}
+
+
+def test_a_closed_session_is_not_kept_until_its_backend_close_is_cut(server):
+    """Each close of a backend arms a LINGER (5 s) timer that cuts it if it never flushes.  The
+    timer held the backend's transport, and through it the whole session, for those 5 s after
+    a close that had finished at once: 2,000 /ws sessions closed in 4 s were all still alive,
+    and the process 25 MB larger, 2.5 s later."""
+    for _ in range(SESSIONS):
+        with ws_connect(f"ws://127.0.0.1:{server.http}/ws") as ws:
+            ws.send(f"127.0.0.1:{server.echo}")
+            assert ws.recv(10) == "1"
+    live = {name: count for name, count in server.counts().items() if name.startswith("live:orbited.proxy.")}
+    assert live == {}, live  # within 1.2 s of the last close, well inside LINGER
 
 
 def test_refused_and_failed_connects(server):

@@ -4,7 +4,9 @@ It counts what only CPython's cyclic collector frees: every half second it runs
 a collection that keeps what it finds (DEBUG_SAVEALL), adds the types to a
 running count, writes the count to the file as JSON, and lets the objects go.
 A closed session that the collector has to free shows up there; one freed by
-reference counting never does.  SIGUSR2 makes it leave one orbited object in a
+reference counting never does.  Each round also writes how many orbited objects
+of each type are alive, under "live:<type>", so that a test can see a closed
+session still held by something (a timer) though no cycle keeps it.  SIGUSR2 makes it leave one orbited object in a
 cycle, so that a test can check the probe would see one.  Test support only:
 never imported by Orbited.
 """
@@ -36,8 +38,10 @@ if os.environ.get("ORBITED_GC_PROBE"):
                 gc.set_debug(0)
                 gc.garbage.clear()
                 gc.collect()  # what was just saved, freed for good
+            live = collections.Counter(f"live:{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects()
+                                       if isinstance(type(o).__module__, str) and type(o).__module__.startswith("orbited."))
             with open(path + ".tmp", "w") as out:
-                json.dump(found, out)
+                json.dump({**found, **live}, out)
             os.replace(path + ".tmp", path)
 
         def leave_a_cycle() -> None:
