@@ -18,7 +18,7 @@ import urllib.request
 import pytest
 import websocket  # websocket-client
 
-from tests.support.procs import OrbitedProcess, free_port
+from tests.support.procs import OrbitedProcess, free_port, rss_kb
 from tests.support.rawws import upgrade
 
 pytestmark = pytest.mark.timeout(120)
@@ -470,3 +470,21 @@ def test_a_slow_subscriber_gets_its_backlog_and_the_receipt_of_its_disconnect(tr
                 send(b"\n")  # a heart-beat, after the broker stopped reading
                 beat = True
         assert got.count(b"MESSAGE\n") == messages and got.endswith(b"receipt-id:bye\n\n\0"), got[-100:]
+
+
+def test_a_quiet_client_does_not_keep_its_last_message(server):
+    """The frame parser dropped the bytes of the frames it had read only when more bytes came:
+    a client that sent one large message and then stayed quiet (no heart-beats) kept all of it
+    in the server, 200 such clients after a 500 KB SEND each 100 MB."""
+    body = b"x" * 60_000  # frame.max_size is 65536 here
+    clients = []
+    before = rss_kb(server.proc.proc.pid)
+    for _ in range(300):
+        client = Raw(server.port)
+        client.send(b"SEND\ndestination:/topic/nobody\nreceipt:r\n\n" + body + b"\0")
+        assert client.frame().startswith(b"RECEIPT")
+        clients.append(client)
+    grown = rss_kb(server.proc.proc.pid) - before
+    for client in clients:
+        client.close()
+    assert grown < 9 * 1024, f"300 quiet clients grew the server {grown} KiB"

@@ -169,6 +169,11 @@ class FrameParser:
         return len(self._buffer) - self._pos
 
     def feed(self, data: bytes) -> None:
+        self._compact()
+        self._buffer += data
+
+    def _compact(self) -> None:
+        """Drop the bytes of frames already read."""
         if self._pos:
             del self._buffer[: self._pos]
             if self._pending is not None:
@@ -176,7 +181,6 @@ class FrameParser:
                 self._pending = (command, headers, start - self._pos, length)
                 self._scanned = max(0, self._scanned - self._pos)
             self._pos = 0
-        self._buffer += data
 
     def frames(self) -> list[Frame]:
         """Every complete frame buffered now (convenience for tests and simple callers)."""
@@ -186,9 +190,17 @@ class FrameParser:
         return out
 
     def next_frame(self) -> Frame | None:
+        """The next whole frame, or None once none is left.  On None the bytes of the frames read
+        go at once, not at the next ``feed``: a client that sent one large message and then
+        stayed quiet kept all of it in its buffer (200 idle clients after a 500 KB SEND each
+        held 100 MB)."""
         if self._pending is None and not self._read_header_block():
+            self._compact()
             return None
-        return self._read_body()
+        frame = self._read_body()
+        if frame is None:
+            self._compact()
+        return frame
 
     # ------------------------------------------------------------------
 
