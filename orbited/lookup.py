@@ -118,7 +118,7 @@ class LookupCache:
         self.reactor = reactor
         self.ttl = ttl
         self.known: dict[tuple[str, int], tuple[float, list[Any]]] = {}  # (host, port) -> (until, addresses)
-        self.waiting: dict[tuple[str, int], list[Any]] = {}  # receivers of the lookup under way
+        self.waiting: dict[tuple[str, int], dict[Any, None]] = {}  # receivers of the lookup under way, in order
         self.preferred: dict[tuple[str, int], str] = {}  # the address that last answered, kept across lookups
         # for /system/status: getaddrinfo calls made, and TCPSockets answered by one under way or from memory
         self.counts = {"lookups": 0, "lookups_shared": 0, "lookups_remembered": 0}
@@ -141,10 +141,10 @@ class LookupCache:
         waiters = self.waiting.get(key)
         if waiters is not None:
             self.counts["lookups_shared"] += 1
-            waiters.append(resolutionReceiver)
+            waiters[resolutionReceiver] = None
             return resolution
         self.counts["lookups"] += 1
-        self.waiting[key] = [resolutionReceiver]
+        self.waiting[key] = {resolutionReceiver: None}
         self.reactor.nameResolver.resolveHostName(_Lookup(self, key), hostName, portNumber)
         return resolution
 
@@ -152,11 +152,20 @@ class LookupCache:
         if addresses and self.ttl > 0:
             self.known[key] = (self.reactor.seconds() + self.ttl, addresses)
         addresses = self._ordered(key, addresses)
-        for receiver in self.waiting.pop(key, []):
+        for receiver in self.waiting.pop(key, {}):
             try:
                 _deliver(receiver, addresses)
             except Exception:  # one receiver's fault must not keep the others waiting
                 log.exception("delivering the addresses of %s failed", key[0])
+
+    def abandon(self, receiver: Any, host: str, port: int) -> None:
+        """``receiver`` no longer wants the lookup under way (its connect timed out, its browser
+        left): let it go now.  Kept until getaddrinfo returned, every TCPSocket that gave up on a
+        slow lookup (a resolver that does not answer: 5 s a try) stayed in memory, session and
+        all, after its browser had its 0104."""
+        waiters = self.waiting.get((host, port))
+        if waiters is not None:
+            waiters.pop(receiver, None)
 
     def forget(self, host: str, port: int) -> None:
         self.known.pop((host, port), None)

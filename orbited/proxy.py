@@ -446,6 +446,7 @@ class HostnameConnect(BackendFactory):
 
     def _stop(self) -> None:
         self.done = True
+        self.lookups.abandon(self, self.host, self.port)  # if its lookup is still under way
         if self.deadline.active():
             self.deadline.cancel()
         connector, self.connector = self.connector, None

@@ -24,6 +24,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,7 @@ SESSION_MODULES = ("orbited.", "twisted.internet.tcp", "twisted.web", "autobahn.
 
 
 class ProbedServer:
-    def __init__(self) -> None:
+    def __init__(self, env: dict[str, str] | None = None) -> None:
         self.http, self.echo, self.stomp = free_port(), free_port(), free_port()
         self.closed = free_port()  # allowed, and nothing listens there
         self.hole = free_port()  # allowed; a test's blackhole answers no connect there
@@ -54,7 +55,8 @@ class ProbedServer:
                   f"stomp://127.0.0.1:{self.stomp}\n[access]\n* -> 127.0.0.1:{self.echo}\n* -> 127.0.0.1:{self.closed}\n"
                   f"* -> 127.0.0.1:{self.hole}\n* -> localhost:{self.echo}\n* -> localhost:{self.closed}\n")
         # the probe, and this checkout's orbited (not whichever one the venv has installed)
-        env = {"PYTHONPATH": os.pathsep.join((str(PROBE), str(REPO))), "ORBITED_GC_PROBE": str(self.probe)}
+        env = {"PYTHONPATH": os.pathsep.join((str(PROBE), str(REPO))), "ORBITED_GC_PROBE": str(self.probe),
+               **(env or {})}
         self.process = OrbitedProcess(config, wait_for=self.http, env=env)
 
     def counts(self) -> dict[str, int]:
@@ -146,6 +148,22 @@ def test_connects_that_time_out_or_are_abandoned(server):
                 time.sleep(0.05)  # connecting now; the browser goes
     with running("blackhole", server.hole):
         assert server.collected_by(run, settle=0.5) == {}
+
+
+def test_sessions_that_gave_up_on_a_slow_lookup_are_not_kept_until_it_ends():
+    """TCPSockets to a name whose lookup outlasts proxy.connect_timeout (a resolver that does not
+    answer) get 0104; they stayed in the lookup's list of receivers, each with its whole session,
+    until getaddrinfo returned."""
+    slow = ProbedServer(env={"ORBITED_SLOW_LOOKUP": "5"})  # proxy.connect_timeout is 1 s
+    with slow.process:
+        def timed_out(_: int) -> str:
+            with ws_connect(f"ws://127.0.0.1:{slow.http}/ws") as ws:
+                ws.send(f"localhost:{slow.echo}")
+                return ws.recv(10)
+        with ThreadPoolExecutor(SESSIONS) as pool:
+            assert set(pool.map(timed_out, range(SESSIONS))) == {"0104"}
+        live = {name: count for name, count in slow.counts().items() if name.startswith("live:orbited.proxy.")}
+        assert live == {}, live  # 1.2 s after the 0104s, the lookup still under way
 
 
 def test_sockjs_polling_and_streaming(server):

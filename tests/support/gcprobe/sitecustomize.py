@@ -6,12 +6,27 @@ running count, writes the count to the file as JSON, and lets the objects go.
 A closed session that the collector has to free shows up there; one freed by
 reference counting never does.  Each round also writes how many orbited objects
 of each type are alive, under "live:<type>", so that a test can see a closed
-session still held by something (a timer) though no cycle keeps it.  SIGUSR2 makes it leave one orbited object in a
+session still held by something (a timer) though no cycle keeps it.
+ORBITED_SLOW_LOOKUP=SECONDS makes every getaddrinfo of 'localhost' take that
+long, as a resolver that does not answer would, without asking one.  SIGUSR2 makes it leave one orbited object in a
 cycle, so that a test can check the probe would see one.  Test support only:
 never imported by Orbited.
 """
 
 import os
+
+if os.environ.get("ORBITED_SLOW_LOOKUP"):
+    import socket as _socket
+    import time as _time
+
+    _getaddrinfo = _socket.getaddrinfo
+
+    def _slow_getaddrinfo(host: object, *args: object, **kwargs: object) -> list:
+        if host == "localhost":
+            _time.sleep(float(os.environ["ORBITED_SLOW_LOOKUP"]))
+        return _getaddrinfo(host, *args, **kwargs)
+
+    _socket.getaddrinfo = _slow_getaddrinfo
 
 if os.environ.get("ORBITED_GC_PROBE"):
     import orbited.cli as _cli
