@@ -57,7 +57,8 @@ class ProbedServer:
                   f"[ssl]\nkey = {key}\ncrt = {crt}\n"
                   f"[listen]\nhttp://127.0.0.1:{self.http}\nhttps://127.0.0.1:{self.https}\necho://127.0.0.1:{self.echo}\n"
                   f"stomp://127.0.0.1:{self.stomp}\n[access]\n* -> 127.0.0.1:{self.echo}\n* -> 127.0.0.1:{self.closed}\n"
-                  f"* -> 127.0.0.1:{self.hole}\n* -> localhost:{self.echo}\n* -> localhost:{self.closed}\n")
+                  f"* -> 127.0.0.1:{self.hole}\n* -> localhost:{self.echo}\n* -> localhost:{self.closed}\n"
+                  f"* -> nowhere.invalid:{self.echo}\n")
         # the probe, and this checkout's orbited (not whichever one the venv has installed)
         env = {"PYTHONPATH": os.pathsep.join((str(PROBE), str(REPO))), "ORBITED_GC_PROBE": str(self.probe),
                **(env or {})}
@@ -136,6 +137,17 @@ def test_refused_and_failed_connects(server):
                 with ws_connect(f"ws://127.0.0.1:{server.http}/ws") as ws:
                     ws.send(dest)
                     assert ws.recv(10) == answer
+    assert server.collected_by(run) == {}
+
+
+def test_lookups_that_find_no_address(server):
+    """A backend's name that does not resolve (the probe answers names under .invalid at once,
+    as a resolver would): each lookup, made again for every TCPSocket, left a cycle."""
+    def run() -> None:
+        for _ in range(SESSIONS):
+            with ws_connect(f"ws://127.0.0.1:{server.http}/ws") as ws:
+                ws.send(f"nowhere.invalid:{server.echo}")
+                assert ws.recv(10) == "0108"
     assert server.collected_by(run) == {}
 
 

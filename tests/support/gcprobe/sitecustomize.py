@@ -8,25 +8,28 @@ reference counting never does.  Each round also writes how many orbited objects
 of each type are alive, under "live:<type>", so that a test can see a closed
 session still held by something (a timer) though no cycle keeps it.
 ORBITED_SLOW_LOOKUP=SECONDS makes every getaddrinfo of 'localhost' take that
-long, as a resolver that does not answer would, without asking one.  SIGUSR2 makes it leave one orbited object in a
+long, as a resolver that does not answer would, without asking one; a name
+under .invalid (RFC 2606) is answered "no such name" at once, without asking one.  SIGUSR2 makes it leave one orbited object in a
 cycle, so that a test can check the probe would see one.  Test support only:
 never imported by Orbited.
 """
 
 import os
 
-if os.environ.get("ORBITED_SLOW_LOOKUP"):
+if os.environ.get("ORBITED_GC_PROBE"):
     import socket as _socket
     import time as _time
 
     _getaddrinfo = _socket.getaddrinfo
 
-    def _slow_getaddrinfo(host: object, *args: object, **kwargs: object) -> list:
-        if host == "localhost":
+    def _probe_getaddrinfo(host: object, *args: object, **kwargs: object) -> list:
+        if isinstance(host, str) and host.endswith(".invalid"):
+            raise _socket.gaierror(_socket.EAI_NONAME, "Name or service not known")
+        if host == "localhost" and os.environ.get("ORBITED_SLOW_LOOKUP"):
             _time.sleep(float(os.environ["ORBITED_SLOW_LOOKUP"]))
         return _getaddrinfo(host, *args, **kwargs)
 
-    _socket.getaddrinfo = _slow_getaddrinfo
+    _socket.getaddrinfo = _probe_getaddrinfo
 
 if os.environ.get("ORBITED_GC_PROBE"):
     import orbited.cli as _cli
