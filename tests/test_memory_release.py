@@ -53,8 +53,9 @@ class ProbedServer:
         self.hole = free_port()  # allowed; a test's blackhole answers no connect there
         self.probe = scratch_dir("gcprobe-") / "counts.json"
         key, crt = make_cert(self.probe.parent)
+        (self.probe.parent / "big.bin").write_bytes(b"b" * 4_000_000)  # streamed, not sent whole
         config = (f"[global]\nsession.ping_interval = 30\nsession.ping_timeout = 1\nproxy.connect_timeout = 1\n"
-                  f"[ssl]\nkey = {key}\ncrt = {crt}\n"
+                  f"[ssl]\nkey = {key}\ncrt = {crt}\n[static]\nfiles = {self.probe.parent}\n"
                   f"[listen]\nhttp://127.0.0.1:{self.http}\nhttps://127.0.0.1:{self.https}\necho://127.0.0.1:{self.echo}\n"
                   f"stomp://127.0.0.1:{self.stomp}\n[access]\n* -> 127.0.0.1:{self.echo}\n* -> 127.0.0.1:{self.closed}\n"
                   f"* -> 127.0.0.1:{self.hole}\n* -> localhost:{self.echo}\n* -> localhost:{self.closed}\n"
@@ -241,6 +242,17 @@ def test_stomp_over_tcp_and_websocket(server):
             raw.sendall(b"NONSENSE\n\n\0")  # an ERROR frame, then the broker closes
             raw.recv(1000)
     assert server.collected_by(run) == {}
+
+
+def test_static_downloads_cut_short(server):
+    """A browser that leaves in the middle of a large static file (a page closed, a download
+    cancelled): its request and the FileSender sending it held each other."""
+    def run() -> None:
+        for _ in range(SESSIONS):
+            with socket.create_connection(("127.0.0.1", server.http)) as client:
+                client.sendall(b"GET /files/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert client.recv(100).startswith(b"HTTP/1.1 200")
+    assert server.collected_by(run, settle=0.5) == {}
 
 
 def test_https_and_wss(server):

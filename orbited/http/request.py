@@ -399,6 +399,10 @@ class Request:
         self._disconnected = True
         self._lost = reason
         self.channel = None
+        # The transport has stopped the producer.  Kept, it and this request held each other (a
+        # FileSender's consumer is its request): every static download cut short was left in a
+        # cycle, with its connection, until a full collection (rare by design: orbited/cli.py).
+        self.producer = None
         notifications, self._notifications = self._notifications, None
         for waiter in notifications or ():
             waiter.errback(reason)
