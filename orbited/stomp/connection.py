@@ -267,7 +267,7 @@ class StompConnection:
     def handle(self, frame: Frame) -> None:
         command = frame.command
         if frame.body and command != "SEND":
-            raise ProtocolError("unexpected body", f"a {command} frame must not have a body")
+            raise ProtocolError("unexpected body", f"the {command} frame must not have a body")
         if self.state is State.AWAITING_CONNECT:
             if command in ("CONNECT", "STOMP"):
                 self._connect(frame)
@@ -289,7 +289,7 @@ class StompConnection:
     def _required(self, frame: Frame, name: str) -> str:
         value = frame.headers.get(name)
         if value is None:
-            raise ProtocolError(f"missing '{name}' header", f"a {frame.command} frame needs a '{name}' header")
+            raise ProtocolError(f"missing '{name}' header", f"the {frame.command} frame needs the '{name}' header")
         return value
 
     # --- CONNECT
