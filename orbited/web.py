@@ -25,6 +25,7 @@ from orbited import __version__
 from orbited.forwarding import client_ip, forwarding_header
 from orbited.http import LeanSite, Limits
 from orbited.http.parser import DEFAULT_MAX_BODY
+from orbited.http.response import error_response
 from orbited.http.static import StaticFiles
 from orbited.procstats import process_usage
 
@@ -190,10 +191,8 @@ class OrbitedRequest(Request):
         write any size to a temporary file, so one client could fill the disk)."""
         self.body_refused = True
         self.content.close()
-        reason = b"Request body over %d bytes.\n" % self.channel.site.max_body
         transport = self.channel.transport
-        transport.write(b"HTTP/1.1 413 Content Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
-                        b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(reason), reason))
+        transport.write(error_response(413, f"Request body over {self.channel.site.max_body} bytes."))
         transport.loseConnection()
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:

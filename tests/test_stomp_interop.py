@@ -219,14 +219,19 @@ def test_queue_gives_each_message_to_one_subscriber_and_holds_messages(clients, 
     assert {client for client, _ in got} == {a, b}
 
 
-@pytest.mark.parametrize("version", VERSIONS)
-def test_client_ack_is_cumulative_and_unacked_messages_go_to_another_subscriber(clients, version):
+def holding_three(clients, version: str, ack: str):
+    """A subscriber (``ack`` mode) on a fresh queue, holding m0, m1, m2 unacknowledged."""
     name = unique("queue")
-    a, publisher = clients(version), clients(version)
-    a.subscribe(name, ack="client")
+    subscriber, publisher = clients(version), clients(version)
+    subscriber.subscribe(name, ack=ack)
     for i in range(3):
         publisher.send(name, f"m{i}")
-    frames = [a.inbox.next() for _ in range(3)]
+    return name, subscriber, [subscriber.inbox.next() for _ in range(3)]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_client_ack_is_cumulative_and_unacked_messages_go_to_another_subscriber(clients, version):
+    name, a, frames = holding_three(clients, version, "client")
     if version == "1.2":
         assert all(frame.headers.get("ack") for frame in frames)
     a.ack(frames[1])  # covers m0 and m1
@@ -243,12 +248,7 @@ def test_client_ack_is_cumulative_and_unacked_messages_go_to_another_subscriber(
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_client_individual_ack(clients, version):
-    name = unique("queue")
-    a, publisher = clients(version), clients(version)
-    a.subscribe(name, ack="client-individual")
-    for i in range(3):
-        publisher.send(name, f"m{i}")
-    frames = [a.inbox.next() for _ in range(3)]
+    name, a, frames = holding_three(clients, version, "client-individual")
     a.ack(frames[2])  # only m2
     a.sync()
     a.drop()
@@ -277,12 +277,7 @@ def test_nack_puts_a_queue_message_back(clients, version):
 def test_returned_messages_keep_publish_order(clients, version):
     """A NACKed message comes back after the ones its subscriber still holds; when that
     subscriber drops, the next one gets them all in publish order on both brokers."""
-    name = unique("queue")
-    a, publisher = clients(version), clients(version)
-    a.subscribe(name, ack="client-individual")
-    for i in range(3):
-        publisher.send(name, f"m{i}")
-    frames = [a.inbox.next() for _ in range(3)]
+    name, a, frames = holding_three(clients, version, "client-individual")
     a.ack(frames[1], nack=True)
     assert a.inbox.next().body == b"m1"
     a.sync()

@@ -30,7 +30,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
 from twisted.web.http import CACHED, NOT_MODIFIED, PRECONDITION_FAILED, datetimeToString
 
-from orbited.http.conditional import parse_http_date
+from orbited.http.conditional import not_modified
 from orbited.http.headers import RequestHeaders, ResponseHeaders, _name, _value
 from orbited.http.response import DATE, LAST_CHUNK, NO_BODY_STATUSES, PHRASES, chunk, head_bytes, status_line
 
@@ -228,12 +228,10 @@ class Request:
         when = math.ceil(when)
         if not self.lastModified or self.lastModified < when:
             self.lastModified = when
-        since = self.getHeader(b"if-modified-since")
-        if since:
-            stamp = parse_http_date(since)
-            if stamp is not None and stamp >= self.lastModified:
-                self.setResponseCode(NOT_MODIFIED)
-                return CACHED
+        # twisted.web's contract: If-Modified-Since alone (If-None-Match is for setETag)
+        if not_modified(None, self.getHeader(b"if-modified-since"), self.lastModified):
+            self.setResponseCode(NOT_MODIFIED)
+            return CACHED
         return None
 
     def setETag(self, etag: bytes) -> bytes | None:
