@@ -179,3 +179,32 @@ def test_line_parser(chromium, site):  # noqa: F811
     assert out[3]["type"] == "001"
     assert result["pieces"] == [2, 2, 2, 2, 2]
     assert result["thrown"] == ["nick", "join", "raw"]
+
+
+def test_long_reason_is_cut_to_fit_the_line(chromium, site):  # noqa: F811
+    """A PART reason (or QUIT reason, TOPIC...) longer than IRC's 512-byte line went out whole,
+    and ngircd answers such a line with 'ERROR :Request too long' and drops the connection: the
+    page lost its session for a long reason.  send() now cuts the trailing text (at a character)
+    to fit; raw() refuses a line that cannot fit rather than send it."""
+    page = open_page(chromium, site)
+    result = run_js(page, """
+        var irc = await connectIrc(args[0], 'longpart');
+        irc.join('#long');
+        await H.until(function () { return irc.log.some(function (e) { return e.type === 'JOIN'; }); });
+        irc.part('#long', '\u00e9'.repeat(400));           // 800 bytes of UTF-8
+        await H.until(function () { return irc.log.some(function (e) { return e.type === 'PART'; }) ||
+                                           irc.closed !== undefined; });
+        var part = irc.log.filter(function (e) { return e.type === 'PART'; })[0];
+        var thrown = null;
+        try { irc.raw('PRIVMSG #long :' + 'x'.repeat(500)); } catch (e) { thrown = e.message; }
+        irc.join('#long2');                                // the session is still there
+        await H.until(function () { return irc.log.filter(function (e) { return e.type === 'JOIN'; }).length === 2 ||
+                                           irc.closed !== undefined; });
+        var out = {closed: irc.closed === undefined ? null : irc.closed, part: part, thrown: thrown};
+        irc.quit();
+        return out;
+    """, site.irc)
+    assert result["closed"] is None, result
+    reason = result["part"]["args"][1]
+    assert reason.startswith("\u00e9" * 200), reason  # ngircd shortens it further, with "[CUT]"
+    assert result["thrown"] and "512 bytes" in result["thrown"]

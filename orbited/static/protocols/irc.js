@@ -73,11 +73,15 @@
         return value;
     }
 
+    function byteLength(text) {
+        return new TextEncoder().encode(text).length;
+    }
+
     // Split text into pieces whose UTF-8 encoding fits `limit` bytes, never inside a character.
     function splitBytes(text, limit) {
         var out = [], piece = "", size = 0;
         for (var ch of text) {
-            var n = new TextEncoder().encode(ch).length;
+            var n = byteLength(ch);
             if (size + n > limit && piece) {
                 out.push(piece);
                 piece = "";
@@ -150,21 +154,32 @@
             conn.open(hostname, port, false);
         };
 
-        // Send one raw line (no CR/LF inside).
+        // Send one raw line (no CR/LF inside).  A line over 512 bytes with its CRLF throws: servers
+        // do not take it (ngircd drops the whole connection: "ERROR :Request too long").
         self.raw = function (line) {
             if (!conn) {
                 throw new Error("IRCClient is not connected");
             }
-            conn.send(checkParam(line, "line") + "\r\n");
+            line = checkParam(line, "line");
+            if (byteLength(line) > MAX_LINE_BYTES) {
+                throw new Error("IRC line longer than 512 bytes with its CRLF: " + JSON.stringify(line.slice(0, 40)));
+            }
+            conn.send(line + "\r\n");
         };
 
-        // send(COMMAND, word, ..., trailing): the last argument may contain spaces.
+        // send(COMMAND, word, ..., trailing): the last argument may contain spaces, and is cut (at a
+        // character) to what fits the 512-byte line: a long PART or QUIT reason or TOPIC goes out
+        // shortened rather than cost the connection.
         self.send = function (command) {
             var params = Array.prototype.slice.call(arguments, 1);
             var line = checkWord(command, "command");
             for (var i = 0; i < params.length; i++) {
-                var last = i === params.length - 1;
-                line += " " + (last ? ":" + checkParam(params[i], "text") : checkWord(params[i], "parameter"));
+                if (i < params.length - 1) {
+                    line += " " + checkWord(params[i], "parameter");
+                } else {
+                    line += " :";
+                    line += splitBytes(checkParam(params[i], "text"), MAX_LINE_BYTES - byteLength(line))[0];
+                }
             }
             self.raw(line);
         };
