@@ -16,13 +16,13 @@ window.connectIrc = function (port, nick) {
     return new Promise(function (resolve, reject) {
         var irc = new IRCClient();
         irc.log = []; irc.errors = []; irc.responses = [];
-        irc.onopen = function () { irc.nick(nick); irc.ident(nick, '0', 'Orbited test ' + nick); };
+        irc.onopen = function () { irc.registered = false; irc.nick(nick); irc.ident(nick, '0', 'Orbited test ' + nick); };
         irc.onerror = function (c) {
             irc.errors.push(c.type);
-            if (c.type === '433') { irc.nick(nick + '_'); }   // nickname in use: try another
+            if (c.type === '433' && !irc.registered) { irc.nick(nick + '_'); }   // nickname in use: try another
         };
         irc.onresponse = function (c) { irc.responses.push(c); };
-        irc.onconnect = function () { resolve(irc); };
+        irc.onconnect = function () { irc.registered = true; resolve(irc); };
         irc.onclose = function (code) { irc.closed = code; reject('closed ' + code); };
         ['PRIVMSG', 'ACTION', 'JOIN', 'PART', 'QUIT', 'NOTICE', 'PONG'].forEach(function (type) {
             irc['on' + type] = function (c) { irc.log.push({type: c.type, nick: c.nick, args: c.args}); };
@@ -208,3 +208,27 @@ def test_long_reason_is_cut_to_fit_the_line(chromium, site):  # noqa: F811
     reason = result["part"]["args"][1]
     assert reason.startswith("\u00e9" * 200), reason  # ngircd shortens it further, with "[CUT]"
     assert result["thrown"] and "512 bytes" in result["thrown"]
+
+
+def test_refused_nick_change_keeps_the_nickname(chromium, site):  # noqa: F811
+    """nick() set `nickname` before the server answered: a change refused with 433 (in use) left
+    it naming the other user, and that user's later NICK was then taken for our own."""
+    page = open_page(chromium, site)
+    result = run_js(page, """
+        var a = await connectIrc(args[0], 'nicka'), b = await connectIrc(args[0], 'nickb');
+        a.join('#nicks'); b.join('#nicks');
+        await H.until(function () { return a.log.filter(function (e) { return e.type === 'JOIN'; }).length === 2; });
+        a.nick('nickb');                                   // in use: 433
+        await H.until(function () { return a.errors.indexOf('433') >= 0; });
+        var afterRefusal = a.nickname;
+        var seen = false;
+        a.onNICK = function () { seen = true; };
+        b.nick('nickc');                                   // the other user renames
+        await H.until(function () { return seen; });
+        var out = [afterRefusal, a.nickname];
+        a.nick('nickd');                                   // a change the server accepts
+        await H.until(function () { return a.nickname === 'nickd'; });
+        a.quit(); b.quit();
+        return out;
+    """, site.irc)
+    assert result == ["nicka", "nicka"]

@@ -102,6 +102,7 @@
         var self = this;
         var conn = null;
         var buffer = "";
+        var registered = false;  // 001 came: from then on only the server's NICK changes our nick
 
         self.onopen = Ignored;
         self.onconnect = Ignored;   // 001 RPL_WELCOME: registered, commands may follow
@@ -122,6 +123,7 @@
                 conn.close();
             }
             buffer = "";
+            registered = false;
             var c = conn = self._createTransport();
             conn.onopen = function () {
                 self.onopen();
@@ -189,8 +191,12 @@
             var mode = String(modes === undefined || modes === null ? "0" : modes).trim().split(/\s+/);
             self.send("USER", nickname, mode[0] || "0", mode[1] || "*", realName || nickname);
         };
+        // Before registration the nick asked for is the one we will have (001 confirms it); after
+        // it, a change may be refused (433 nickname in use), so `nickname` waits for the server's NICK.
         self.nick = function (nickname) {
-            self.nickname = nickname;
+            if (!registered) {
+                self.nickname = nickname;
+            }
             self.send("NICK", nickname);
         };
         self.join = function (channel, key) {
@@ -264,6 +270,7 @@
             if (/^\d{3}$/.test(command.type)) {
                 var code = parseInt(command.type, 10);
                 if (code === 1) {
+                    registered = true;
                     if (command.args[0]) {
                         self.nickname = command.args[0];
                     }
