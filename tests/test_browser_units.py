@@ -263,3 +263,24 @@ def test_07_paths_serve_the_same_file(site, old, new):
     assert (STATIC / old).resolve() == (STATIC / new).resolve()
     with urllib.request.urlopen(f"http://127.0.0.1:{site.port}/static/{old}", timeout=10) as response:
         assert response.read() == (STATIC / new).read_bytes()
+
+
+def test_xmpp_stream_namespace_prefix_is_the_servers_choice(page):
+    """Stanzas were parsed inside a wrapper that bound only 'stream:': a server whose header
+    binds the streams namespace to another prefix (RFC 6120 makes 'stream' a convention) or
+    declares prefixes of its own had every stanza taken as malformed XML, and the client hung up."""
+    result = run_js(page, FAKE_SOCKET + """
+        var x = new XMPPClient(); x.transport = FakeSocket; var out = [];
+        x.onerror = function (why) { out.push('error ' + why); };
+        x.onMessage = function (from, from_, body) { out.push(from + ': ' + body); };
+        x.connect('h', 1); FakeSocket.last.opened();
+        x.connectServer('localhost', function () { out.push('features'); });
+        FakeSocket.last.onread("<?xml version='1.0'?><s:stream xmlns='jabber:client' " +
+            "xmlns:s='http://etherx.jabber.org/streams' xmlns:c=\\"jabber:client\\" from='localhost' version='1.0'>" +
+            "<s:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>PLAIN</mechanism>" +
+            "</mechanisms></s:features><c:message from='bob@localhost'><c:body>hi</c:body></c:message>");
+        x.login('alice', 'pw');
+        return {out: out, sent: FakeSocket.last.sent.slice(1)};
+    """)
+    assert result["out"] == ["features", "bob@localhost: hi"]
+    assert result["sent"] == ["<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHB3</auth>"]

@@ -321,12 +321,27 @@
 
     var domParser = null;
 
-    // One stanza string -> its DOM element, in the jabber:client namespace.
-    function parseStanza(text) {
+    // The namespace declarations of a stream header ({open: attrs} from StanzaSplitter), as
+    // attribute text: the stanzas of that stream may use any of them.  The streams namespace's
+    // prefix is the server's choice ("stream" only by convention), and so is any other prefix.
+    function namespaceDeclarations(header) {
+        var decls = {"xmlns": NS.client, "xmlns:stream": NS.stream};
+        for (var name in header || {}) {
+            if (name === "xmlns" || name.indexOf("xmlns:") === 0) {
+                decls[name] = header[name];
+            }
+        }
+        return Object.keys(decls).map(function (name) {
+            return " " + name + "=\"" + decls[name].replace(/"/g, "&quot;") + "\"";
+        }).join("");
+    }
+
+    // One stanza string -> its DOM element, with the namespaces its stream header declared
+    // (jabber:client by default).
+    function parseStanza(text, declarations) {
         domParser = domParser || new root.DOMParser();
         var doc = domParser.parseFromString(
-            "<stream:stream xmlns='" + NS.client + "' xmlns:stream='" + NS.stream + "'>" + text +
-            "</stream:stream>", "text/xml");
+            "<stream" + (declarations || namespaceDeclarations(null)) + ">" + text + "</stream>", "text/xml");
         var error = doc.getElementsByTagName("parsererror");
         if (error.length) {
             throw new Error("malformed XML stanza: " + text.slice(0, 200));
@@ -379,6 +394,7 @@
         var joining = {};          // room bare JID -> {tries, show, status} until the room confirms
         var closingSent = false;   // our </stream:stream> went out
         var endedByServer = null;  // the socket whose stream the server ended (its </stream:stream> or a stream error)
+        var declarations = null;   // the namespace declarations of the server's stream header
 
         self.jid = null;           // full JID once bound
         self.roster = {};          // bare JID -> {jid, name, subscription, groups}
@@ -415,6 +431,7 @@
                 conn.close();
             }
             splitter.reset();
+            declarations = null;
             closingSent = false;
             features = streamWaiter = self._sasl = null;
             iqHandlers = {};
@@ -707,6 +724,9 @@
 
         function handleItem(item) {
             if (typeof item !== "string") {
+                if (item.open) {
+                    declarations = namespaceDeclarations(item.open);
+                }
                 if (item.close) {
                     endedByServer = conn;
                     hangUp();
@@ -715,7 +735,7 @@
             }
             var node;
             try {
-                node = parseStanza(item);
+                node = parseStanza(item, declarations);
             } catch (e) {
                 fatal(e.message);
                 return;
