@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.backends import ScriptedBackend
 from tests.support.procs import free_port
 from tests.test_browser_support import (  # noqa: F401 (chromium is a fixture)
     OrbitedSite,
@@ -36,12 +37,16 @@ window.connectIrc = function (port, nick) {
 @pytest.fixture(scope="module")
 def site(ngircd):
     echo = free_port()
+    scripted = ScriptedBackend()
     with OrbitedSite(listen=(f"echo://127.0.0.1:{echo}",),
-                     access=(f"* -> 127.0.0.1:{ngircd.port}", f"* -> 127.0.0.1:{echo}"),
+                     access=(f"* -> 127.0.0.1:{ngircd.port}", f"* -> 127.0.0.1:{echo}",
+                             f"* -> 127.0.0.1:{scripted.port}"),
                      scripts=("/static/protocols/irc.js", "/static/protocols/telnet.js")) as orbited:
         orbited.irc = ngircd.port
         orbited.echo = echo
+        orbited.scripted = scripted
         yield orbited
+    scripted.close()
 
 
 def open_page(browser, site):
@@ -232,3 +237,27 @@ def test_refused_nick_change_keeps_the_nickname(chromium, site):  # noqa: F811
         return out;
     """, site.irc)
     assert result == ["nicka", "nicka"]
+
+
+def test_telnet_commands_are_taken_off_and_options_refused(chromium, site):  # noqa: F811
+    """A telnet server opens with option negotiation (IAC DO TTYPE, IAC WILL ECHO...): the bytes
+    reached the page as U+FFFD and control characters inside the prompt and lines, and the client
+    never answered.  Now every IAC command is taken off, split anywhere across reads (IAC IAC is a
+    0xFF byte), options offered or asked for are refused once each, and text is UTF-8 as before."""
+    site.scripted.serve([b"\xff\xfd\x18\xff\xfb", b"\x01\xff\xfb\x03login: ", b"caf\xc3", b"\xa9 \xff",
+                         b"\xff!\xff\xfa\x18\x01\xff", b"\xf0 done\r\n"])
+    page = open_page(chromium, site)
+    result = run_js(page, """
+        var t = new TelnetClient(), lines = [], partials = [];
+        t.onmessage = function (line) { lines.push(line); };
+        t.onpartial = function (text) { partials.push(text); };
+        await new Promise(function (r) { t.onopen = r; t.connect('127.0.0.1', args[0]); });
+        await H.until(function () { return lines.length; });
+        t.send('\u00ff');
+        await H.sleep(200);
+        t.close();
+        return {lines: lines, partials: partials};
+    """, site.scripted.port)
+    assert result["lines"] == ["login: caf\u00e9 \ufffd! done"]
+    assert result["partials"][0] == "login: "
+    assert site.scripted.received() == b"\xff\xfc\x18\xff\xfe\x01\xff\xfe\x03\xc3\xbf\r\n"

@@ -142,6 +142,56 @@ class SlowBackend:
         return bytes(self.received)
 
 
+class ScriptedBackend:
+    """A backend in a thread of the test's own process for protocol tests: each ``serve(chunks)``
+    accepts one connection, sends every chunk as its own read (a pause between them, Nagle off),
+    and records what the peer sends until it closes (``received()``)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        self._received = bytearray()
+        self._thread: threading.Thread | None = None
+
+    def serve(self, chunks: list[bytes], pause: float = 0.05) -> None:
+        self._received = bytearray()
+        self._thread = threading.Thread(target=self._serve, args=(chunks, pause), daemon=True)
+        self._thread.start()
+
+    def _serve(self, chunks: list[bytes], pause: float) -> None:
+        conn, _ = self.sock.accept()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.settimeout(60)
+        reader = threading.Thread(target=self._read, args=(conn,), daemon=True)
+        reader.start()
+        for chunk in chunks:
+            time.sleep(pause)
+            conn.sendall(chunk)
+        reader.join(60)
+        conn.close()
+
+    def _read(self, conn: socket.socket) -> None:
+        while True:
+            try:
+                data = conn.recv(CHUNK)
+            except OSError:
+                return
+            if not data:
+                return
+            self._received += data
+
+    def received(self) -> bytes:
+        """What the peer sent, once it has closed."""
+        if self._thread:
+            self._thread.join(60)
+        return bytes(self._received)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 @contextmanager
 def running(mode: str, port: int, *args: object) -> Iterator[subprocess.Popen]:
     """``python -m tests.support.backends MODE PORT ARGS`` as a test's backend: yielded once it
