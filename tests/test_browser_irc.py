@@ -261,3 +261,27 @@ def test_telnet_commands_are_taken_off_and_options_refused(chromium, site):  # n
     assert result["lines"] == ["login: caf\u00e9 \ufffd! done"]
     assert result["partials"][0] == "login: "
     assert site.scripted.received() == b"\xff\xfc\x18\xff\xfe\x01\xff\xfe\x03\xc3\xbf\r\n"
+
+
+def test_lines_that_are_not_utf8_are_read_as_latin1(chromium, site):  # noqa: F811
+    """IRC has no charset, and older clients send Latin-1 (windows-1252): 'caf\\xe9' reached the
+    page as 'caf\\ufffd'.  UTF-8 is now read as UTF-8 (a character split across reads included)
+    and each byte that is not part of a UTF-8 character as windows-1252, so a UTF-8 line that
+    ngircd cut inside a character ('[CUT]') keeps its text; the lines after are untouched."""
+    site.scripted.serve([b":old!u@h PRIVMSG #c :caf\xe9 \x80\r\n:new!u@h PRIVMSG #c :caf\xc3", b"\xa9 \xe2",
+                         b"\x82\xac\r\nPING :tok\r\n:old!u@h PRIVMSG #c :na\xefve\r\n",
+                         b":cut!u@h PRIVMSG #c :\xc3\xa9\xc3\xa9\xc3[CUT]\r\n"])
+    page = open_page(chromium, site)
+    result = run_js(page, """
+        var irc = new IRCClient(), texts = [];
+        irc.onPRIVMSG = function (c) { texts.push(c.nick + ': ' + c.args[1]); };
+        await new Promise(function (r) { irc.onopen = r; irc.connect('127.0.0.1', args[0]); });
+        await H.until(function () { return texts.length === 4; });
+        irc.privmsg('#c', 'd\\u00e9j\\u00e0 vu');
+        await H.sleep(200);
+        irc.close();
+        return texts;
+    """, site.scripted.port)
+    assert result == ["old: caf\u00e9 \u20ac", "new: caf\u00e9 \u20ac", "old: na\u00efve",
+                      "cut: \u00e9\u00e9\u00c3[CUT]"]
+    assert site.scripted.received() == "PONG :tok\r\nPRIVMSG #c :d\u00e9j\u00e0 vu\r\n".encode()

@@ -96,6 +96,42 @@
         return out;
     }
 
+    var strictUtf8 = new TextDecoder("utf-8", {fatal: true});
+    var windows1252 = new TextDecoder("windows-1252");
+
+    function isUtf8(raw) {
+        try {
+            strictUtf8.decode(raw);
+            return true;
+        } catch (e) {
+            return false;
+        }
+    }
+
+    // One line's bytes (a byte string) -> text.  IRC has no charset: each client sends its own.
+    // UTF-8 is read as UTF-8; each byte that is not part of a UTF-8 character is read as
+    // windows-1252 (Latin-1 and its superset, what older clients send) rather than turned into
+    // U+FFFD.  Byte by byte, not line by line: a UTF-8 line the server cut inside a character
+    // (ngircd does, adding "[CUT]") keeps its text and only the stray bytes change.
+    function decodeLine(line) {
+        var raw = root.Orbited.bytes.fromByteString(line);
+        if (isUtf8(raw)) {
+            return strictUtf8.decode(raw);
+        }
+        var out = "", start = 0, i = 0;
+        while (i < raw.length) {
+            var b = raw[i];
+            var n = b < 0x80 ? 1 : b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : b >= 0xC2 ? 2 : 0;
+            if (n && i + n <= raw.length && (n === 1 || isUtf8(raw.subarray(i, i + n)))) {
+                i += n;
+                continue;
+            }
+            out += strictUtf8.decode(raw.subarray(start, i)) + windows1252.decode(raw.subarray(i, i + 1));
+            start = i = i + 1;
+        }
+        return out + strictUtf8.decode(raw.subarray(start));
+    }
+
     function Ignored() {}
 
     function IRCClient() {
@@ -135,14 +171,14 @@
                 self.onclose(code);
             };
             conn.onread = function (data) {
-                buffer += data;
+                buffer += root.Orbited.bytes.toByteString(root.Orbited.bytes.from(data));
                 var lines = buffer.split("\n");
                 buffer = lines.pop();
                 if (buffer.length > 65536) {
                     buffer = "";  // no line is this long: drop it rather than grow without bound
                 }
                 for (var i = 0; i < lines.length && conn; i++) {
-                    var line = lines[i].replace(/\r$/, "");
+                    var line = decodeLine(lines[i].replace(/\r$/, ""));
                     if (line.length > 0) {
                         // a page handler that throws must not cost the lines after it in this read
                         try {
@@ -153,7 +189,7 @@
                     }
                 }
             };
-            conn.open(hostname, port, false);
+            conn.open(hostname, port, true);   // bytes: each line is decoded on its own (decodeLine)
         };
 
         // Send one raw line (no CR/LF inside).  A line over 512 bytes with its CRLF throws: servers
@@ -166,7 +202,7 @@
             if (byteLength(line) > MAX_LINE_BYTES) {
                 throw new Error("IRC line longer than 512 bytes with its CRLF: " + JSON.stringify(line.slice(0, 40)));
             }
-            conn.send(line + "\r\n");
+            conn.send(root.Orbited.utf8.encode(line + "\r\n"));
         };
 
         // send(COMMAND, word, ..., trailing): the last argument may contain spaces, and is cut (at a
@@ -308,5 +344,6 @@
 
     IRCClient.parseLine = parseLine;
     IRCClient.splitBytes = splitBytes;
+    IRCClient.decodeLine = decodeLine;
     root.IRCClient = IRCClient;
 })(typeof window !== "undefined" ? window : this);
