@@ -284,3 +284,66 @@ def test_xmpp_stream_namespace_prefix_is_the_servers_choice(page):
     """)
     assert result["out"] == ["features", "bob@localhost: hi"]
     assert result["sent"] == ["<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHB3</auth>"]
+
+
+def _scram_server(client_first: str, password: str, salt: bytes, iterations: int) -> tuple:
+    """The server's side of SCRAM-SHA-1 (RFC 5802): (server-first, a function of client-final ->
+    server-final), for checking the client against an independent implementation."""
+    import base64
+    import hashlib
+    import hmac
+
+    bare = client_first[3:]
+    nonce = dict(part.split("=", 1) for part in bare.split(","))["r"] + "SERVERNONCE"
+    server_first = f"r={nonce},s={base64.b64encode(salt).decode()},i={iterations}"
+
+    def final(client_final: str) -> str:
+        salted = hashlib.pbkdf2_hmac("sha1", password.encode(), salt, iterations)
+        without_proof = client_final[: client_final.index(",p=")]
+        auth = f"{bare},{server_first},{without_proof}".encode()
+        server_key = hmac.new(salted, b"Server Key", "sha1").digest()
+        return "v=" + base64.b64encode(hmac.new(server_key, auth, "sha1").digest()).decode()
+
+    return server_first, final
+
+
+def test_xmpp_scram_final_message_as_a_challenge(page):
+    """RFC 3920 servers send SCRAM's server-final-message as a second <challenge/> and then an
+    empty <success/>: the client took it for a server-first-message ('bad SCRAM
+    server-first-message') and the login failed.  It now checks the signature there, answers
+    with an empty response, and accepts the empty success; a wrong signature still fails."""
+    import base64
+
+    def b64(text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+
+    results = []
+    for signature_ok in (True, False):
+        first = run_js(page, FAKE_SOCKET + """
+            window.FakeSocket = FakeSocket; var x = new XMPPClient(); x.transport = FakeSocket; window.out = [];
+            x.onerror = function (why) { out.push('error ' + why); };
+            x.connect('h', 1); FakeSocket.last.opened();
+            x.connectServer('localhost');
+            FakeSocket.last.onread("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' " +
+                "version='1.0'><stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>" +
+                "<mechanism>SCRAM-SHA-1</mechanism></mechanisms></stream:features>");
+            x.login('alice', 'pw', function () { out.push('ok'); }, function (why) { out.push('fail ' + why); });
+            return atob(FakeSocket.last.sent.pop().replace(/<[^>]*>/g, ''));
+        """)
+        server_first, final = _scram_server(first, "pw", b"salt1234", 4096)
+        client_final = run_js(page, """
+            FakeSocket.last.onread("<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>" + args[0] + "</challenge>");
+            return atob(FakeSocket.last.sent.pop().replace(/<[^>]*>/g, ''));
+        """, b64(server_first))
+        server_final = final(client_final) if signature_ok else "v=" + b64("not the signature")
+        results.append(run_js(page, """
+            var sent = FakeSocket.last.sent.length;
+            FakeSocket.last.onread("<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>" + args[0] + "</challenge>");
+            var response = FakeSocket.last.sent.slice(sent, sent + 1);
+            FakeSocket.last.onread("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>");
+            return {response: response, out: out, restarted: FakeSocket.last.sent.slice(sent).some(function (s) {
+                return s.indexOf('<stream:stream') >= 0; })};
+        """, b64(server_final)))
+    assert results[0] == {"response": ["<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'></response>"],
+                          "out": [], "restarted": True}
+    assert results[1]["out"][0].startswith("fail the server's SCRAM signature is wrong") and not results[1]["restarted"]

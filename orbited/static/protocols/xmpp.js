@@ -159,11 +159,21 @@
         }
         var firstBare = "n=" + name + ",r=" + clientNonce;
         var serverSignature = null;
+        var verified = false;      // the server-final-message came as a challenge, and was right
         this.mechanism = "SCRAM-SHA-1";
         this.initial = function () {
             return "n,," + firstBare;
         };
         this.challenge = function (serverFirst) {
+            if (serverSignature !== null) {
+                // RFC 3920 servers send the server-final-message as a second challenge (answered
+                // with an empty response) and then an empty <success/>.
+                if (!this.verify(serverFirst)) {
+                    throw new Error("the server's SCRAM signature is wrong: not the real server");
+                }
+                verified = true;
+                return "";
+            }
             var attrs = {};
             serverFirst.split(",").forEach(function (part) {
                 attrs[part.charAt(0)] = part.slice(2);
@@ -185,7 +195,7 @@
             return finalBare + ",p=" + b64(proof);
         };
         this.verify = function (serverFinal) {
-            return serverFinal === "v=" + serverSignature;
+            return serverSignature !== null && (serverFinal === "v=" + serverSignature || (verified && !serverFinal));
         };
     }
 
