@@ -347,3 +347,29 @@ def test_xmpp_scram_final_message_as_a_challenge(page):
     assert results[0] == {"response": ["<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'></response>"],
                           "out": [], "restarted": True}
     assert results[1]["out"][0].startswith("fail the server's SCRAM signature is wrong") and not results[1]["restarted"]
+
+
+def test_xmpp_any_stream_error_before_the_features_fails_connect_server(page):
+    """connectServer's failure callback heard only host-unknown: a server that refused the stream
+    otherwise (see-other-host, policy-violation, system-shutdown...) left the page's connect
+    waiting on a callback that never came.  Any stream error before the features now fails it,
+    once; one after them does not."""
+    result = run_js(page, FAKE_SOCKET + """
+        var out = [];
+        ['policy-violation', 'host-unknown'].forEach(function (condition) {
+            var x = new XMPPClient(); x.transport = FakeSocket;
+            x.connect('h', 1); FakeSocket.last.opened();
+            x.connectServer('localhost', function () { out.push('ok'); }, function (why) { out.push('fail ' + why); });
+            FakeSocket.last.onread("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' " +
+                "version='1.0'><stream:error><" + condition + " xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>" +
+                "<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>no</text></stream:error></stream:stream>");
+        });
+        var later = new XMPPClient(); later.transport = FakeSocket;
+        later.connect('h', 1); FakeSocket.last.opened();
+        later.connectServer('localhost', function () { out.push('ok'); }, function (why) { out.push('fail ' + why); });
+        FakeSocket.last.onread("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' " +
+            "version='1.0'><stream:features/><stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>" +
+            "</stream:error>");
+        return out;
+    """)
+    assert result == ["fail policy-violation", "fail host-unknown", "ok"]

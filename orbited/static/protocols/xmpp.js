@@ -763,8 +763,12 @@
                 }
             } else if (node.namespaceURI === NS.stream && name === "error") {
                 var condition = node.firstElementChild ? node.firstElementChild.localName : "error";
-                if (self._connectFailure && condition === "host-unknown") {
-                    self._connectFailure(condition);
+                // any stream error before the features (host-unknown, see-other-host,
+                // policy-violation, system-shutdown...) is connectServer's failure
+                var connectFailure = self._connectFailure;
+                self._connectFailure = Ignored;
+                if (connectFailure) {
+                    connectFailure(condition);
                 }
                 endedByServer = conn;
                 fatal("stream error: " + condition);
