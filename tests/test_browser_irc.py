@@ -168,7 +168,8 @@ def test_line_parser(chromium, site):  # noqa: F811
     result = run_js(page, """
         var p = IRCClient.parseLine;
         var out = [p(':nick!user@host PRIVMSG #chan :hello there'), p('PING :irc.example'),
-                   p('@time=2024-01-01T00:00:00Z :srv 353 me = #c :a b c'), p(':srv 001 me :Welcome')];
+                   p('@time=2024-01-01T00:00:00Z :srv 353 me = #c :a b c'), p(':srv 001 me :Welcome'),
+                   p(':nick@host PRIVMSG #chan :no user part'), p(':nick!user PRIVMSG #chan :no host')];
         var pieces = IRCClient.splitBytes('😀'.repeat(10), 9).map(function (s) { return [...s].length; });
         var irc = new IRCClient(), thrown = [];
         [['nick', 'a b'], ['join', '#x\\r\\nQUIT'], ['raw', 'x\\ny']].forEach(function (c) {
@@ -182,6 +183,8 @@ def test_line_parser(chromium, site):  # noqa: F811
     assert out[1]["type"] == "PING" and out[1]["args"] == ["irc.example"]
     assert out[2]["tags"] == {"time": "2024-01-01T00:00:00Z"} and out[2]["args"] == ["me", "=", "#c", "a b c"]
     assert out[3]["type"] == "001"
+    # RFC 2812's prefix: nickname [["!" user] "@" host]; ':nick@host' gave the nick 'nick@host'
+    assert [out[4]["nick"], out[5]["nick"]] == ["nick", "nick"]
     assert result["pieces"] == [2, 2, 2, 2, 2]
     assert result["thrown"] == ["nick", "join", "raw"]
 

@@ -53,7 +53,8 @@
         if (trailing >= 0) {
             args.push(line.slice(trailing + 2));
         }
-        var nick = prefix && prefix.indexOf("!") >= 0 ? prefix.slice(0, prefix.indexOf("!")) : prefix;
+        // prefix = servername / nickname [["!" user] "@" host] (RFC 2812 2.3.1)
+        var nick = prefix ? prefix.split(/[!@]/)[0] : prefix;
         return {prefix: prefix, nick: nick, type: type, args: args, tags: tags};
     }
 
