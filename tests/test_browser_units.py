@@ -373,3 +373,21 @@ def test_xmpp_any_stream_error_before_the_features_fails_connect_server(page):
         return out;
     """)
     assert result == ["fail policy-violation", "fail host-unknown", "ok"]
+
+
+def test_irc_an_overlong_line_is_dropped_whole(page):
+    """A line that grew past 64 KiB without its LF was dropped, but only what had arrived: its
+    end, in the next read, was then parsed as a line of its own (here a PRIVMSG with no sender)."""
+    result = run_js(page, FAKE_SOCKET + """
+        var irc = new IRCClient(); irc.transport = FakeSocket; irc.connect('h', 1);
+        var socket = FakeSocket.last, got = [];
+        socket.opened();
+        irc.onPRIVMSG = function (c) { got.push([c.nick, c.args[1]]); };
+        socket.onread(':a PRIVMSG #c :' + 'x'.repeat(70000));
+        socket.onread(' PRIVMSG #c :forged\\r\\n:b PRIVMSG #c :next\\r\\n');
+        socket.onread(':a PRIVMSG #c :' + 'x'.repeat(70000));
+        socket.onread('y'.repeat(70000));                  // still the same line
+        socket.onread(' PRIVMSG #c :forged again\\r\\n:b PRIVMSG #c :next again\\r\\n');
+        return got;
+    """)
+    assert result == [["b", "next"], ["b", "next again"]]

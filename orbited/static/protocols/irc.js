@@ -140,6 +140,7 @@
         var conn = null;
         var buffer = "";
         var registered = false;  // 001 came: from then on only the server's NICK changes our nick
+        var dropping = false;    // the line being read is too long and is dropped up to its LF
 
         self.onopen = Ignored;
         self.onconnect = Ignored;   // 001 RPL_WELCOME: registered, commands may follow
@@ -161,6 +162,7 @@
             }
             buffer = "";
             registered = false;
+            dropping = false;
             var c = conn = self._createTransport();
             conn.onopen = function () {
                 self.onopen();
@@ -175,8 +177,13 @@
                 buffer += root.Orbited.bytes.toByteString(root.Orbited.bytes.from(data));
                 var lines = buffer.split("\n");
                 buffer = lines.pop();
+                if (dropping && lines.length) {
+                    lines.shift();     // the end of the line dropped: not a line of its own
+                    dropping = false;
+                }
                 if (buffer.length > 65536) {
-                    buffer = "";  // no line is this long: drop it rather than grow without bound
+                    buffer = "";       // no line is this long: drop it rather than grow without bound,
+                    dropping = true;   // up to its end
                 }
                 for (var i = 0; i < lines.length && conn; i++) {
                     var line = decodeLine(lines[i].replace(/\r$/, ""));
