@@ -169,7 +169,8 @@ def test_line_parser(chromium, site):  # noqa: F811
         var p = IRCClient.parseLine;
         var out = [p(':nick!user@host PRIVMSG #chan :hello there'), p('PING :irc.example'),
                    p('@time=2024-01-01T00:00:00Z :srv 353 me = #c :a b c'), p(':srv 001 me :Welcome'),
-                   p(':nick@host PRIVMSG #chan :no user part'), p(':nick!user PRIVMSG #chan :no host')];
+                   p(':nick@host PRIVMSG #chan :no user part'), p(':nick!user PRIVMSG #chan :no host'),
+                   p('@k=a\\\\sb\\\\:c\\\\\\\\d\\\\x\\\\;e=\\\\ :s PRIVMSG y :z')];
         var pieces = IRCClient.splitBytes('😀'.repeat(10), 9).map(function (s) { return [...s].length; });
         var irc = new IRCClient(), thrown = [];
         [['nick', 'a b'], ['join', '#x\\r\\nQUIT'], ['raw', 'x\\ny']].forEach(function (c) {
@@ -185,6 +186,8 @@ def test_line_parser(chromium, site):  # noqa: F811
     assert out[3]["type"] == "001"
     # RFC 2812's prefix: nickname [["!" user] "@" host]; ':nick@host' gave the nick 'nick@host'
     assert [out[4]["nick"], out[5]["nick"]] == ["nick", "nick"]
+    # IRCv3 tag values are escaped on the wire (backslash-s a space, backslash-colon a semicolon...): they came raw
+    assert out[6]["tags"] == {"k": "a b;c\\dx", "e": ""}, out[6]["tags"]
     assert result["pieces"] == [2, 2, 2, 2, 2]
     assert result["thrown"] == ["nick", "join", "raw"]
 

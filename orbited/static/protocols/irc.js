@@ -19,6 +19,16 @@
 
     var MAX_LINE_BYTES = 510;  // 512 with CRLF (RFC 2812 2.3)
 
+    var TAG_ESCAPES = {":": ";", "s": " ", "r": "\r", "n": "\n"};
+
+    // An IRCv3 message-tag value as sent (a\sb\:c) -> its text ("a b;c"); a lone trailing
+    // backslash is dropped, any other escaped character stands for itself.
+    function unescapeTag(value) {
+        return value.replace(/\\(.?)/g, function (all, ch) {
+            return TAG_ESCAPES[ch] || ch;
+        });
+    }
+
     // "[@tags] [:prefix] COMMAND params... [:trailing]" -> {tags, prefix, nick, type, args}
     function parseLine(line) {
         var tags = null;
@@ -27,7 +37,7 @@
             tags = {};
             line.slice(1, space).split(";").forEach(function (tag) {
                 var eq = tag.indexOf("=");
-                tags[eq < 0 ? tag : tag.slice(0, eq)] = eq < 0 ? true : tag.slice(eq + 1);
+                tags[eq < 0 ? tag : tag.slice(0, eq)] = eq < 0 ? true : unescapeTag(tag.slice(eq + 1));
             });
             line = line.slice(space + 1).replace(/^ +/, "");
         }
