@@ -391,3 +391,20 @@ def test_irc_an_overlong_line_is_dropped_whole(page):
         return got;
     """)
     assert result == [["b", "next"], ["b", "next again"]]
+
+
+def test_xmpp_login_says_when_the_server_requires_starttls(page):
+    """A server that requires TLS (prosody's default c2s_require_encryption) offers no SASL
+    mechanism before STARTTLS, which the client does not do: login failed with 'no usable SASL
+    mechanism (server offers: )', which sends the page author looking at passwords and mechanisms."""
+    result = run_js(page, FAKE_SOCKET + """
+        var x = new XMPPClient(), out = []; x.transport = FakeSocket;
+        x.connect('h', 1); FakeSocket.last.opened();
+        x.connectServer('localhost');
+        FakeSocket.last.onread("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' " +
+            "version='1.0'><stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>" +
+            "</stream:features>");
+        x.login('alice', 'pw', function () { out.push('ok'); }, function (why) { out.push(why); });
+        return out;
+    """)
+    assert result == ["the server requires STARTTLS, which XMPPClient does not do (see docs/client.md)"]

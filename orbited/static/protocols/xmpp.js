@@ -27,6 +27,7 @@
         client: "jabber:client",
         stream: "http://etherx.jabber.org/streams",
         sasl: "urn:ietf:params:xml:ns:xmpp-sasl",
+        tls: "urn:ietf:params:xml:ns:xmpp-tls",
         bind: "urn:ietf:params:xml:ns:xmpp-bind",
         session: "urn:ietf:params:xml:ns:xmpp-session",
         roster: "jabber:iq:roster",
@@ -555,7 +556,11 @@
                 }
             }
             if (!pick) {
-                failure("no usable SASL mechanism (server offers: " + offered.join(", ") + ")");
+                // a server that wants TLS first offers no mechanism (or none but EXTERNAL) before it
+                var tls = features && child(features, "starttls", NS.tls);
+                failure(tls && (!offered.length || child(tls, "required", NS.tls)) ?
+                        "the server requires STARTTLS, which XMPPClient does not do (see docs/client.md)" :
+                        "no usable SASL mechanism (server offers: " + offered.join(", ") + ")");
                 return;
             }
             var sasl = pick === "PLAIN" ? new SaslPlain(nick, pass) : new ScramSha1(nick, pass);
