@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from orbited.addresses import host_port
 from orbited.config import AccessRule, Config
 
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
@@ -98,5 +99,4 @@ class AccessPolicy:
 
     def hint_for_destination(self, host_header: str | None, host: str, port: int) -> str:
         """The [access] line an operator would add to allow this connection."""
-        shown = f"[{host}]" if ":" in host else host
-        return f"{host_header or '*'} -> {shown}:{port}"
+        return f"{host_header or '*'} -> {host_port(host, port)}"

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
 
+from orbited.addresses import peer_text
 from orbited.session import ISessionProtocol
 
 if TYPE_CHECKING:
@@ -62,9 +63,7 @@ def no_delay(request: Request) -> None:
 
 def request_identity(request: Request) -> tuple[str, str | None, str | None]:
     """(client 'ip:port', Host header, Origin header) of the request that creates a session."""
-    peer = request.getClientAddress()
-    host = getattr(peer, "host", "?")
-    address = f"[{host}]:{peer.port}" if ":" in host else f"{host}:{getattr(peer, 'port', 0)}"
+    address = peer_text(request.getClientAddress())
     host, origin = request.getHeader(b"host"), request.getHeader(b"origin")
     # Twisted hands back bytes for a bytes name; the access policy compares text.
     return (address, host.decode("latin-1") if host is not None else None,

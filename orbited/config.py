@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orbited import logs
+from orbited.addresses import host_port
 from orbited.inifile import Entry, Problem, Section, parse_ini
 from orbited.lookup import canonical_host, host_name_problem
 
@@ -271,8 +272,7 @@ class Listener:
     option: str = ""  # stomp://: the legacy morbid config path
 
     def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}"
+        return f"{self.scheme}://{host_port(self.host, self.port)}"
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from orbited.access import normalise_origin
+from orbited.addresses import host_port
 from orbited.closing import close_gracefully
 from orbited.lookup import canonical_host, host_name_problem, is_ip_literal
 from orbited.session import ISession, ISessionProtocol
@@ -60,7 +61,7 @@ class Destination:
     port: int
 
     def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return host_port(self.host, self.port)
 
 
 def parse_destination(data: bytes) -> Destination:

@@ -26,6 +26,7 @@ from twisted.web.resource import Resource
 from zope.interface import implementer
 
 from orbited.access import AccessPolicy
+from orbited.addresses import host_port
 from orbited.config import Config, ConfigError, Listener, TLSFiles, changes_needing_restart, load_file
 from orbited.context import ServerContext
 from orbited.http import LeanSite
@@ -246,8 +247,7 @@ class OrbitedServer:
                                    f"{listener}: {exc.socketError}") from None
             self.ports.append(port)
             address = port.getHost()
-            log.info("listening on %s://%s:%d", listener.scheme,
-                     f"[{address.host}]" if ":" in address.host else address.host, address.port)
+            log.info("listening on %s://%s", listener.scheme, host_port(address.host, address.port))
 
     def _attach_broker(self) -> None:
         from orbited import stomp

@@ -246,6 +246,48 @@ def test_ipv6_listener():
         assert status == 200 and json.loads(body)["version"] == __version__
 
 
+def test_log_lines_write_ipv6_peers_with_brackets_and_mapped_ones_as_ipv4():
+    """Every line that names a client writes it '[::1]:PORT'.  Four refusals named it as autobahn's
+    'tcp6:::1:PORT' (where does the address end?) and the /tcp one as Twisted's repr; an IPv4
+    client of a v6 socket ('::ffff:127.0.0.1', every IPv4 client of 'http://:8000') reads as IPv4."""
+    port, mapped, stomp, echo = free_port("::1"), free_port("::1"), free_port("::1"), free_port("::1")
+    config = (f"[global]\nproxy.max_sessions = 1\n[listen]\nhttp://[::1]:{port}\n"
+              f"http://[::ffff:127.0.0.1]:{mapped}\nstomp://[::1]:{stomp}\necho://[::1]:{echo}\n"
+              f"[access]\n* -> [::1]:{echo}\n")
+    with OrbitedProcess(config) as orbited:
+        for where in (("::1", port), ("::1", stomp), ("::1", echo), ("127.0.0.1", mapped)):
+            wait_port(where[1], host=where[0], proc=orbited.proc)
+        with ws_connect(f"ws://[::1]:{port}/ws") as held:  # takes the one session
+            held.send(f"[::1]:{echo}")
+            assert held.recv(10) == "1"
+            peers = []
+            for path in (b"/ws", b"/tcp"):
+                with socket.create_connection(("::1", port), timeout=10) as sock:
+                    peers.append(sock.getsockname()[1])
+                    request = (b"GET %s HTTP/1.1\r\nHost: [::1]\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+                    sock.sendall(request % path)
+                    assert sock.recv(100).startswith(b"HTTP/1.1 503 ")
+        with socket.create_connection(("::1", port), timeout=10) as sock:  # a /stomp page from elsewhere
+            peers.append(sock.getsockname()[1])
+            sock.sendall(b"GET /stomp HTTP/1.1\r\nHost: [::1]\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                         b"Origin: http://elsewhere.test\r\n\r\n")
+            assert sock.recv(100).startswith(b"HTTP/1.1 403 ")
+        with ws_connect(f"ws://127.0.0.1:{mapped}/ws") as ws:
+            ws.send(f"[::1]:{echo}")
+            assert ws.recv(10) == "1"
+            mapped_peer = ws.local_address[1]
+        assert wait_for_log(orbited, f"127.0.0.1:{mapped_peer} (Host 127.0.0.1:{mapped}) -> [::1]:{echo} closed")
+        log = orbited.log()
+    assert f"refusing WebSocket from [::1]:{peers[0]}:" in log
+    assert f"refusing /tcp session from [::1]:{peers[1]}:" in log
+    assert f"refusing /stomp WebSocket from [::1]:{peers[2]}:" in log
+    assert "::ffff:" not in log.replace(f"http://[::ffff:127.0.0.1]:{mapped}", "")
+    ours = [line for line in log.splitlines() if "[autobahn]" not in line]  # autobahn's own lines use its form
+    assert not [line for line in ours if "tcp6:" in line or "IPv6Address(" in line]
+
+
 def test_status_reports_sessions_and_bytes():
     port, echo = free_port(), free_port()
     config = (f"[global]\n[listen]\nhttp://127.0.0.1:{port}\necho://127.0.0.1:{echo}\n"

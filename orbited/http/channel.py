@@ -35,6 +35,7 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
+from orbited.addresses import peer_text
 from orbited.directwrite import unsent_bytes
 from orbited.http.events import NEED_DATA, BodyData, EndOfRequest, RequestError, RequestHead
 from orbited.http.parser import RequestParser
@@ -247,7 +248,7 @@ class HTTPChannel(Protocol):
         """Answer a request that cannot be served, then close (lingering, see :meth:`_linger`)."""
         if self.closing or self.transport is None:
             return
-        log.debug("%s: %d %s", describe(self.peer), status, detail)
+        log.debug("%s: %d %s", peer_text(self.peer), status, detail)
         self.closing = True
         self.site.unwatch(self)
         if self.responding:
@@ -321,8 +322,3 @@ class HTTPChannel(Protocol):
         """twisted.web's name for bytes read after the request (SockJS's hixie-76 reads it once)."""
         return [self.parser.take_buffer()]
 
-
-def describe(peer: Any) -> str:
-    host = getattr(peer, "host", "?")
-    port = getattr(peer, "port", 0)
-    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"

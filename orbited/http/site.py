@@ -25,7 +25,8 @@ from twisted.internet.task import LoopingCall
 from twisted.web.error import UnsupportedMethod
 from twisted.web.server import NOT_DONE_YET
 
-from orbited.http.channel import HTTPChannel, describe
+from orbited.addresses import peer_text
+from orbited.http.channel import HTTPChannel
 from orbited.http.events import RequestHead
 from orbited.http.parser import Limits
 from orbited.http.request import Request, path_segments
@@ -108,7 +109,7 @@ class LeanSite(Factory):
         reason = ", ".join(r for r in reasons if r) or str(error) or error.__class__.__name__
         if reason == "http request":
             reason = "plain HTTP sent to an https:// port"
-        self._tls_failures(describe(peer), reason)
+        self._tls_failures(peer_text(peer), reason)
 
     # --- traversal and rendering
 

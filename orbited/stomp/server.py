@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
+from orbited.addresses import peer_text
 from orbited.closing import close_gracefully
 from orbited.directwrite import write_now
 from orbited.stomp.broker import StompBroker
@@ -23,12 +24,6 @@ from orbited.stomp.codec import Frame, encode_frame
 from orbited.stomp.connection import StompConnection
 
 log = logging.getLogger("orbited.stomp")
-
-def peer_address(peer: object) -> str:
-    host = getattr(peer, "host", "?")
-    port = getattr(peer, "port", 0)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
 
 @implementer(IPushProducer)
 class StompProtocol(Protocol):
@@ -46,7 +41,7 @@ class StompProtocol(Protocol):
         if hasattr(transport, "setTcpNoDelay"):
             transport.setTcpNoDelay(True)
         transport.registerProducer(self, True)
-        self.connection = StompConnection(self.broker, self, peer_address(transport.getPeer()), "tcp")
+        self.connection = StompConnection(self.broker, self, peer_text(transport.getPeer()), "tcp")
 
     def dataReceived(self, data: bytes) -> None:
         self.connection.receive(data)
@@ -118,6 +113,6 @@ class StompFactory(Factory):
     def buildProtocol(self, addr: object) -> Protocol:
         if self.broker.full():
             log.warning("refusing STOMP connection from %s: %d connections open (max_connections)",
-                        peer_address(addr), len(self.broker.connections))
+                        peer_text(addr), len(self.broker.connections))
             return RefusedProtocol()
         return StompProtocol(self.broker, self.reactor)

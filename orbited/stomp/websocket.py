@@ -25,10 +25,10 @@ from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
+from orbited.addresses import peer_text
 from orbited.closing import cut_when_stalled
 from orbited.directwrite import write_now
 from orbited.stomp.connection import StompConnection
-from orbited.stomp.server import peer_address
 from orbited.transports.websocket import ServerProtocol, page_origin, websocket_factory
 
 if TYPE_CHECKING:
@@ -79,11 +79,11 @@ class StompWebSocket(ServerProtocol):
         origin = page_origin(request)
         if not context.policy.origin_allowed(origin, headers.get("host")):
             log.warning("refusing /stomp WebSocket from %s: origin %s is not allowed ([global] origins)",
-                        request.peer, origin)
+                        peer_text(self.transport.getPeer()), origin)
             raise ConnectionDeny(403, "origin not allowed")
         if context.broker.full():
             log.warning("refusing /stomp WebSocket from %s: %d connections open (max_connections)",
-                        request.peer, len(context.broker.connections))
+                        peer_text(self.transport.getPeer()), len(context.broker.connections))
             raise ConnectionDeny(503, "too many connections")
         for name in SUBPROTOCOLS:
             if name in request.protocols:
@@ -97,7 +97,7 @@ class StompWebSocket(ServerProtocol):
         if getattr(transport, "producer", None) is not None:
             transport.unregisterProducer()
         self.stompConnection = connection = StompConnection(context.broker, self,
-                                                            peer_address(transport.getPeer()), "ws")
+                                                            peer_text(transport.getPeer()), "ws")
         self._socketBuffer = SocketBuffer(connection)
         transport.registerProducer(self._socketBuffer, True)
 

@@ -40,6 +40,7 @@ from twisted.internet.main import CONNECTION_DONE as connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from orbited.addresses import peer_text
 from orbited.closing import unsent_to_peer
 from orbited.http.upgrade import WebSocketEndpoint
 from orbited.session import ISession, ISessionProtocol, close_code, close_reason
@@ -145,12 +146,12 @@ class WebSocketSession(ServerProtocol):
         context: ServerContext = self.factory.context
         if context.sessions.full():
             log.warning("refusing WebSocket from %s: %d sessions open (proxy.max_sessions)",
-                        request.peer, len(context.sessions.live))
+                        peer_text(self.transport.getPeer()), len(context.sessions.live))
             raise ConnectionDeny(503, "too many sessions")
         headers = request.headers
         self.hostHeader = headers.get("host")
         self.origin = page_origin(request)
-        self.clientAddress = _address(self.transport.getPeer())
+        self.clientAddress = peer_text(self.transport.getPeer())
         return SUBPROTOCOL if SUBPROTOCOL in request.protocols else None
 
     def onOpen(self) -> None:
@@ -299,12 +300,6 @@ def page_origin(request: object) -> str | None:
     autobahn reads the header that the request's version defines.
     """
     return getattr(request, "origin", None) or None
-
-
-def _address(peer: object) -> str:
-    host = getattr(peer, "host", "?")
-    port = getattr(peer, "port", 0)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def websocket_factory(context: ServerContext, protocol: type = WebSocketSession) -> WebSocketServerFactory:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from twisted.internet.task import LoopingCall
 from twisted.web.resource import Resource
 
+from orbited.addresses import peer_text
 from orbited.comet import new_session_key, no_delay, request_body, request_identity
 from orbited.transports.legacy.kinds import KINDS
 from orbited.transports.legacy.session import LegacySession
@@ -69,7 +70,7 @@ class LegacyCometResource(Resource):
         request.setHeader(b"cache-control", b"no-cache, must-revalidate")
         if context.sessions.full():
             log.warning("refusing /tcp session from %s: %d sessions open (proxy.max_sessions)",
-                        request.getClientAddress(), len(context.sessions.live))
+                        peer_text(request.getClientAddress()), len(context.sessions.live))
             return self.refuse(request, 503, "too many sessions")
         key = new_session_key(self.key_prefix)
         while key.encode() in self.sessions:

@@ -26,6 +26,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
+from orbited.addresses import peer_text
 from orbited.comet import answer_when_writable, no_delay, request_body
 from orbited.transports.sockjs import framing, pages
 from orbited.transports.sockjs.routing import Kind, Route, Transport, route
@@ -58,10 +59,7 @@ _WIRES: dict[Transport, framing.Wire] = {
 
 
 def client_address(request: Request) -> str:
-    peer = request.getClientAddress()
-    host = getattr(peer, "host", "?")
-    port = getattr(peer, "port", 0)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return peer_text(request.getClientAddress())
 
 
 def page_of(request: Request) -> str | None:

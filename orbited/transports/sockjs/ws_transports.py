@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
+from orbited.addresses import peer_text
 from orbited.session import close_reason
 from orbited.transports.sockjs import framing, hixie76
 from orbited.transports.sockjs.http_transports import client_address, session_request
@@ -134,9 +135,7 @@ class SockJSWebSocketProtocol(ServerProtocol):
         route = self.sockjsRoute
         assert service is not None and route is not None
         self.sockjsRaw = route.kind is Kind.RAW_WEBSOCKET
-        peer = self.transport.getPeer()
-        host = getattr(peer, "host", "?")
-        address = f"[{host}]:{peer.port}" if ":" in host else f"{host}:{getattr(peer, 'port', 0)}"
+        address = peer_text(self.transport.getPeer())
         headers = request.headers
         info = SessionRequest(route.session_id, "websocket-raw" if self.sockjsRaw else "websocket",
                               address, headers.get("host"), page_origin(request))
@@ -185,7 +184,7 @@ class SockJSWebSocketProtocol(ServerProtocol):
         if receiver is not None:
             receiver.done = True
         log.info("%s: WebSocket from %s sent a %s; closing it",
-                 self.sockjsService.name if self.sockjsService else "sockjs", self.peer, what)
+                 self.sockjsService.name if self.sockjsService else "sockjs", peer_text(self.transport.getPeer()), what)
         send_close(self, *BROKEN_FRAMING)
         if session is not None:
             session.end(f"browser sent a {what}")
@@ -242,7 +241,7 @@ class Hixie76Connection(ReceiverFlow, Protocol):
         try:
             self._received(data)
         except (hixie76.Hixie76Error, framing.PayloadError) as error:
-            log.info("hixie-76 WebSocket from %s: %s; closing it", self.transport.getPeer(), error)
+            log.info("hixie-76 WebSocket from %s: %s; closing it", peer_text(self.transport.getPeer()), error)
             self.done = True
             self.session.end(f"browser broke the hixie-76 framing: {error}")
             self.transport.loseConnection()
