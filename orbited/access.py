@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from orbited.addresses import host_port
 from orbited.config import AccessRule, Config
+from orbited.lookup import canonical_authority, canonical_host
 
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
@@ -31,18 +32,18 @@ def normalise_origin(origin: str) -> str | None:
         return None
     scheme = parts.scheme.lower()
     host = parts.hostname.lower()
-    if ":" in host:
-        host = f"[{host}]"
+    if ":" in host:  # an IPv6 literal, in the form browsers send ([::ffff:7f00:1], not [::FFFF:127.0.0.1])
+        host = f"[{canonical_host(host)}]"
     if port is None or port == DEFAULT_PORTS.get(scheme):
         return f"{scheme}://{host}"
     return f"{scheme}://{host}:{port}"
 
 
 def host_of(host_header: str) -> str:
-    """The host part of a Host header: 'Example.com:8000' -> 'example.com', '[::1]:80' -> '::1'."""
+    """The host part of a Host header: 'Example.com:8000' -> 'example.com', '[0::1]:80' -> '::1'."""
     value = host_header.strip().lower()
     if value.startswith("["):
-        return value[1 : value.find("]")] if "]" in value else value
+        return canonical_host(value[1 : value.find("]")]) if "]" in value else value
     return value.rpartition(":")[0] if ":" in value else value
 
 
@@ -90,7 +91,7 @@ class AccessPolicy:
         return any(normal == normalise_origin(allowed) for allowed in self.origins)
 
     def destination_allowed(self, host_header: str | None, host: str, port: int) -> bool:
-        source = (host_header or "").strip().lower()
+        source = canonical_authority(host_header or "")
         host = host.lower()
         for rule in self.rules:
             if rule.port == port and rule.host == host and (rule.source == "*" or rule.source == source):

@@ -17,7 +17,7 @@ from typing import Any
 from orbited import logs
 from orbited.addresses import host_port
 from orbited.inifile import Entry, Problem, Section, parse_ini
-from orbited.lookup import canonical_host, host_name_problem
+from orbited.lookup import canonical_authority, canonical_host, host_name_problem
 
 DEFAULT_PATHS = ("./orbited.cfg", "/etc/orbited.cfg")
 
@@ -385,7 +385,7 @@ def parse_access_entry(entry: Entry) -> AccessRule:
         raise ValueError(problem)
     if port == 0:
         raise ValueError(f"'{dest}': port 0 cannot be connected to")
-    return AccessRule(source.lower(), canonical_host(host), port, entry.line)
+    return AccessRule(canonical_authority(source), canonical_host(host), port, entry.line)
 
 
 def relative_to(config_path: str, value: str) -> str:

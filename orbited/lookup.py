@@ -65,6 +65,17 @@ def canonical_host(host: str) -> str:
         return host.lower()
 
 
+def canonical_authority(text: str) -> str:
+    """A ``Host`` header or an ``[access]`` SOURCE as the rules compare it: lower case, an IPv6
+    literal in its one written form (``[0:0::1]:8000`` and ``[::1]:8000`` are one).  Browsers
+    send the compressed form (the URL standard's); a rule written another way never matched."""
+    value = text.strip().lower()
+    end = value.find("]")
+    if value.startswith("[") and end > 0:
+        return f"[{canonical_host(value[1:end])}]{value[end + 1:]}"
+    return value
+
+
 def is_ip_literal(host: str) -> bool:
     try:
         ipaddress.ip_address(host)

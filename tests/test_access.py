@@ -54,6 +54,25 @@ def test_an_ip_literal_matches_in_any_of_its_spellings(rule, handshake):
     assert not policy("* -> [::2]:6667").destination_allowed("h", dest.host, dest.port)
 
 
+@pytest.mark.parametrize("written, sent", [
+    ("[0:0:0:0:0:0:0:1]", "[::1]"),
+    ("[::FFFF:127.0.0.1]", "[::ffff:7f00:1]"),  # what Chromium sends for a page on http://[::ffff:127.0.0.1]
+    ("[0::1]", "[::1]"),
+])
+def test_ipv6_origins_and_sources_match_the_form_browsers_send(written, sent):
+    """Browsers write an IPv6 host in its one compressed form (the URL standard's) in Origin and
+    Host.  [access] destinations matched any spelling; `origins` entries and rule SOURCEs were
+    compared as text, so a page listed as http://[::FFFF:127.0.0.1]:3000 was refused (0106)."""
+    listed = policy(origins=f"http://{written}:3000")
+    assert listed.origin_allowed(f"http://{sent}:3000", "orbited.example:8000")
+    assert not listed.origin_allowed(f"http://{sent}:3001", "orbited.example:8000")
+    assert policy().origin_allowed(f"http://{sent}:3000", f"{written}:8000")  # the same-host rule
+    sourced = policy(f"{written}:8000 -> 127.0.0.1:7")
+    assert sourced.destination_allowed(f"{sent}:8000", "127.0.0.1", 7)
+    assert not sourced.destination_allowed(f"{sent}:8001", "127.0.0.1", 7)
+    assert not sourced.destination_allowed("[::2]:8000", "127.0.0.1", 7)
+
+
 @pytest.mark.parametrize("origin, host, allowed", [
     (None, "localhost:8000", True),
     ("http://localhost:3000", "localhost:8000", True),
