@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 from orbited import logs
 from orbited.addresses import host_port
 from orbited.inifile import Entry, Problem, Section, parse_ini
-from orbited.lookup import canonical_authority, canonical_host, host_name_problem
+from orbited.lookup import canonical_authority, canonical_host, host_name_problem, zone_problem
 
 DEFAULT_PATHS = ("./orbited.cfg", "/etc/orbited.cfg")
 
@@ -319,9 +320,12 @@ def split_host_port(text: str, default_port: int | None) -> tuple[str, int]:
             raise ValueError(f"'{text}' opens '[' without ']'")
         host, rest = text[1:end], text[end + 1 :]
         try:
-            ipaddress.IPv6Address(host)
+            address = ipaddress.IPv6Address(host)
         except ValueError:
             raise ValueError(f"'{host}' in brackets is not an IPv6 address") from None
+        problem = zone_problem(address)
+        if problem:
+            raise ValueError(problem)
         if rest and not rest.startswith(":"):
             raise ValueError(f"unexpected '{rest}' after ']'")
         port_text = rest[1:] if rest else ""
@@ -357,12 +361,20 @@ def parse_listen_line(text: str, line: int = 0) -> Listener:
     host, port = split_host_port(rest, DEFAULT_PORTS.get(scheme))
     if host and host != "localhost":
         try:
-            ipaddress.ip_address(host)
+            address = ipaddress.ip_address(host)
         except ValueError:
             raise ValueError(
                 f"'{host}' is not an interface address (use an IP address, "
                 "'localhost', or nothing for every interface)"
             ) from None
+        zone = getattr(address, "scope_id", None)
+        if zone:  # bound at start-up, so the interface must be here (a rule's may come up later)
+            try:
+                socket.if_indextoname(int(zone)) if zone.isdigit() else socket.if_nametoindex(zone)
+            except OSError:
+                escaped = " (a URL writes '%' as '%25'; here write the zone after '%' alone)" if \
+                    zone.startswith("25") else ""
+                raise ValueError(f"'{host}': this machine has no interface '{zone}'{escaped}") from None
     option = option.strip()
     if option and scheme != "stomp":
         raise ValueError(f"unexpected '{option}' after the {scheme}:// URL")

@@ -56,6 +56,27 @@ def host_name_problem(host: str) -> str | None:
     return None
 
 
+def zone_problem(address: ipaddress.IPv6Address) -> str | None:
+    """Why the zone id of an IPv6 literal (``fe80::1%eth0``) could never be used, or None.
+
+    ``ipaddress`` takes any text after ``%``; ``getaddrinfo`` takes a zone on a link-local
+    address only (``fe80::/10``: the zone says which link) and names an interface with it, so a
+    ``[listen]`` line ``[::1%lo]`` passed ``--check`` and then stopped start-up with "Name or
+    service not known", and a rule for it refused every TCPSocket (0108).  An interface name
+    here is letters, digits, ``-``, ``.`` and ``_`` (or the interface's number), so a handshake's
+    zone can carry nothing else into a log line or a close reason.
+    """
+    zone = address.scope_id
+    if zone is None:
+        return None
+    bare = str(address).partition("%")[0]
+    if not address.is_link_local:
+        return f"'{address}': a zone id (%{zone}) belongs to a link-local address (fe80::/10) only; write [{bare}]"
+    if not _NAME_CHARACTERS.issuperset(zone) or len(zone) > 15:
+        return f"'{address}': '{zone}' is not an interface name"
+    return None
+
+
 def canonical_host(host: str) -> str:
     """A host as rules and handshakes are compared: a name in lower case, an IP literal in its
     one written form ([0:0::1] and [::1], [::ffff:7f00:1] and [::ffff:127.0.0.1] are each one)."""

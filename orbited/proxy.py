@@ -26,7 +26,7 @@ from zope.interface import implementer
 from orbited.access import normalise_origin
 from orbited.addresses import host_port
 from orbited.closing import close_gracefully
-from orbited.lookup import canonical_host, host_name_problem, is_ip_literal
+from orbited.lookup import canonical_host, host_name_problem, is_ip_literal, zone_problem
 from orbited.session import ISession, ISessionProtocol
 
 if TYPE_CHECKING:
@@ -81,9 +81,11 @@ def parse_destination(data: bytes) -> Destination:
         if not sep:
             raise HandshakeError("expected '[address]:port'")
         try:
-            ipaddress.IPv6Address(host)
+            problem = zone_problem(ipaddress.IPv6Address(host))
         except ValueError:
             raise HandshakeError("bracketed host is not an IPv6 address") from None
+        if problem:
+            raise HandshakeError(problem)
     else:
         host, sep, port_text = text.rpartition(":")
         if not sep or not host:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -124,6 +126,7 @@ def test_origin_helpers():
     (b"localhost:61613\n", Destination("localhost", 61613)),
     (b"LocalHost:1\r\n", Destination("localhost", 1)),
     (b"[::1]:6667", Destination("::1", 6667)),
+    (b"[FE80::1%eth0]:6667", Destination("fe80::1%eth0", 6667)),  # a link-local address names its link
     (b"10.0.0.1:65535", Destination("10.0.0.1", 65535)),
 ])
 def test_handshake_parses(raw, expected):
@@ -133,6 +136,18 @@ def test_handshake_parses(raw, expected):
 @pytest.mark.parametrize("raw", [b"exa$mple:80", b"local host:80", b"*.example:80", b"a/b:80", b"::1:80"])
 def test_a_host_with_characters_no_name_has_is_an_invalid_handshake(raw):
     with pytest.raises(HandshakeError):
+        parse_destination(raw)
+
+
+@pytest.mark.parametrize("raw, why", [
+    (b"[::1%lo]:80", "a zone id (%lo) belongs to a link-local address (fe80::/10) only"),
+    (b"[fe80::1%a b]:80", "'a b' is not an interface name"),
+    (b"[fe80::1%a\x1b[31m]:80", "is not an interface name"),
+])
+def test_a_zone_id_that_no_connect_could_use_is_an_invalid_handshake(raw, why):
+    """It was taken as a host, then refused as unauthorized (0106) with a hint to add a rule that
+    every connect would fail (getaddrinfo takes a zone on a link-local address only)."""
+    with pytest.raises(HandshakeError, match=re.escape(why)):
         parse_destination(raw)
 
 

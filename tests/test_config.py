@@ -229,6 +229,15 @@ def test_defaults_without_sections():
         ("[listen]\nftp://:21\n", "x.cfg:2: [listen] unknown listen scheme 'ftp://'"),
         ("[listen]\nhttp://:99999\n", "x.cfg:2: [listen] port '99999' is not a number"),
         ("[listen]\nhttp://::1:80\n", "x.cfg:2: [listen] '::1:80': write IPv6 addresses in brackets"),
+        # IPv6 forms that passed --check and then could not be bound (or could never be reached)
+        ("[listen]\nhttp://[::1%lo]:80\n",
+         "x.cfg:2: [listen] '::1%lo': a zone id (%lo) belongs to a link-local address (fe80::/10) only; write [::1]"),
+        ("[listen]\nhttp://[fe80::1%25lo]:80\n",
+         "x.cfg:2: [listen] 'fe80::1%25lo': this machine has no interface '25lo' (a URL writes '%' as '%25'"),
+        ("[listen]\nhttp://[fe80::1%no-such-if]:80\n",
+         "x.cfg:2: [listen] 'fe80::1%no-such-if': this machine has no interface 'no-such-if'"),
+        ("[access]\n* -> [::1%lo]:7\n", "x.cfg:2: [access] '::1%lo': a zone id (%lo) belongs to a link-local"),
+        ("[access]\n* -> [fe80::1%x$y]:7\n", "x.cfg:2: [access] 'fe80::1%x$y': 'x$y' is not an interface name"),
         ("[listen]\nhttp://example.com:80\n", "x.cfg:2: [listen] 'example.com' is not an interface address"),
         ("[listen]\nhttp://:8000\nhttp://:8000\n", "x.cfg:3: [listen] http://:8000 repeats the address of line 2"),
         ("[listen]\nhttps://:8443\n", "x.cfg:2: [listen] https:// needs [ssl] key and crt"),
@@ -309,6 +318,7 @@ def test_listen_forms():
     assert parse_listen_line("http://:8000") == Listener("http", "", 8000)
     assert parse_listen_line("http://127.0.0.1:8000") == Listener("http", "127.0.0.1", 8000)
     assert parse_listen_line("http://[::1]:8000") == Listener("http", "::1", 8000)
+    assert parse_listen_line("http://[fe80::1%lo]:8000") == Listener("http", "fe80::1%lo", 8000)  # link-local, zone
     assert parse_listen_line("http://localhost") == Listener("http", "127.0.0.1", 80)
     assert parse_listen_line("stomp://:61613 /etc/morbid.cfg").option == "/etc/morbid.cfg"
     assert parse_listen_line("echo://127.0.0.1:7000").scheme == "echo"
