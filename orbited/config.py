@@ -328,6 +328,8 @@ def split_host_port(text: str, default_port: int | None) -> tuple[str, int]:
             raise ValueError(problem)
         if rest and not rest.startswith(":"):
             raise ValueError(f"unexpected '{rest}' after ']'")
+        if rest == ":":
+            raise ValueError(f"'{text}' has ':' but no port")
         port_text = rest[1:] if rest else ""
     else:
         if text.count(":") > 1:
@@ -339,7 +341,7 @@ def split_host_port(text: str, default_port: int | None) -> tuple[str, int]:
         if default_port is None:
             raise ValueError(f"'{text}' needs a port")
         return host, default_port
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
         raise ValueError(f"port '{port_text}' is not a number from 0 to 65535")
     return host, int(port_text)
 
@@ -375,6 +377,7 @@ def parse_listen_line(text: str, line: int = 0) -> Listener:
                 escaped = " (a URL writes '%' as '%25'; here write the zone after '%' alone)" if \
                     zone.startswith("25") else ""
                 raise ValueError(f"'{host}': this machine has no interface '{zone}'{escaped}") from None
+        host = canonical_host(host)  # one spelling, so that --check sees [::1] and [0::1] repeat an address
     option = option.strip()
     if option and scheme != "stomp":
         raise ValueError(f"unexpected '{option}' after the {scheme}:// URL")

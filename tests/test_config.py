@@ -236,6 +236,11 @@ def test_defaults_without_sections():
          "x.cfg:2: [listen] 'fe80::1%25lo': this machine has no interface '25lo' (a URL writes '%' as '%25'"),
         ("[listen]\nhttp://[fe80::1%no-such-if]:80\n",
          "x.cfg:2: [listen] 'fe80::1%no-such-if': this machine has no interface 'no-such-if'"),
+        ("[listen]\nhttp://[::1]:8000\nhttp://[0:0::1]:8000\n",
+         "x.cfg:3: [listen] http://[::1]:8000 repeats the address of line 2"),
+        ("[listen]\nhttp://[::1]:\n", "x.cfg:2: [listen] '[::1]:' has ':' but no port"),
+        ("[listen]\nhttp://[::1]:\u0668\u0660\n", "x.cfg:2: [listen] port '\u0668\u0660' is not a number from 0 to 65535"),
+        ("[listen]\nhttp://127.0.0.1:\u00b2\n", "x.cfg:2: [listen] port '\u00b2' is not a number from 0 to 65535"),
         ("[access]\n* -> [::1%lo]:7\n", "x.cfg:2: [access] '::1%lo': a zone id (%lo) belongs to a link-local"),
         ("[access]\n* -> [fe80::1%x$y]:7\n", "x.cfg:2: [access] 'fe80::1%x$y': 'x$y' is not an interface name"),
         ("[listen]\nhttp://example.com:80\n", "x.cfg:2: [listen] 'example.com' is not an interface address"),
@@ -318,7 +323,8 @@ def test_listen_forms():
     assert parse_listen_line("http://:8000") == Listener("http", "", 8000)
     assert parse_listen_line("http://127.0.0.1:8000") == Listener("http", "127.0.0.1", 8000)
     assert parse_listen_line("http://[::1]:8000") == Listener("http", "::1", 8000)
-    assert parse_listen_line("http://[fe80::1%lo]:8000") == Listener("http", "fe80::1%lo", 8000)  # link-local, zone
+    assert parse_listen_line("http://[0:0:0:0:0:0:0:1]:8000") == Listener("http", "::1", 8000)
+    assert parse_listen_line("http://[FE80::1%lo]:8000") == Listener("http", "fe80::1%lo", 8000)  # one spelling
     assert parse_listen_line("http://localhost") == Listener("http", "127.0.0.1", 80)
     assert parse_listen_line("stomp://:61613 /etc/morbid.cfg").option == "/etc/morbid.cfg"
     assert parse_listen_line("echo://127.0.0.1:7000").scheme == "echo"
