@@ -30,6 +30,7 @@ from orbited.addresses import host_port
 from orbited.config import Config, ConfigError, Listener, TLSFiles, changes_needing_restart, load_file
 from orbited.context import ServerContext
 from orbited.http import LeanSite
+from orbited.listening import ListeningPort
 from orbited.logs import reopen_log_files
 from orbited.testservers import test_server_factory
 from orbited.web import build_site
@@ -265,21 +266,22 @@ class OrbitedServer:
 
     def _bind(self, listener: Listener, factory: Any) -> Any:
         interfaces = [listener.host] if listener.host else ["::", "0.0.0.0"]
+        port_type: type[ListeningPort] = ListeningPort
+        if listener.scheme == "https":
+            factory = tls_factory(self.tls, factory)
+        elif listener.scheme == "http" and self.config.settings["workers"]:
+            from orbited.workers import HandoffPort
+
+            port_type = HandoffPort
         for index, interface in enumerate(interfaces):
             try:
+                # what reactor.listenTCP does, with a port that can take both IP versions
+                port = port_type(listener.port, factory, LISTEN_BACKLOG, interface, self.reactor)
+                port.every_interface = not listener.host
                 if listener.scheme == "https":
-                    port = self.reactor.listenTCP(listener.port, tls_factory(self.tls, factory),
-                                                  backlog=LISTEN_BACKLOG, interface=interface)
                     port._type = "TLS"  # as listenSSL marks it, for Twisted's log lines
-                    return port
-                if listener.scheme == "http" and self.config.settings["workers"]:
-                    from orbited.workers import HandoffPort
-
-                    port = HandoffPort(listener.port, factory, LISTEN_BACKLOG, interface, self.reactor)
-                    port.startListening()
-                    return port
-                return self.reactor.listenTCP(listener.port, factory, backlog=LISTEN_BACKLOG,
-                                              interface=interface)
+                port.startListening()
+                return port
             except CannotListenError:
                 # '::' fails where IPv6 is off; then every IPv4 interface will do.
                 if index == len(interfaces) - 1:

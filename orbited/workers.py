@@ -32,9 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet import tcp
-
 from orbited.http.upgrade import is_plain_tcp, replayable_head
+from orbited.listening import ListeningPort
 from orbited.worker_routes import WS, worker_at_accept, worker_for
 
 if TYPE_CHECKING:
@@ -459,7 +458,7 @@ PEEK_SIZE = 4096  # a browser's upgrade head is well under this; a larger one go
 DEFER_ACCEPT = 1
 
 
-class HandoffPort(tcp.Port):
+class HandoffPort(ListeningPort):
     """An http:// listening port that passes connections to workers at accept.
 
     Without it the master builds an HTTP connection for every /ws connect,

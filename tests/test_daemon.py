@@ -7,6 +7,7 @@ import json
 import os
 import pwd
 import re
+import shutil
 import signal
 import socket
 import ssl
@@ -244,6 +245,52 @@ def test_ipv6_listener():
         wait_port(port, host="::1", proc=orbited.proc)
         status, _, body = get(port, "/system/status", host="::1")
         assert status == 200 and json.loads(body)["version"] == __version__
+
+
+IN_OWN_NETWORK = r"""
+import json, os, signal, subprocess, sys, time, urllib.request
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+with open("/proc/sys/net/ipv6/bindv6only", "w") as knob:  # this namespace's own; FreeBSD's default
+    knob.write("1")
+config, port = sys.argv[1], int(sys.argv[2])
+orbited = subprocess.Popen([sys.executable, "-m", "orbited", "--config", config], start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+def status(host):
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/system/status", timeout=2) as answer:
+            return answer.status
+    except OSError as exc:
+        return str(exc)
+
+try:
+    deadline = time.monotonic() + 30
+    while status("[::1]") != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    answers = {host: status(host) for host in ("[::1]", "127.0.0.1")}  # one socket: both, or IPv6 only
+finally:
+    os.killpg(orbited.pid, signal.SIGKILL)
+    orbited.wait()
+print(json.dumps(answers))
+"""
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_every_interface_takes_ipv4_clients_where_the_system_makes_ipv6_sockets_v6only(workers, tmp_path):
+    """'http://:8000' binds '::' and promises IPv4 clients too; with net.ipv6.bindv6only = 1 (in a
+    network namespace of the test's own) every IPv4 client was refused."""
+    if os.getuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare(1) for a network namespace of its own")
+    config = tmp_path / "orbited.cfg"
+    config.write_text(f"[global]\nuser = {pwd.getpwuid(0).pw_name}\nworkers = {workers}\n[listen]\nhttp://:8000\n")
+    script = tmp_path / "in_own_network.py"
+    script.write_text(IN_OWN_NETWORK)
+    run = subprocess.run(["unshare", "--net", sys.executable, str(script), str(config), "8000"], capture_output=True,
+                         text=True, timeout=60, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    if run.returncode and "unshare" in run.stderr:
+        pytest.skip(f"no network namespace here: {run.stderr.strip()}")
+    answers = json.loads(run.stdout)
+    assert answers["[::1]"] == 200 and answers["127.0.0.1"] == 200, answers
 
 
 def test_log_lines_write_ipv6_peers_with_brackets_and_mapped_ones_as_ipv4():
