@@ -5,7 +5,7 @@ promises IPv4 clients too.  Whether an IPv6 socket on ``::`` takes IPv4 connecti
 the system's default (Linux's ``net.ipv6.bindv6only``, 1 on some installations; FreeBSD's
 ``net.inet6.ip6.v6only``, 1 by default): where it is 1, every IPv4 client was refused
 and nothing said so.  Here the socket says it itself.  An explicit ``http://[::]:8000``
-keeps the system's default, so that it can sit beside ``http://0.0.0.0:8000``.
+keeps the system's default (where it is IPv6-only, an ``http://0.0.0.0:8000`` line can join it).
 Nothing here reads the config: the service says which port is which.
 """
 
