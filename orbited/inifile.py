@@ -82,7 +82,10 @@ def parse_ini(text: str, path: str) -> tuple[dict[str, Section], list[Problem]]:
         line = strip_comment(stripped).strip()
         if not line:
             continue
-        if line.startswith("[") and line.endswith("]"):
+        # '[::1] -> [::1]' (a Host on port 80, a backend on port 80) is an [access] rule: no
+        # section name holds '->', and read as one it took every later rule into a section
+        # that is ignored
+        if line.startswith("[") and line.endswith("]") and "->" not in line:
             name = line[1:-1].strip()
             if not name:
                 problems.append(Problem(path, number, "empty section name '[]'"))

@@ -14,6 +14,7 @@ from twisted.internet.task import Clock
 from orbited import logs
 from orbited.config import (
     GLOBAL_KEYS,
+    AccessRule,
     ConfigError,
     Listener,
     changes_needing_restart,
@@ -317,6 +318,14 @@ def test_comments_and_hash_in_values():
     assert config.settings["session.ping_interval"] == 12
     sections, problems = parse_ini("[a]\nurl = http://x/#frag\n", "x.cfg")
     assert sections["a"].get("url").value == "http://x/#frag" and not problems
+
+
+def test_an_access_rule_with_ipv6_at_both_ends_is_not_a_section_header():
+    """'[::1] -> [::1]' starts with '[' and ends with ']': it was read as a section named
+    '::1] -> [::1', which took the rules after it along (ignored, with one warning)."""
+    config = load_text("[access]\n[::1] -> [::1]\n* -> 127.0.0.1:7\n", "x.cfg")
+    assert config.access == (AccessRule("[::1]", "::1", 80, 2), AccessRule("*", "127.0.0.1", 7, 3))
+    assert not config.warnings
 
 
 def test_listen_forms():
