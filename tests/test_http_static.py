@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 from email.utils import formatdate
@@ -136,6 +137,8 @@ def test_a_file_that_shrinks_while_it_is_sent_ends_the_connection(request, engin
     assert rest == b"A" * (8 << 20)  # the file's bytes and nothing else, then the connection ends
     assert time.monotonic() - started < 3
     assert "shrank from 16777216 bytes while it was sent" in site.log()
+    # the client named as every line names one, port and all (orbited/addresses.py)
+    assert re.search(r"127\.0\.0\.1:\d+: \S+ shrank from", site.log()), site.log()
 
 
 def test_if_modified_since_is_304(site):

@@ -38,6 +38,7 @@ from twisted.protocols.basic import FileSender
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from orbited.addresses import peer_text
 from orbited.http.conditional import not_modified
 from orbited.logs import Tally
 from orbited.procstats import OUT_OF_FILES
@@ -268,4 +269,4 @@ def transport_of(request: Any) -> Any:
 
 
 def _peer(request: Any) -> str:
-    return str(getattr(request.getClientAddress(), "host", "a client"))
+    return peer_text(request.getClientAddress())
