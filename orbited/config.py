@@ -363,25 +363,34 @@ def parse_listen_line(text: str, line: int = 0) -> Listener:
     host, port = split_host_port(rest, DEFAULT_PORTS.get(scheme))
     if host and host != "localhost":
         try:
-            address = ipaddress.ip_address(host)
+            ipaddress.ip_address(host)
         except ValueError:
             raise ValueError(
                 f"'{host}' is not an interface address (use an IP address, "
                 "'localhost', or nothing for every interface)"
             ) from None
-        zone = getattr(address, "scope_id", None)
-        if zone:  # bound at start-up, so the interface must be here (a rule's may come up later)
-            try:
-                socket.if_indextoname(int(zone)) if zone.isdigit() else socket.if_nametoindex(zone)
-            except OSError:
-                escaped = " (a URL writes '%' as '%25'; here write the zone after '%' alone)" if \
-                    zone.startswith("25") else ""
-                raise ValueError(f"'{host}': this machine has no interface '{zone}'{escaped}") from None
         host = canonical_host(host)  # one spelling, so that --check sees [::1] and [0::1] repeat an address
     option = option.strip()
     if option and scheme != "stomp":
         raise ValueError(f"unexpected '{option}' after the {scheme}:// URL")
     return Listener(scheme, "127.0.0.1" if host == "localhost" else host, port, line, option)
+
+
+def missing_interface(host: str) -> str | None:
+    """Why a listener on ``host`` cannot bind for want of the interface its zone names, or None.
+
+    Asked where the [ssl] files are (start-up, ``--check``), not at a reload: a listener is
+    bound once, and an interface gone since (a VPN down) must not refuse the new [access]
+    rules.  A rule's zone is not asked about: its interface may come up later."""
+    zone = host.partition("%")[2]
+    if not zone:
+        return None
+    try:
+        socket.if_indextoname(int(zone)) if zone.isdigit() else socket.if_nametoindex(zone)
+    except (OSError, OverflowError):
+        escaped = " (a URL writes '%' as '%25'; here write the zone after '%' alone)" if zone.startswith("25") else ""
+        return f"'{host}': this machine has no interface '{zone}'{escaped}"
+    return None
 
 
 def parse_access_entry(entry: Entry) -> AccessRule:
@@ -467,6 +476,10 @@ def build_config(sections: dict[str, Section], path: str,
             listener = parse_listen_line(entry.key, entry.line)
         except ValueError as exc:
             error(entry.line, f"[listen] {exc}")
+            continue
+        problem = missing_interface(listener.host) if files_must_exist else None
+        if problem:
+            error(entry.line, f"[listen] {problem}")
             continue
         if listener.option:
             warn(entry.line, f"morbid config '{listener.option}' is ignored; "

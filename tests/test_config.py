@@ -320,6 +320,13 @@ def test_comments_and_hash_in_values():
     assert sections["a"].get("url").value == "http://x/#frag" and not problems
 
 
+def test_a_reload_takes_a_listener_whose_interface_is_gone():
+    """Start-up and --check name a zone's missing interface; a reload (SIGHUP) binds nothing, and
+    an interface gone since (a VPN down) must not refuse that reload's [access] rules."""
+    text = "[listen]\nhttp://[fe80::1%no-such-if]:80\n[access]\n* -> 127.0.0.1:7\n"
+    assert load_text(text, "x.cfg", files_must_exist=False).listeners[0].host == "fe80::1%no-such-if"
+
+
 def test_an_access_rule_with_ipv6_at_both_ends_is_not_a_section_header():
     """'[::1] -> [::1]' starts with '[' and ends with ']': it was read as a section named
     '::1] -> [::1', which took the rules after it along (ignored, with one warning)."""
