@@ -399,6 +399,9 @@ def parse_access_entry(entry: Entry) -> AccessRule:
         raise ValueError("the source before '->' is empty (use '*' or a Host such as localhost:8000)")
     if not dest:
         raise ValueError("the destination after '->' is empty")
+    if source.count(":") > 1 and not source.startswith("["):  # no Host header is written so
+        raise ValueError(f"source '{source}': a browser's Host header writes an IPv6 address in brackets, "
+                         "as [::1]:8000; write it so")
     if "*" in dest:  # '*', '*:80', '*.example.com:80'
         raise ValueError("illegal [access] entry: wildcard destination (name each backend in a rule of its own)")
     host, port = split_host_port(dest, 80)

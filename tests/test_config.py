@@ -242,6 +242,8 @@ def test_defaults_without_sections():
         ("[listen]\nhttp://[::1]:\n", "x.cfg:2: [listen] '[::1]:' has ':' but no port"),
         ("[listen]\nhttp://[::1]:\u0668\u0660\n", "x.cfg:2: [listen] port '\u0668\u0660' is not a number from 0 to 65535"),
         ("[listen]\nhttp://127.0.0.1:\u00b2\n", "x.cfg:2: [listen] port '\u00b2' is not a number from 0 to 65535"),
+        ("[access]\n::1:8000 -> 127.0.0.1:7\n",
+         "x.cfg:2: [access] source '::1:8000': a browser's Host header writes an IPv6 address in brackets"),
         ("[access]\n* -> [::1%lo]:7\n", "x.cfg:2: [access] '::1%lo': a zone id (%lo) belongs to a link-local"),
         ("[access]\n* -> [fe80::1%x$y]:7\n", "x.cfg:2: [access] 'fe80::1%x$y': 'x$y' is not an interface name"),
         ("[listen]\nhttp://example.com:80\n", "x.cfg:2: [listen] 'example.com' is not an interface address"),
