@@ -139,6 +139,18 @@ def test_irc_client_against_ngircd(chromium, browser):  # noqa: F811
         say(browser, "/me waves")
         wait_text(chromium, "log", "* bob waves")
         shot(chromium, "irc")
+        # a refused /nick is shown and bob stays bob (the page used to take alice_, or loop on 432)
+        say(browser, "/nick alice")
+        wait_text(browser, "log", "Nickname already in use")
+        say(browser, "/nick 9digits")
+        wait_text(browser, "log", "Erroneous nickname")
+        say(browser, "still bob")
+        wait_text(chromium, "log", "<bob> still bob")
+        assert "<bob> still bob" in text_of(browser, "log")
+        assert text_of(browser, "status") == "in #orbited as bob"
+        # a nick the server will never take, given at the start, ends in a guest nick, not a loop
+        browser.get(url + "&nick=9digits")
+        wait_text(browser, "status", "in #orbited as guest")
 
 
 def test_xmpp_chat_against_prosody(chromium, browser):  # noqa: F811
