@@ -32,6 +32,7 @@ trap 'exit 0' INT TERM
 need() {
   command -v "$1" >/dev/null 2>&1 || { echo "$(basename "$0"): '$1' not found. $2" >&2; exit 1; }
 }
+need "$ORBITED" "Run 'make install' once (it creates venv/ with Orbited), or set ORBITED to the orbited command."
 
 # wait_port PORT: until something listens on 127.0.0.1:PORT (20 s)
 wait_port() {

@@ -92,6 +92,19 @@ def test_every_example_has_a_readme_and_one_command():
         assert f'href="{directory.name}/"' in (EXAMPLES / "index.html").read_text()
 
 
+def test_run_sh_without_orbited_says_what_to_do():
+    """Before `make install` a run.sh failed with bash's 'orbited: command not found' and then
+    'nothing listens on 127.0.0.1:8000', 20 s later; now it stops at once and names the fix."""
+    env = {**os.environ, "ORBITED": "/nonexistent/orbited", "HTTP_PORT": str(free_port())}
+    started = time.monotonic()
+    done = subprocess.run([str(EXAMPLES / "console" / "run.sh")], env=env, capture_output=True, text=True,
+                          timeout=30, start_new_session=True)
+    assert done.returncode == 1
+    assert "'/nonexistent/orbited' not found. Run 'make install' once" in done.stderr
+    assert "nothing listens" not in done.stderr
+    assert time.monotonic() - started < 10
+
+
 def test_chat_with_python_publisher(chromium, browser):  # noqa: F811
     stomp_port = free_port()
     with Demo("chat", STOMP_PORT=stomp_port, EVERY=1) as demo:
