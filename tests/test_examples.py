@@ -170,6 +170,9 @@ def test_xmpp_chat_against_prosody(chromium, browser):  # noqa: F811
     xmpp_port = free_port()
     with Demo("xmpp", XMPP_PORT=xmpp_port) as demo:
         url = demo.url(f"xmpp/?port={xmpp_port}")
+        # a wrong password says so (it used to show only "closed: 103 UserConnectionReset")
+        chromium.get(url + "&user=alice&password=wrong")
+        wait_text(chromium, "status", "login failed: not-authorized")
         chromium.get(url + "&user=alice&password=alicepw&to=bob@localhost")
         browser.get(url + "&user=bob&password=bobpw&to=alice@localhost")
         wait_text(chromium, "status", "online as alice@localhost")
