@@ -81,6 +81,11 @@ def say(browser, text: str, input_id: str = "text", form_id: str = "say") -> Non
                f"document.getElementById('{form_id}').requestSubmit();", text)
 
 
+def console_errors(browser) -> list[str]:
+    """The page's console errors since the last call (a demo should log none: not even a 404)."""
+    return [e["message"] for e in browser.driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
 def test_every_example_has_a_readme_and_one_command():
     for directory in sorted(p for p in EXAMPLES.iterdir() if p.is_dir()):
         readme = (directory / "README.md").read_text()
@@ -124,6 +129,7 @@ def test_chat_with_python_publisher(chromium, browser):  # noqa: F811
         wait_text(chromium, "log", "bob: hi alice")
         assert chromium.js("return document.querySelectorAll('#log b').length;") == 0
         shot(chromium, "chat")
+        assert console_errors(chromium) == console_errors(browser) == []
 
 
 def test_rails_flow_with_ruby_stomp(chromium):  # noqa: F811
@@ -136,6 +142,7 @@ def test_rails_flow_with_ruby_stomp(chromium):  # noqa: F811
                         "hello", "Hello from Ruby ✓"], check=True, timeout=30)
         wait_text(chromium, "updates", "Hello from Ruby ✓")
         shot(chromium, "rails")
+        assert console_errors(chromium) == []
 
 
 def test_irc_client_against_ngircd(chromium, browser):  # noqa: F811
@@ -164,6 +171,7 @@ def test_irc_client_against_ngircd(chromium, browser):  # noqa: F811
         # a nick the server will never take, given at the start, ends in a guest nick, not a loop
         browser.get(url + "&nick=9digits")
         wait_text(browser, "status", "in #orbited as guest")
+        assert console_errors(chromium) == console_errors(browser) == []
 
 
 def test_xmpp_chat_against_prosody(chromium, browser):  # noqa: F811
@@ -189,6 +197,7 @@ def test_xmpp_chat_against_prosody(chromium, browser):  # noqa: F811
         say(browser, "hello room", "room-text", "room-say")
         wait_text(chromium, "log", "[lobby] bob: hello room")
         shot(chromium, "xmpp")
+        assert console_errors(chromium) == console_errors(browser) == []
 
 
 def test_line_console(chromium):  # noqa: F811
@@ -202,6 +211,7 @@ def test_line_console(chromium):  # noqa: F811
                     "document.getElementById('connect').click();", ports["ANNOUNCE_PORT"])
         wait_text(chromium, "output", "message 2", timeout=10)
         shot(chromium, "console")
+        assert console_errors(chromium) == []
 
 
 def test_make_run_serves_the_demo_index(chromium):  # noqa: F811
@@ -230,6 +240,7 @@ def test_make_run_serves_the_demo_index(chromium):  # noqa: F811
         wait_text(chromium, "status", "connected")
         say(chromium, "make run works", "line", "send-form")
         wait_text(chromium, "output", "make run works")
+        assert console_errors(chromium) == []
     finally:
         stop_process(proc)
 
