@@ -132,6 +132,16 @@ def test_chat_with_python_publisher(chromium, browser):  # noqa: F811
         assert console_errors(chromium) == console_errors(browser) == []
 
 
+def test_publisher_without_a_broker_says_so():
+    """Like publish.rb's 'The Orbited server appears to be down!': one line, exit 1, no traceback."""
+    port = free_port()
+    done = subprocess.run([str(REPO / "venv" / "bin" / "python"), str(EXAMPLES / "chat" / "publisher.py"),
+                           "--port", str(port), "--say", "hello"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert f"publisher.py: no STOMP broker at 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_rails_flow_with_ruby_stomp(chromium):  # noqa: F811
     stomp_port = free_port()
     with Demo("rails", STOMP_PORT=stomp_port, EVERY=1) as demo:

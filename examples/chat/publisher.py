@@ -36,7 +36,12 @@ def main() -> None:
     args = parser.parse_args()
 
     conn = stomp.Connection([(args.host, args.port)], heartbeats=(0, 0))
-    conn.connect(args.login, args.passcode, wait=True)
+    try:
+        conn.connect(args.login, args.passcode, wait=True)
+    except stomp.exception.ConnectFailedException:
+        # a sentence, not a traceback: the usual cause is that the demo is not running
+        raise SystemExit(f"publisher.py: no STOMP broker at {args.host}:{args.port} "
+                         "(is examples/chat/run.sh running, and is --port its STOMP_PORT?)") from None
     try:
         if args.say is not None:
             conn.send(destination=TOPIC, body=event(args.say), content_type="application/json")
