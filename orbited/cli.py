@@ -35,7 +35,8 @@ def parser() -> argparse.ArgumentParser:
                    help="config file (default: ./orbited.cfg, then /etc/orbited.cfg)")
     p.add_argument("-v", "--version", action="store_true", help="print the version and exit")
     p.add_argument("-q", "--quickstart", action="store_true",
-                   help="no config file: HTTP on :8000, STOMP broker on :61613, '* -> localhost:61613'")
+                   help="no config file, loopback only: HTTP on 127.0.0.1:8000, STOMP broker on 127.0.0.1:61613, "
+                        "'* -> localhost:61613'")
     p.add_argument("--check", action="store_true",
                    help="validate the config; print every problem as FILE:LINE: message; exit 0 or 2")
     p.add_argument("-d", "--daemon", action="store_true", help="detach into the background")

@@ -648,11 +648,13 @@ def find_config() -> str | None:
     return None
 
 
+# All on loopback: the broker takes any login, and /stomp and the '* -> localhost:61613' rule
+# would hand it to every machine that can reach an HTTP port on all interfaces.
 QUICKSTART_TEXT = """\
 [global]
 proxy.enabled = 1
 [listen]
-http://:8000
+http://127.0.0.1:8000
 stomp://127.0.0.1:61613
 [access]
 * -> localhost:61613
@@ -660,7 +662,7 @@ stomp://127.0.0.1:61613
 
 
 def quickstart() -> Config:
-    """0.7's --quickstart: HTTP on 8000, the broker on 61613, '* -> localhost:61613'."""
+    """0.7's --quickstart: HTTP on 8000, the broker on 61613, '* -> localhost:61613' (loopback only)."""
     return load_text(QUICKSTART_TEXT, "<quickstart>")
 
 

@@ -208,6 +208,9 @@ def test_quickstart_matches_07():
     config = quickstart()
     assert [(lst.scheme, lst.port) for lst in config.listeners] == [("http", 8000), ("stomp", 61613)]
     assert [(r.source, r.host, r.port) for r in config.access] == [("*", "localhost", 61613)]
+    # its broker takes any login, also through /stomp and /ws on the HTTP port: all on loopback,
+    # as `make run`'s (HTTP on every interface handed the broker to the whole network)
+    assert {listener.host for listener in config.listeners} == {"127.0.0.1"}
 
 
 def test_defaults_without_sections():
