@@ -199,6 +199,9 @@ def test_shipped_configs_are_valid_and_safe():
             assert rule.host in ("localhost", "127.0.0.1"), rule
     shipped = load_file(str(REPO / "etc" / "orbited.cfg"))
     assert {(r.host, r.port) for r in shipped.access} <= {("localhost", 61613), ("127.0.0.1", 61613)}
+    # a broker without users takes any login, and every HTTP port serves it (/stomp, /ws): loopback
+    if not any(key.startswith("user.") for key in shipped.section("stomp").as_dict()):
+        assert {listener.host for listener in shipped.listeners} == {"127.0.0.1"}
     # `make run`'s broker takes any login and its test servers serve any page: all on loopback
     demo = load_file(str(REPO / "etc" / "demo.cfg"))
     assert {listener.host for listener in demo.listeners} == {"127.0.0.1"}
