@@ -33,7 +33,7 @@ from orbited.http import LeanSite
 from orbited.listening import ListeningPort
 from orbited.logs import reopen_log_files
 from orbited.testservers import test_server_factory
-from orbited.web import build_site
+from orbited.web import build_site, bundled_static_dir
 
 log = logging.getLogger("orbited.service")
 
@@ -303,6 +303,7 @@ class OrbitedServer:
         drop_privileges(self.config)
         if started_as_root:
             self.warn_unreadable_for_reload()
+            self.warn_unreadable_static()
 
     def warn_unreadable_for_reload(self) -> None:
         """A SIGHUP re-reads these as [global] user: say now, not at the next certificate renewal."""
@@ -314,6 +315,18 @@ class OrbitedServer:
                 log.warning("%s is not readable by user %s: a reload (SIGHUP) cannot re-read it; make it "
                             "readable by that user or group, or restart to apply changes", path,
                             self.config.settings["user"])
+
+    def warn_unreadable_static(self) -> None:
+        """Files are served as [global] user: a directory it cannot enter (a clone under root's
+        0700 home, run by `make run` as nobody) would answer every request with a silent 404."""
+        user = self.config.settings["user"]
+        mounts = [(f"/{name}/" if name else "/", directory) for name, directory in self.config.static]
+        mounts.append(("/static/ (Orbited.js and the protocol clients)", bundled_static_dir()))
+        for where, directory in mounts:
+            if not os.access(directory, os.R_OK | os.X_OK):
+                log.error("%s is not readable by user %s, so %s answers 404 to every request; make it and "
+                          "each directory above it readable by that user (chmod o+rx), or choose another "
+                          "[global] user", directory, user, where)
 
     # --- worker processes
 

@@ -1073,6 +1073,32 @@ def test_a_reload_as_nobody_applies_the_rules_when_the_tls_files_are_in_a_root_o
             f"crt '{crt}': cannot read the certificate chain: Permission denied") in log, log
 
 
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root, to start as root and drop to nobody")
+def test_static_directories_nobody_cannot_read_are_named_at_start():
+    """`make run` as root from a clone under /root (0700) served every page as a 404 and said
+    nothing: the files are read as [global] user.  Start-up now names each such directory."""
+    import shutil
+    import tempfile
+
+    private = scratch_dir("private-")
+    hidden = private / "site"
+    hidden.mkdir()
+    private.chmod(0o700)
+    shared = Path(tempfile.mkdtemp(prefix="orbited-shared-"))  # /tmp: every user may enter it
+    shared.chmod(0o755)
+    port = free_port()
+    config = (f"[global]\nuser = nobody\n[listen]\nhttp://127.0.0.1:{port}\n"
+              f"[static]\nhidden = {hidden}\nshared = {shared}\n")
+    try:
+        with OrbitedProcess(config, wait_for=port) as orbited:
+            orbited.status()  # answered once the reactor runs: after the drop and its checks
+            assert (f"{hidden} is not readable by user nobody, so /hidden/ answers 404 to every request"
+                    in orbited.log()), orbited.log()
+            assert f"{shared} is not readable" not in orbited.log()
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
 def test_privilege_drop_to_nobody_after_binding():
     import grp
     import pwd
