@@ -34,6 +34,17 @@ need() {
 }
 need "$ORBITED" "Run 'make install' once (it creates venv/ with Orbited), or set ORBITED to the orbited command."
 
+# port_free PORT VARIABLE: fail early when something listens there already (the ngircd or
+# prosody a distribution starts on install, `make run`, another demo): else wait_port would
+# find that one, and the demo's own server would stop at once, its log deleted with $WORK.
+port_free() {
+  if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+    echo "$(basename "$0"): 127.0.0.1:$1 is in use already (a system service, make run, or another demo?);" \
+         "stop that, or set $2 to a free port" >&2
+    exit 1
+  fi
+}
+
 # wait_port PORT: until something listens on 127.0.0.1:PORT (20 s)
 wait_port() {
   for _ in $(seq 400); do
@@ -51,6 +62,7 @@ start_orbited() {
     echo "user = $(id -un)"
     echo "$1"
   } > "$WORK/orbited.cfg"
+  port_free "$HTTP_PORT" HTTP_PORT
   "$ORBITED" --config "$WORK/orbited.cfg" &
   PIDS+=($!)
   wait_port "$HTTP_PORT"
@@ -61,5 +73,14 @@ start_orbited() {
 serve() {
   echo
   echo "Open http://localhost:$HTTP_PORT/demos/$1   (Ctrl-C stops the demo)"
-  wait -n
+  local status=0
+  wait -n || status=$?
+  # Only a process that ended by itself gets here (Ctrl-C exits through the trap): say so, and
+  # show the logs of the servers started here before cleanup deletes them with $WORK.
+  echo "$(basename "$0"): a process of the demo exited (status $status); stopping the demo." >&2
+  find "$WORK" -name '*.log' -size +0 2>/dev/null | while read -r log; do
+    echo "--- ${log#"$WORK"/} (last lines)" >&2
+    tail -n 5 "$log" >&2
+  done
+  return "$status"
 }

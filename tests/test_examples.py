@@ -132,6 +132,36 @@ def test_chat_with_python_publisher(chromium, browser):  # noqa: F811
         assert console_errors(chromium) == console_errors(browser) == []
 
 
+def test_run_sh_with_a_port_in_use_says_which():
+    """A port taken already (the ngircd a distribution starts on install, `make run` on 8000):
+    run.sh used to print 'Open http://...' and exit 1 at once, the reason deleted with its
+    scratch directory.  Now it names the port and the variable to change, before starting."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "HTTP_PORT": str(port)}
+        done = subprocess.run([str(EXAMPLES / "console" / "run.sh")], env=env, capture_output=True, text=True,
+                              timeout=30, start_new_session=True)
+    assert done.returncode == 1
+    assert f"127.0.0.1:{port} is in use already" in done.stderr and "set HTTP_PORT to a free port" in done.stderr
+    assert "Open http://" not in done.stdout
+
+
+def test_run_sh_shows_the_logs_when_its_server_stops():
+    """ngircd dying under the IRC demo stops the demo (as documented), and says why."""
+    irc_port = free_port()
+    with Demo("irc", IRC_PORT=irc_port) as demo:
+        ngircd = subprocess.run(["pgrep", "-s", str(demo.proc.pid), "-x", "ngircd"], capture_output=True, text=True)
+        os.kill(int(ngircd.stdout.split()[0]), signal.SIGKILL)
+        assert demo.proc.wait(timeout=20) == 137
+        output = demo.output()
+    assert "a process of the demo exited (status 137); stopping the demo." in output
+    assert "--- ngircd.log (last lines)" in output
+
+
 def test_publisher_without_a_broker_says_so():
     """Like publish.rb's 'The Orbited server appears to be down!': one line, exit 1, no traceback."""
     port = free_port()
@@ -259,6 +289,7 @@ def test_make_run_serves_the_demo_index(chromium):  # noqa: F811
 def _needs(request):
     """Skip cleanly only where a program the example needs is not installed (make test installs them)."""
     needs = {"test_rails_flow_with_ruby_stomp": "ruby", "test_irc_client_against_ngircd": "ngircd",
+             "test_run_sh_shows_the_logs_when_its_server_stops": "ngircd",
              "test_xmpp_chat_against_prosody": "prosody"}.get(request.node.name)
     if needs and not any((Path(d) / needs).exists() for d in os.environ["PATH"].split(os.pathsep)):
         pytest.fail(f"{needs} is not installed (make test installs it with apt-get)")

@@ -6,6 +6,7 @@ source "$(dirname "$0")/../lib.sh"
 STOMP_PORT=${STOMP_PORT:-61613}
 EVERY=${EVERY:-5}
 
+port_free "$STOMP_PORT" STOMP_PORT   # RabbitMQ's STOMP plugin takes 61613 too
 start_orbited "
 [listen]
 http://127.0.0.1:$HTTP_PORT

@@ -5,6 +5,7 @@ set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 IRC_PORT=${IRC_PORT:-6667}
 need ngircd "Install it: apt-get install ngircd (or point the page at another IRC server you may use)."
+port_free "$IRC_PORT" IRC_PORT
 
 cat > "$WORK/ngircd.conf" <<CONF
 [Global]

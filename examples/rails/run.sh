@@ -8,6 +8,7 @@ STOMP_PORT=${STOMP_PORT:-61613}
 EVERY=${EVERY:-5}
 need ruby "Install Ruby and its stomp gem: apt-get install ruby-stomp (or gem install stomp)."
 
+port_free "$STOMP_PORT" STOMP_PORT   # RabbitMQ's STOMP plugin takes 61613 too
 start_orbited "
 [listen]
 http://127.0.0.1:$HTTP_PORT

@@ -6,6 +6,7 @@ set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 XMPP_PORT=${XMPP_PORT:-5222}
 need prosody "Install it: apt-get install prosody."
+port_free "$XMPP_PORT" XMPP_PORT
 
 P="$WORK/prosody"
 mkdir -p "$P/data"
