@@ -21,6 +21,7 @@ PIDS=()
 
 cleanup() {
   trap - EXIT INT TERM
+  [ -z "${SLEEPER:-}" ] || kill "$SLEEPER" 2>/dev/null || true
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   rm -rf "$WORK"
@@ -69,12 +70,20 @@ start_orbited() {
 }
 
 # After everything is up: say where to look, then wait until interrupted
-# (or until any of the processes exits: then everything stops).
+# (or until any of the processes exits: then everything stops, saying which and why).
 serve() {
   echo
   echo "Open http://localhost:$HTTP_PORT/demos/$1   (Ctrl-C stops the demo)"
-  local status=0
-  wait -n || status=$?
+  # Poll rather than `wait -n`, which misses a process that ended before it was called (a
+  # server dying during start-up); `wait` on a sleep lets Ctrl-C and SIGTERM in at once.
+  local pid gone="" status=0
+  while [ -z "$gone" ]; do
+    for pid in "${PIDS[@]}"; do
+      kill -0 "$pid" 2>/dev/null || { gone=$pid; break; }
+    done
+    [ -n "$gone" ] || { sleep 0.5 & SLEEPER=$!; wait "$SLEEPER"; }
+  done
+  wait "$gone" || status=$?
   # Only a process that ended by itself gets here (Ctrl-C exits through the trap): say so, and
   # show the logs of the servers started here before cleanup deletes them with $WORK.
   echo "$(basename "$0"): a process of the demo exited (status $status); stopping the demo." >&2
