@@ -280,6 +280,11 @@ def test_make_run_serves_the_demo_index(chromium):  # noqa: F811
         wait_text(chromium, "status", "connected")
         say(chromium, "make run works", "line", "send-form")
         wait_text(chromium, "output", "make run works")
+        # IRC and XMPP need servers `make run` does not start: the pages say which command does
+        chromium.get(f"http://127.0.0.1:{http}/demos/irc/?port={mapping['6667']}")
+        wait_text(chromium, "status", f"no IRC server on localhost:{mapping['6667']} (examples/irc/run.sh starts one)")
+        chromium.get(f"http://127.0.0.1:{http}/demos/xmpp/?port={mapping['5222']}")
+        wait_text(chromium, "status", f"no XMPP server on localhost:{mapping['5222']} (examples/xmpp/run.sh starts one)")
         assert console_errors(chromium) == []
     finally:
         stop_process(proc)
