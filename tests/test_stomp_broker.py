@@ -516,6 +516,43 @@ def test_topic_subscriber_over_unacked_limit_is_disconnected():
     assert len(other.frames()) == 4
 
 
+def test_topic_prefetch_holds_messages_back_until_acked():
+    """prefetch-count on a client-ack topic subscription holds the rest back, as RabbitMQ does
+    (it was a disconnect), within max_unacked messages in all; the held ones count as the
+    connection's unacknowledged bytes and are dropped when the subscription ends."""
+    broker = make_broker("max_unacked = 6")
+    a = connected(broker)
+    a.send("SUBSCRIBE", id="a", destination="/topic/t", ack="client", prefetch_count="2")
+    for i in range(5):
+        broker.publish("/topic/t", str(i))
+    frames = a.frames()
+    assert [f.body for f in frames] == [b"0", b"1"] and not a.closed
+    assert broker.status()["unacked_bytes"] == 5
+    a.send("ACK", id=frames[1].headers["ack"])  # cumulative: room for two more
+    frames = a.frames()
+    assert [f.body for f in frames] == [b"2", b"3"]
+    a.send("NACK", id=frames[0].headers["ack"])  # a NACK makes room too (the topic drops m2)
+    assert [f.body for f in a.frames()] == [b"4"]
+    broker.publish("/topic/t", "5")
+    assert a.frames() == [] and not a.closed
+    a.send("UNSUBSCRIBE", id="a")
+    assert broker.status()["unacked_bytes"] == 0
+
+
+def test_topic_prefetch_backlog_is_bounded_by_max_unacked():
+    broker = make_broker("max_unacked = 4")
+    a = connected(broker)
+    a.send("SUBSCRIBE", id="a", destination="/topic/t", ack="client-individual", prefetch_count="1")
+    other = connected(broker)
+    other.send("SUBSCRIBE", id="o", destination="/topic/t")
+    for i in range(5):
+        broker.publish("/topic/t", str(i))
+    frames = a.frames()
+    assert [f.body for f in frames[:-1]] == [b"0"]
+    assert frames[-1].headers["message"] == "too many unacknowledged messages"
+    assert b"held back" in frames[-1].body
+    assert len(other.frames()) == 5 and broker.status()["unacked_bytes"] == 0
+
 def test_unacknowledged_bytes_are_bounded_per_connection_and_in_all():
     """max_unacked counts messages; a client that reads 100 KB messages and never ACKs held
     gigabytes.  Its queues keep what it may not take; its topic subscriptions are cut."""

@@ -288,6 +288,25 @@ def test_returned_messages_keep_publish_order(clients, version):
 
 
 @pytest.mark.parametrize("version", VERSIONS)
+def test_topic_prefetch_holds_messages_back_until_acked(clients, version):
+    """A client-ack topic subscriber at its prefetch-count gets the rest as it ACKs (Orbited
+    disconnected it)."""
+    topic = unique("topic")
+    sub, publisher = clients(version), clients(version)
+    sub.conn.subscribe(topic, id="p", ack="client-individual", headers={"prefetch-count": "2", "receipt": "s-p"})
+    assert sub.inbox.receipts.get(timeout=TIMEOUT) == "s-p"
+    for i in range(4):
+        publisher.send(topic, f"m{i}")
+    first, second = sub.inbox.next(), sub.inbox.next()
+    assert [first.body, second.body] == [b"m0", b"m1"]
+    sub.inbox.none()
+    sub.ack(first)
+    assert sub.inbox.next().body == b"m2"
+    sub.ack(second)
+    assert sub.inbox.next().body == b"m3"
+    assert sub.conn.is_connected()
+
+@pytest.mark.parametrize("version", VERSIONS)
 def test_transactions_commit_and_abort(clients, version):
     topic = unique("topic")
     sub, publisher = clients(version), clients(version)

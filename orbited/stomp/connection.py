@@ -206,7 +206,11 @@ class StompConnection:
         self.fail("slow consumer", f"disconnected: {why}", abort=True, level=logging.WARNING)
 
     def too_many_unacked(self, sub: Subscription) -> None:
-        if len(sub.unacked) >= sub.limit:
+        if sub.held is not None and len(sub.unacked) + len(sub.held) >= sub.hold_limit:
+            detail = (f"subscription '{sub.id}' on {sub.destination} holds {len(sub.unacked)} unacknowledged "
+                      f"messages (its prefetch-count) and {len(sub.held)} held back for it, "
+                      f"max_unacked in all")
+        elif len(sub.unacked) >= sub.limit:
             detail = (f"subscription '{sub.id}' on {sub.destination} holds {len(sub.unacked)} unacknowledged "
                       f"messages, its limit (max_unacked or prefetch-count)")
         else:
@@ -402,7 +406,7 @@ class StompConnection:
         ack = headers.get("ack", "auto")
         if ack not in ACK_MODES:
             raise ProtocolError("invalid ack mode", f"ack '{ack}' is not auto, client or client-individual")
-        limit = settings["max_unacked"]
+        limit = most = settings["max_unacked"]
         prefetch = headers.get("prefetch-count")
         if prefetch is not None:
             count = whole_number(prefetch)
@@ -410,13 +414,17 @@ class StompConnection:
                 raise ProtocolError("invalid prefetch-count", f"'{prefetch}' is not a whole number")
             if count > 0:
                 limit = min(limit, count)
-        if destination_kind(destination) is None:
+        kind = destination_kind(destination)
+        if kind is None:
             raise ProtocolError("unknown destination",
                                 f"'{destination}': this broker serves /topic/NAME and /queue/NAME")
+        # A topic subscriber that asked for prefetch-count has the rest held back for it, up to
+        # max_unacked in all (a queue holds messages back by itself).
+        hold = most if kind == "topic" and ack != "auto" and limit < most else 0
         if not self.broker.permissions.may_read(self.user, destination):
             raise AccessRefused("access refused", f"'{self.user}' may not subscribe to {destination}")
         self._numbers += 1
-        sub = Subscription(self, key, header_id, self._numbers, destination, ack, limit)
+        sub = Subscription(self, key, header_id, self._numbers, destination, ack, limit, hold)
         self.subscriptions[key] = sub
         self._by_number[sub.number] = sub
         self.broker.subscribe(sub)
@@ -483,6 +491,7 @@ class StompConnection:
             sub.target.returned(settled)
         elif sub.target is not None and sub.target.kind == "queue":
             sub.target.dispatch()
+        sub.release_held()
 
     # --- transactions
 

@@ -102,6 +102,8 @@ class Subscription:
         "auto",
         "connection",
         "destination",
+        "held",
+        "hold_limit",
         "id",
         "individual",
         "limit",
@@ -113,7 +115,7 @@ class Subscription:
     )
 
     def __init__(self, connection: StompConnection, key: str, header_id: str | None, number: int,
-                 destination: str, ack: str, limit: int):
+                 destination: str, ack: str, limit: int, hold_limit: int = 0):
         self.connection = connection
         self.id = key  # the id header, or in 1.0 without one the destination
         self.number = number
@@ -129,6 +131,12 @@ class Subscription:
         self.prefix = b"MESSAGE\n" + line
         self.limit = limit
         self.unacked: OrderedDict[str, Message] = OrderedDict()
+        # A topic subscription whose prefetch-count lowered ``limit``: what arrives while it holds
+        # ``limit`` unacknowledged messages waits here, as in RabbitMQ, until ACKs make room.
+        # Delivered and held together stay within ``hold_limit`` (max_unacked) and their bytes
+        # count against the connection's max_unacked_bytes; past either it is disconnected.
+        self.hold_limit = hold_limit
+        self.held: deque[Message] | None = deque() if hold_limit else None
         self.active = True
 
     def ack_id(self, message: Message) -> str:
@@ -146,11 +154,23 @@ class Subscription:
             self.connection.send(self.prefix + (message.tail(self.version) if tail is None else tail), message.binary)
             return
         unacked = self.connection.unacked
+        held = self.held
+        if held is not None and (held or len(self.unacked) >= self.limit):
+            if len(self.unacked) + len(held) >= self.hold_limit or unacked.full():
+                self.connection.too_many_unacked(self)
+                return
+            held.append(message)
+            unacked.add(message.size)
+            return
         if len(self.unacked) >= self.limit or unacked.full():
             self.connection.too_many_unacked(self)
             return
-        self.unacked[message.message_id] = message
         unacked.add(message.size)
+        self._hand_over(message, tail)
+
+    def _hand_over(self, message: Message, tail: bytes | None) -> None:
+        """Send a client-acknowledged message, whose bytes are counted already, and await its ACK."""
+        self.unacked[message.message_id] = message
         if tail is None:
             tail = message.tail(self.version)
         if self.version == V12:
@@ -158,6 +178,12 @@ class Subscription:
             self.connection.send(self.prefix + ack + tail, message.binary)
         else:
             self.connection.send(self.prefix + tail, message.binary)
+
+    def release_held(self) -> None:
+        """Send held-back topic messages, oldest first, as far as ACKs made room."""
+        held = self.held
+        while held and len(self.unacked) < self.limit:
+            self._hand_over(held.popleft(), None)
 
     def settle(self, message_id: str) -> list[Message]:
         """Remove what an ACK or NACK of ``message_id`` covers: one message, or (mode
@@ -177,10 +203,15 @@ class Subscription:
         return settled
 
     def take_unacked(self) -> list[Message]:
-        """Every unacknowledged message, to go back to its queue (the subscription ends)."""
+        """Every unacknowledged message, to go back to its queue (the subscription ends);
+        held-back topic messages are dropped."""
         returned = list(self.unacked.values())
         self.unacked.clear()
-        self.connection.unacked.remove(sum(message.size for message in returned))
+        size = sum(message.size for message in returned)
+        if self.held:  # held-back topic messages: nobody else wants them
+            size += sum(message.size for message in self.held)
+            self.held.clear()
+        self.connection.unacked.remove(size)
         return returned
 
 

@@ -86,7 +86,8 @@ STOMP_KEYS: tuple[Key, ...] = (
     Key("max_unacked", at_least(1), 1000,
         "Most unacknowledged messages one client/client-individual subscription may hold. A queue "
         "stops giving it messages at this number; a topic subscriber that reaches it is "
-        "disconnected. SUBSCRIBE's 'prefetch-count' header lowers it per subscription."),
+        "disconnected. SUBSCRIBE's 'prefetch-count' header lowers it per subscription; a topic "
+        "then holds further messages back for it, up to this number in all."),
     Key("max_unacked_bytes", at_least(1024), 16777216,
         "Most body bytes of unacknowledged messages one connection may hold over all its "
         "subscriptions (and all connections together: queue.max_total_bytes). Past it queues "
