@@ -19,7 +19,7 @@ import pytest
 import websocket  # websocket-client
 
 from tests.support.procs import OrbitedProcess, free_port, rss_kb
-from tests.support.rawws import upgrade
+from tests.support.rawws import masked, raw_upgrade, read_frame, upgrade
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -216,6 +216,52 @@ def test_websocket_frames_split_across_messages_and_several_per_message(server):
     assert opcode == websocket.ABNF.OPCODE_BINARY and data.endswith(b"\n\n\xff\xfe\0")
     ws.close()
 
+
+def test_a_websocket_publisher_held_by_flow_control_is_closed_at_once_after_an_error():
+    """A /stomp client the broker stopped reading from (it publishes to a slow subscriber) that
+    gets an ERROR must be read again: its answer to our close waited behind the frames it had
+    sent, and the connection stayed open for the whole 5 s close-handshake timeout."""
+    with Server("max_unacked = 3\npublish.enabled = 1\nflow.pause_publishers = 30\n"
+                "flow.stall_timeout = 60") as srv:
+        slow = Raw(srv.port)
+        slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.send(b"SUBSCRIBE\nid:s\ndestination:/topic/flood\nreceipt:r\n\n\0")
+        assert slow.frame().startswith(b"RECEIPT")
+        ws = raw_upgrade(srv.http, b"/stomp", headers=b"Sec-WebSocket-Protocol: v12.stomp\r\n")
+        ws.sendall(masked(1, b"CONNECT\naccept-version:1.2\n\n\0SUBSCRIBE\nid:b\ndestination:/topic/b\n"
+                             b"ack:client\nreceipt:r\n\n\0"))
+        assert read_frame(ws)[1].startswith(b"CONNECTED") and read_frame(ws)[1].startswith(b"RECEIPT")
+        flood = masked(1, b"SEND\ndestination:/topic/flood\n\n" + b"x" * 60000 + b"\0")
+        answered = threading.Event()
+        stop = threading.Event()
+        writer = ws.dup()  # its own timeout: the reader's must not cut a blocked send short
+
+        def publish() -> None:
+            writer.settimeout(30)
+            while not stop.is_set():
+                writer.sendall(flood)
+            writer.sendall(masked(8, b"\x03\xe8"))  # a browser answers the close after what it sent
+            answered.set()
+
+        threading.Thread(target=publish, daemon=True).start()
+        deadline = time.monotonic() + 20
+        while not srv.proc.status(srv.http)["broker"]["publishers_paused"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        for i in range(4):  # the fourth unacknowledged message is one too many
+            assert post(srv.http, "/stomp/publish/topic/b", b"m%d" % i)[0] == 200
+        ws.settimeout(10)
+        frames = [read_frame(ws) for _ in range(5)]
+        assert frames[3][1].startswith(b"ERROR\nmessage:too many unacknowledged messages")
+        assert frames[4] == (8, b"\x03\xe8")
+        closed_at = time.monotonic()
+        stop.set()
+        with pytest.raises((EOFError, ConnectionResetError)):
+            while True:
+                read_frame(ws)
+        assert time.monotonic() - closed_at < 2 and answered.wait(2)
+        for sock in (ws, writer, slow.sock):
+            sock.close()
 
 def test_websocket_refuses_foreign_origin(server):
     with pytest.raises(websocket.WebSocketBadStatusException) as info:

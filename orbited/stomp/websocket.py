@@ -149,6 +149,10 @@ class StompWebSocket(ServerProtocol):
             self.sendClose(1000)
         else:
             self.dropConnection(abort=False)
+        # A publisher the broker stopped reading from (flow control) must be read again, or its
+        # answer to our close waits behind the frames it sent meanwhile and the close takes the
+        # full close-handshake timeout; the TCP shell's close_gracefully reads on the same way.
+        transport.resumeProducing()
         # Not a fixed deadline: a client still reading the frames before its RECEIPT or ERROR
         # slowly was cut with them (10 s after the close); one that takes nothing is cut.
         cut_when_stalled(transport, self.factory.context.reactor)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import struct
 
 
 def upgrade_request(port: int, path: bytes, version: int = 13, headers: bytes = b"") -> bytes:
@@ -29,5 +30,33 @@ def raw_upgrade(port: int, path: bytes = b"/ws", version: int = 13, headers: byt
 
 
 def masked(opcode: int, payload: bytes) -> bytes:
-    assert len(payload) < 126
-    return bytes((0x80 | opcode, 0x80 | len(payload))) + b"\0\0\0\0" + payload  # a zero mask key
+    """One client frame (FIN set) with a zero mask key, so the payload goes as it is."""
+    size = len(payload)
+    if size < 126:
+        head = bytes((0x80 | opcode, 0x80 | size))
+    elif size < 65536:
+        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, size)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, size)
+    return head + b"\0\0\0\0" + payload
+
+
+def read_frame(sock: socket.socket) -> tuple[int, bytes]:
+    """The opcode and payload of the next (unmasked) server frame."""
+    first, second = _exactly(sock, 2)
+    size = second & 0x7F
+    if size == 126:
+        size = struct.unpack("!H", _exactly(sock, 2))[0]
+    elif size == 127:
+        size = struct.unpack("!Q", _exactly(sock, 8))[0]
+    return first & 0x0F, _exactly(sock, size)
+
+
+def _exactly(sock: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        if not chunk:
+            raise EOFError(data)
+        data += chunk
+    return data
