@@ -24,7 +24,8 @@ setup(
         "Twisted>=24.3",
         "autobahn>=24.4",
         "zope.interface>=6",
-        "pyOpenSSL>=24",
+        "pyOpenSSL>=24.3",  # takes cryptography keys and certificates (its own are deprecated)
+        "cryptography>=41",  # orbited/service.py reads the [ssl] key and chain with it
         "service_identity>=24",
     ],
     extras_require={

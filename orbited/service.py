@@ -16,7 +16,10 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-from OpenSSL import SSL, crypto
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from OpenSSL import SSL
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IOpenSSLContextFactory
@@ -72,14 +75,25 @@ class ReloadableTLS:
 
 
 class _PassphraseWanted(Exception):
-    """The private key is encrypted: OpenSSL asked for its passphrase."""
+    """The private key is encrypted: it needs a passphrase, which Orbited never asks for.
 
-
-def _refuse_passphrase(max_length: int, verify: bool, userdata: object) -> bytes:
-    """OpenSSL's own answer to an encrypted key is a prompt on the terminal, read in the
+    OpenSSL's own answer to an encrypted key is a prompt on the terminal, read in the
     reactor's thread: a SIGHUP in a terminal session stopped every connection until
-    someone typed.  Orbited never prompts (pyOpenSSL re-raises this from the load)."""
-    raise _PassphraseWanted()
+    someone typed.  The key is therefore read by ``cryptography`` (which cannot prompt),
+    not by OpenSSL's file loader."""
+
+
+def _load_private_key(context: SSL.Context, path: str) -> None:
+    """The first private key of the PEM file ``path``, handed to ``context`` as a
+    ``cryptography`` key: pyOpenSSL deprecated both its passphrase callback and its own key
+    objects (a DeprecationWarning on every start and ``--check``, with pyOpenSSL >= 24.3)."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    try:
+        key = load_pem_private_key(data, password=None)
+    except TypeError:  # "Password was not given but private key is encrypted"
+        raise _PassphraseWanted() from None
+    context.use_privatekey(key)
 
 
 class CycleFreeTLS(BufferingTLSTransport):
@@ -115,7 +129,6 @@ def tls_context(files: TLSFiles) -> SSL.Context:
     context = SSL.Context(SSL.TLS_SERVER_METHOD)
     context.set_min_proto_version(SSL.TLS1_2_VERSION)
     context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE)
-    context.set_passwd_cb(_refuse_passphrase)
     # An idle connection gives its read and write buffers back (as Twisted's own CertificateOptions
     # does): 27 KB instead of 47 KB per idle https connection, 29 instead of 62 per idle wss session.
     context.set_mode(SSL.MODE_RELEASE_BUFFERS)
@@ -123,7 +136,7 @@ def tls_context(files: TLSFiles) -> SSL.Context:
     steps: list[tuple[str, str | None, str, Callable[[str], object]]] = [
         ("crt", files.crt, "the certificate chain", context.use_certificate_chain_file),
         ("chain", files.chain, "the chain", lambda path: _load_chain(context, path)),
-        ("key", files.key, "the private key", context.use_privatekey_file),
+        ("key", files.key, "the private key", lambda path: _load_private_key(context, path)),
     ]
     for key, path, what, load in steps:
         if path is None:
@@ -138,7 +151,7 @@ def tls_context(files: TLSFiles) -> SSL.Context:
             raise TLSFilesError(key, f"{key} '{path}': {what} is encrypted with a passphrase, and Orbited does "
                                 "not ask for one: store it decrypted (openssl pkey -in KEY -out NEW), readable "
                                 "by root and [global] user only") from None
-        except (SSL.Error, crypto.Error) as exc:
+        except (SSL.Error, ValueError, UnsupportedAlgorithm) as exc:
             reason = _ssl_reason(exc)
             if "key values mismatch" in reason:  # OpenSSL compares a key with the certificate as it loads it
                 raise mismatch from None
@@ -154,7 +167,7 @@ def _load_chain(context: SSL.Context, path: str) -> None:
     context.load_verify_locations(path)
     with open(path, "rb") as handle:
         for pem in _pem_blocks(handle.read()):
-            context.add_extra_chain_cert(crypto.load_certificate(crypto.FILETYPE_PEM, pem))
+            context.add_extra_chain_cert(x509.load_pem_x509_certificate(pem))
 
 
 def _ssl_reason(exc: Exception) -> str:

@@ -740,6 +740,19 @@ def test_check_loads_the_tls_files(tmp_path):
         assert "OK" not in out.stdout and "Traceback" not in out.stderr
 
 
+def test_tls_files_load_without_deprecated_pyopenssl_calls(tmp_path):
+    """pyOpenSSL deprecated its passphrase callback and its own key and certificate objects:
+    loading [ssl] files with them warned on every start, reload and --check (an error under
+    -W error, and one once pyOpenSSL removes them)."""
+    chain = make_chain(tmp_path)
+    cfg = tmp_path / "o.cfg"
+    cfg.write_text(f"[listen]\nhttps://127.0.0.1:{free_port()}\n[ssl]\nkey = {chain['key']}\n"
+                   f"crt = {chain['crt']}\nchain = {chain['chain']}\n{AS_THIS_USER}")
+    out = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-m", "orbited", "--check",
+                          "-c", str(cfg)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and "OK" in out.stdout, out.stderr
+
+
 def test_check_reports_log_files_that_cannot_be_opened(tmp_path):
     existing = tmp_path / "existing.log"
     existing.write_text("old lines\n")
