@@ -21,6 +21,7 @@ def serve_files(engine: str):
     (root / "big.bin").write_bytes(BIG)
     (root / "page.html").write_text("<p>page</p>")
     (root / "app.js").write_text("var x = 1;")
+    (root / "module.mjs").write_text("export const x = 1;")
     (root / "data.unknownext").write_bytes(b"\x00\x01")
     (root / "dir").mkdir()
     (root / "dir" / "index.html").write_text("<p>dir index</p>")
@@ -71,6 +72,16 @@ def test_head_gives_the_length_and_no_body(site):
     assert status == 200 and headers[b"content-length"] == str(len(BIG)).encode()
     status, headers, body = client.response()
     assert body == b"var x = 1;" and headers[b"content-type"] == b"application/javascript; charset=utf-8"
+    client.close()
+
+
+def test_a_javascript_module_has_the_type_of_a_script_on_every_python(site):
+    """Python 3.12 changed its own type for .mjs (application/javascript before, text/javascript
+    since): the type of a file Orbited serves did not depend on the Python it runs on."""
+    client = Raw(site.port)
+    client.send(get("/files/module.mjs"))
+    _, headers, body = client.response()
+    assert body == b"export const x = 1;" and headers[b"content-type"] == b"application/javascript; charset=utf-8"
     client.close()
 
 

@@ -49,8 +49,11 @@ INDEX_NAMES = ("index.html",)
 WHOLE_FILE_LIMIT = 256 * 1024  # read and sent in one write; larger files are streamed
 _BAD_SEGMENTS = (b"", b".", b"..")
 
+# Pinned where Python's own table changed between the supported versions, so that a file is
+# served with the same type on each: .mjs became text/javascript in 3.12 (.js is pinned alike).
 _TYPES = mimetypes.MimeTypes()
 _TYPES.add_type("application/javascript", ".js")
+_TYPES.add_type("application/javascript", ".mjs")
 _TYPES.add_type("application/json", ".json")
 _TYPES.add_type("image/svg+xml", ".svg")
 _TYPES.add_type("font/woff2", ".woff2")
