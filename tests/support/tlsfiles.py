@@ -46,7 +46,11 @@ def make_chain(directory: Path) -> dict[str, Path]:
                    .public_key(key.public_key()).serial_number(x509.random_serial_number())
                    .not_valid_before(now - datetime.timedelta(minutes=5))
                    .not_valid_after(now + datetime.timedelta(days=1))
-                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+                   # Python 3.13's default client context (VERIFY_X509_STRICT) refuses a chain without them
+                   .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+                   .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()),
+                                  critical=False))
         if ca:
             builder = builder.add_extension(x509.KeyUsage(
                 digital_signature=True, content_commitment=False, key_encipherment=False,
