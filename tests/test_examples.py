@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from tests.support.procs import REPO, free_port, scratch_dir, stop_process, wait
 from tests.test_browser_support import chromium  # noqa: F401 (a fixture)
 
 EXAMPLES = REPO / "examples"
+ORBITED = Path(sys.executable).parent / "orbited"  # the console script of the Python under test (make: venv/)
 DOC_SCREENSHOTS = REPO / "docs" / "screenshots"
 SCREENSHOTS = DOC_SCREENSHOTS if os.environ.get("ORBITED_SCREENSHOTS") == "docs" else REPO / "tests" / ".work" / "screenshots"
 
@@ -32,7 +34,9 @@ class Demo:
     def __init__(self, name: str, **ports: int):
         self.name = name
         self.http = free_port()
-        self.env = {**os.environ, "HTTP_PORT": str(self.http), **{k: str(v) for k, v in ports.items()}}
+        # The Python under test (examples/lib.sh would take the repo's venv, or whatever is on PATH)
+        python = {"ORBITED": str(ORBITED), "PYTHON": sys.executable}
+        self.env = {**os.environ, **python, "HTTP_PORT": str(self.http), **{k: str(v) for k, v in ports.items()}}
         self.log = scratch_dir(f"demo-{name}-") / "run.log"
         self.proc: subprocess.Popen | None = None
 
@@ -122,7 +126,7 @@ def test_chat_with_python_publisher(chromium, browser):  # noqa: F811
         wait_text(browser, "log", "alice: hello from alice <b>not bold</b>")
         # the publisher's ticks arrive, and a one-off event pushed the way the README says
         wait_text(chromium, "log", "server tick #")
-        subprocess.run([str(REPO / "venv" / "bin" / "python"), str(EXAMPLES / "chat" / "publisher.py"),
+        subprocess.run([sys.executable, str(EXAMPLES / "chat" / "publisher.py"),
                         "--port", str(stomp_port), "--say", "deploy finished"], check=True, timeout=30)
         wait_text(browser, "log", "deploy finished")
         say(browser, "hi alice")
@@ -267,7 +271,7 @@ def test_make_run_serves_the_demo_index(chromium):  # noqa: F811
     path = work / "demo.cfg"
     path.write_text(config)
     http = mapping["8000"]
-    proc = subprocess.Popen([str(REPO / "venv" / "bin" / "orbited"), "--config", str(path)], cwd=work,
+    proc = subprocess.Popen([str(ORBITED), "--config", str(path)], cwd=work,
                             stdout=open(work / "log", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_port(http, proc=proc)
