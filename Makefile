@@ -17,8 +17,19 @@ install: $(STAMP)
 
 # Orbited on the embedded default: HTTP on 127.0.0.1:8000, the built-in STOMP broker on
 # :61613, test echo servers and the demo pages at /demos/.
+# Started as root, Orbited drops to the demo config's `user = nobody`.  A clone nobody cannot
+# read (one under root's 0700 home) would then answer 404 to every page, so there the demo
+# keeps root, from a copy of the config beside it that says so (it listens on loopback only).
+DEMO_CFG ?= etc/demo.cfg
+AS_ROOT_CFG := $(dir $(DEMO_CFG)).demo-as-root.cfg
 run: install
-	$(BIN)/orbited --config etc/demo.cfg
+	@cfg=$(DEMO_CFG); \
+	if [ "$$(id -u)" = 0 ] && ! runuser -u nobody -- test -r "$(CURDIR)/orbited/static/Orbited.js" 2>/dev/null; then \
+		echo "make run: user nobody cannot read $(CURDIR), so the demo runs as root (on loopback only)"; \
+		sed 's/^user = nobody$$/user = root/' $(DEMO_CFG) > $(AS_ROOT_CFG); \
+		cfg=$(AS_ROOT_CFG); \
+	fi; \
+	exec $(BIN)/orbited --config $$cfg
 
 # Installs what the tests need (Debian packages, npm packages), then runs all of them.
 test: install test-deps lint

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -292,6 +293,43 @@ def test_make_run_serves_the_demo_index(chromium):  # noqa: F811
         assert console_errors(chromium) == []
     finally:
         stop_process(proc)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="only root drops privileges")
+def test_make_run_keeps_root_for_a_clone_nobody_can_read():
+    """`make run` as root from a clone under a 0700 directory (root's home): Orbited would serve as
+    `nobody`, which cannot read the clone, and answer 404 to everything; the target says so and
+    keeps root, and the pages are served."""
+    outer = scratch_dir("makerun-")
+    outer.chmod(0o700)
+    clone = outer / "clone"
+    (clone / "orbited" / "static").mkdir(parents=True)
+    (clone / "etc").mkdir()
+    (clone / "Makefile").write_text((REPO / "Makefile").read_text())
+    (clone / "orbited" / "static" / "Orbited.js").write_text("// a clone's copy\n")
+    (clone / "examples").mkdir()
+    (clone / "examples" / "index.html").write_text("<title>the clone's demos</title>\n")
+    setup = clone / "setup.py"
+    setup.write_text("")
+    os.utime(setup, (0, 0))  # older than the venv's stamp: `install` has nothing to do
+    http = free_port()
+    config = (REPO / "etc" / "demo.cfg").read_text()
+    listen = config[config.index("[listen]"):config.index("[static]")]
+    config = config.replace(listen, f"[listen]\nhttp://127.0.0.1:{http}\n\n")
+    (clone / "etc" / "demo.cfg").write_text(config)  # demos = ../examples: the clone's own
+    proc = subprocess.Popen(["make", "--no-print-directory", "run", f"VENV={Path(sys.executable).parent.parent}"],
+                            cwd=clone, stdout=open(outer / "log", "wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        wait_port(http, proc=proc)
+        with urllib.request.urlopen(f"http://127.0.0.1:{http}/demos/", timeout=10) as answer:
+            assert b"the clone's demos" in answer.read()
+    finally:
+        stop_process(proc)
+    log = (outer / "log").read_text()
+    assert f"make run: user nobody cannot read {clone}, so the demo runs as root" in log
+    assert "dropped privileges to user root" in log
+    assert "user = root" in (clone / "etc" / ".demo-as-root.cfg").read_text()
 
 
 @pytest.fixture(autouse=True)
