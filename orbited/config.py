@@ -202,7 +202,8 @@ GLOBAL_KEYS: tuple[Key, ...] = (
         "Referer they are refused unless '*'."),
     Key("http.timeout", positive_number, 60.0,
         "Seconds an idle HTTP connection (between requests) is kept open; a request "
-        "head must arrive whole within this time too (slowloris), and a client must read "
+        "head must arrive whole within this time too (slowloris), a request body must "
+        "keep coming, at 500 bytes/s on average after this time, and a client must read "
         "some of a static file it is sent within this time, or it is cut off."),
     Key("http.max_body", positive_int, 1048576,
         "Largest HTTP request body accepted by Comet upstream endpoints; larger "

@@ -17,6 +17,7 @@ import time
 from importlib import resources
 from typing import TYPE_CHECKING
 
+from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
@@ -24,6 +25,7 @@ from twisted.web.server import Request, Site
 from orbited import __version__
 from orbited.forwarding import client_ip, forwarding_header
 from orbited.http import LeanSite, Limits
+from orbited.http.channel import BODY_MIN_RATE
 from orbited.http.parser import DEFAULT_MAX_BODY
 from orbited.http.response import error_response
 from orbited.http.static import StaticFiles
@@ -213,12 +215,50 @@ class OrbitedRequest(Request):
             content.close()  # taken over: the new protocol was given the body in render
 
 
+class OrbitedChannel(HTTPChannel):
+    """twisted.web's connection, for ``http.engine = twisted``, held to the lean engine's timeouts
+    (docs/http.md, "Timeouts"): a whole request head within ``http.timeout`` of the connection
+    opening or of the previous response ending, and a body that keeps coming at ``BODY_MIN_RATE``
+    on average after ``http.timeout`` of grace.  twisted.web moved its timeout on at every read, so
+    a head or a body trickled a byte per ``http.timeout`` kept its connection for good."""
+
+    _body_deadline: float | None = None  # the latest the body under way may end, at BODY_MIN_RATE
+
+    def resetTimeout(self) -> None:
+        """twisted.web calls this on every read: a read alone never moves the deadline on."""
+
+    def allHeadersReceived(self) -> None:
+        super().allHeadersReceived()
+        if self.length != 0 and self.timeOut:  # a body follows (None: chunked)
+            self._body_deadline = self.site.reactor.seconds() + self.timeOut
+            self.setTimeout(self.timeOut)
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if self._body_deadline is not None and not self._handlingRequest and self.timeOut:
+            self._body_deadline += len(data) / BODY_MIN_RATE
+            left = self._body_deadline - self.site.reactor.seconds()
+            idle = self.setTimeout(max(0.0, min(self.timeOut, left)))
+            self.timeOut = idle  # setTimeout changed the idle timeout too; only this deadline moves
+        super().rawDataReceived(data)
+
+    def allContentReceived(self) -> None:
+        self._body_deadline = None
+        super().allContentReceived()
+
+
+def orbited_channel(site: Site) -> _GenericHTTPChannelProtocol:
+    """``OrbitedSite.protocol``: twisted.web's own wrapper (HTTP/2 when TLS negotiates it) around an
+    :class:`OrbitedChannel`."""
+    return _GenericHTTPChannelProtocol(OrbitedChannel())
+
+
 class OrbitedSite(Site):
     """``http.engine = twisted``: twisted.web's server for the same tree, kept as a fallback and as
     the baseline the lean layer is measured against (bench/scenarios/http_core.py); access lines go
     to stdlib logging."""
 
     requestFactory = OrbitedRequest
+    protocol = orbited_channel
     max_body = DEFAULT_MAX_BODY  # build_site sets the server's own (largest_body)
 
     def log(self, request: Request) -> None:

@@ -685,14 +685,28 @@ def test_no_timeout_while_a_response_is_in_progress():
 def test_a_body_that_keeps_coming_is_not_cut():
     text = Text()
     server = serve(tree(text=text), timeout=2)
-    server.send(b"POST /text HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n")
-    for _ in range(10):
+    server.send(b"POST /text HTTP/1.1\r\nHost: h\r\nContent-Length: 6000\r\n\r\n")
+    for _ in range(10):  # 600 bytes/s for 10 s, five times http.timeout: over BODY_MIN_RATE
         server.clock.advance(1)
-        server.send(b"x")
-    assert not server.transport.disconnecting and server.responses()[0].body == b"got xxxxxxxxxx"
+        server.send(b"x" * 600)
+    assert not server.transport.disconnecting and server.responses()[0].body == b"got " + b"x" * 6000
     server.send(b"POST /text HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nx")
     server.clock.pump([1] * 4)
     assert server.transport.disconnecting and server.responses()[0].status == 408
+
+
+def test_a_trickled_body_is_cut_once_it_falls_behind_the_minimum_rate():
+    """Each piece of a body moved the deadline on by http.timeout: a byte a second (or a byte per
+    http.timeout) held the connection for as long as the Content-Length allowed."""
+    server = serve(tree(text=Text()), timeout=2)
+    server.send(b"POST /text HTTP/1.1\r\nHost: h\r\nContent-Length: 1000000\r\n\r\n")
+    for _ in range(20):
+        server.clock.advance(1)
+        if server.transport.disconnecting:
+            break
+        server.send(b"x")
+    assert server.transport.disconnecting and server.responses()[0].status == 408
+    assert server.clock.seconds() <= 4  # http.timeout of grace, then the sweep
 
 
 # --------------------------------------------------------------------------- handing the connection over

@@ -345,6 +345,74 @@ def test_slowloris_is_cut_and_idle_connections_close():
         assert idle.closed(5) and time.monotonic() - started < 4
 
 
+def trickle(client: Raw, pieces: list[bytes], every: float, within: float) -> bool:
+    """Send ``pieces`` one per ``every`` seconds; True if the server cut the connection within
+    ``within`` seconds (what it answered stays in ``client.buffer``)."""
+    started = time.monotonic()
+    for piece in pieces:
+        if time.monotonic() - started > within:
+            return False
+        time.sleep(every)
+        try:
+            client.send(piece)
+        except OSError:
+            return True
+        client.sock.settimeout(0.01)
+        try:
+            if not client._more():
+                return True
+        except TimeoutError:
+            pass
+        except ConnectionResetError:
+            return True
+    return client.closed(within)
+
+
+@pytest.mark.parametrize("engine", ["lean", "twisted"])
+def test_a_trickled_body_is_cut_and_a_slow_but_fair_one_is_not(engine):
+    """Each piece of a body moved the http.timeout deadline on, so a client sending a byte a second
+    (or one per http.timeout) held its connection for as long as its Content-Length allowed: a
+    megabyte body, months.  A body must now average 500 bytes/s after a first http.timeout of grace."""
+    port = free_port()
+    config = f"[global]\nhttp.engine = {engine}\nhttp.timeout = 1\n[listen]\nhttp://127.0.0.1:{port}\n"
+    with OrbitedProcess(config, wait_for=port):
+        slow = Raw(port)
+        slow.send(b"POST /tcp/x HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+        started = time.monotonic()
+        assert trickle(slow, [b"x"] * 1000, every=0.2, within=6)  # 5 bytes/s: each read is well within 1 s
+        assert time.monotonic() - started < 5  # 1 s of grace, then the sweep (every 0.5 s), slack for load
+        if engine == "lean":
+            assert slow.buffer.startswith(b"HTTP/1.1 408 ")
+        fair = Raw(port)
+        fair.send(b"POST /tcp/x HTTP/1.1\r\nHost: x\r\nContent-Length: 3000\r\n\r\n")
+        for _ in range(10):  # 1,200 bytes/s for 2.5 s, longer than http.timeout
+            time.sleep(0.25)
+            fair.send(b"x" * 300)
+        assert fair.response()[0] == 404  # answered by the resource, not cut
+
+
+@pytest.mark.parametrize("engine", ["lean", "twisted"])
+def test_a_trickled_head_is_cut_on_either_engine(engine):
+    """twisted.web moved its timeout on at every read, so a head sent a byte a second was never
+    cut with http.engine = twisted; a whole head must arrive within http.timeout on both."""
+    port = free_port()
+    config = f"[global]\nhttp.engine = {engine}\nhttp.timeout = 1\n[listen]\nhttp://127.0.0.1:{port}\n"
+    with OrbitedProcess(config, wait_for=port):
+        slow = Raw(port)
+        started = time.monotonic()
+        head = b"GET /system/status HTTP/1.1\r\nHost: x\r\nX-Loris: " + b"z" * 100
+        assert trickle(slow, [bytes([byte]) for byte in head], every=0.2, within=6)
+        assert time.monotonic() - started < 5
+        idle = Raw(port)
+        idle.send(get("/system/status"))
+        assert idle.response()[0] == 200  # the next request on the same connection has its own http.timeout
+        time.sleep(0.6)
+        idle.send(get("/system/status"))
+        assert idle.response()[0] == 200
+        started = time.monotonic()
+        assert idle.closed(5) and time.monotonic() - started < 4
+
+
 # --------------------------------------------------------------------------- disconnects
 
 

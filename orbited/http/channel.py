@@ -11,7 +11,8 @@ Timeouts cost nothing per read.  The site's sweep closes a connection whose
 ``deadline`` passed; the deadline is set when the connection opens and when
 a response ends (a whole request head must arrive by then: an idle client
 and a slowloris client are the same case), and moved on each piece of a
-request body.  While a response is in progress (a long-poll, a stream) the
+request body, but never past what ``BODY_MIN_RATE`` allows (a body trickled
+a byte per ``http.timeout`` would otherwise hold its connection for ever).  While a response is in progress (a long-poll, a stream) the
 connection is not watched at all.
 
 Bad requests get their status and a short text, then the connection closes;
@@ -54,6 +55,11 @@ HOLD_POLL_MOST = 0.25  # the checks back off to this: a client that never reads 
 # to be sent (Twisted's FileDescriptor.bufferSize, where it pauses a producer): a client that
 # pipelines requests and reads no answers must not grow the server's memory.
 UNSENT_MOST = 64 * 1024
+# A request body must come at least this fast on average (bytes/s), after a first http.timeout
+# of grace: each byte earns 1/BODY_MIN_RATE s more (Apache mod_reqtimeout's body=N,MinRate=500).
+# Moving the deadline on each read alone (nginx's client_body_timeout) let a client hold a
+# connection for months by trickling a megabyte body a byte per http.timeout.
+BODY_MIN_RATE = 500
 
 
 class HTTPChannel(Protocol):
@@ -71,6 +77,7 @@ class HTTPChannel(Protocol):
         self.closeAfterResponse = False
         self.readPaused = False
         self.deadline = 0.0
+        self._body_deadline = 0.0  # the latest the body under way may end, at BODY_MIN_RATE (see _body)
         self._advancing = False
         self._held: RequestHead | None = None  # waits for the response before it to leave (see _head)
         self.peer: Any = None
@@ -136,8 +143,7 @@ class HTTPChannel(Protocol):
                     return
                 kind = event.__class__
                 if kind is BodyData:
-                    self.request.content.write(event.data)  # type: ignore[union-attr]
-                    self.deadline = self.site.now() + self.site.timeout
+                    self._body(event.data)  # type: ignore[attr-defined]
                 elif kind is RequestHead:
                     self._head(event)  # type: ignore[arg-type]
                 elif kind is EndOfRequest:
@@ -165,7 +171,14 @@ class HTTPChannel(Protocol):
         if head.expect_continue:
             self.send(CONTINUE)
         if self.parser.in_body:
-            self.deadline = self.site.now() + self.site.timeout
+            self.deadline = self._body_deadline = self.site.now() + self.site.timeout
+
+    def _body(self, data: bytes) -> None:
+        """A piece of the request body: kept, and the deadline moved to ``http.timeout`` from now,
+        but no further than the body's average rate allows (``BODY_MIN_RATE``)."""
+        self.request.content.write(data)  # type: ignore[union-attr]
+        self._body_deadline += len(data) / BODY_MIN_RATE
+        self.deadline = min(self.site.now() + self.site.timeout, self._body_deadline)
 
     def _behind_unsent(self, head: RequestHead) -> bool:
         unsent = unsent_bytes(self.transport)
