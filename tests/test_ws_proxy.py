@@ -417,6 +417,68 @@ def test_backend_data_while_the_browser_side_closes_is_dropped_quietly():
     assert "WARNING" not in log, log
 
 
+def read_until_closed(sock: socket.socket, timeout: float = 10) -> tuple[bytes, str]:
+    """Everything the server sends until it closes, and how: 'FIN' or 'RESET'."""
+    sock.settimeout(timeout)
+    received = b""
+    try:
+        while data := sock.recv(65536):
+            received += data
+    except ConnectionResetError:
+        return received, "RESET"
+    return received, "FIN"
+
+
+@pytest.mark.parametrize("close", [(999).to_bytes(2, "big"), (5000).to_bytes(2, "big"), b"\x03",
+                                   (1000).to_bytes(2, "big") + b"\xff"])
+def test_an_invalid_close_frame_is_answered_with_why_not_a_reset(close):
+    """autobahn answers a close frame with a reserved code, a 1-byte payload or a reason that is not
+    UTF-8 with 1002 (1007), takes the browser's frame as the reply to it, and aborted the socket:
+    the reset threw the answer away, so the browser saw a reset and never learnt why."""
+    with orbited_with() as orbited:
+        browser = raw_upgrade(orbited.port)
+        browser.sendall(masked(8, close))
+        received, how = read_until_closed(browser)
+        expected = 1007 if close.endswith(b"\xff") else 1002
+        assert received[:1] == b"\x88" and int.from_bytes(received[2:4], "big") == expected, received
+        assert how == "FIN"
+        browser.close()
+
+
+def test_a_browser_that_closes_and_never_reads_is_cut_with_its_backend():
+    """A browser that sent its close frame and then read nothing, behind a backend that kept
+    sending, held its socket and its backend connection for as long as it stayed connected: the
+    orderly close waited for every byte to reach it, and the session ended only with the socket."""
+    backend = socket.socket()
+    backend.bind(("127.0.0.1", 0))
+    backend.listen(1)
+    port = backend.getsockname()[1]
+    with orbited_with(access=f"* -> 127.0.0.1:{port}") as orbited:
+        browser = raw_upgrade(orbited.port)
+        browser.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        browser.sendall(masked(1, f"127.0.0.1:{port}".encode()))
+        conn, _ = backend.accept()
+        conn.setblocking(False)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:  # until Orbited stops reading it: the browser reads nothing
+            try:
+                conn.send(b"x" * 65536)
+            except BlockingIOError:
+                time.sleep(0.05)
+        browser.sendall(masked(8, (1000).to_bytes(2, "big")))
+        conn.setblocking(True)
+        conn.settimeout(15)
+        started = time.monotonic()
+        while conn.recv(65536):  # what Orbited wrote, until it closes the backend (TimeoutError: never)
+            pass
+        assert time.monotonic() - started < 12  # closing.LINGER (5 s) without progress, then cut
+        _, how = read_until_closed(browser, timeout=5)  # the browser's socket is gone too
+        assert how in ("FIN", "RESET")
+        conn.close()
+        browser.close()
+    backend.close()
+
+
 def test_message_over_the_limit_closes_with_1009():
     with orbited_with(extra_global="ws.max_message_size = 10000") as orbited:
         ws, answer = open_socket(orbited.port, f"127.0.0.1:{orbited.echo}")

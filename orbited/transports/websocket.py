@@ -41,7 +41,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from orbited.addresses import peer_text
-from orbited.closing import unsent_to_peer
+from orbited.closing import cut_when_stalled, unsent_to_peer
 from orbited.http.upgrade import WebSocketEndpoint
 from orbited.session import ISession, ISessionProtocol, close_code, close_reason
 from orbited.transports.wsframes import binary_frame_header, take_binary_frames, take_text_frame
@@ -97,6 +97,27 @@ class ServerProtocol(WebSocketServerProtocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # type: ignore[assignment]
         super().connectionLost(reason)
         self.is_closed = succeed(None)
+
+    def dropConnection(self, abort: bool = False) -> None:
+        """autobahn's close of the TCP connection, with two faults mended:
+
+        - once a close handshake completed it aborted (RST) when the close was ours, and so also
+          when it answered an invalid close frame (a reserved code, a 1-byte payload, a reason
+          that is not UTF-8) with its 1002 or 1007: the reset threw that frame away, so the
+          browser saw a reset instead of why.  After a completed handshake nothing is left to
+          read: the close is a FIN after the frames, as after a browser's valid close;
+        - that orderly close waited for every byte written to reach the browser, and a browser
+          that sent its close frame and then read nothing (behind a backend that kept sending)
+          held its socket, and its backend connection, for as long as it liked: the session
+          ends only when the socket does.  Such a close is cut once the browser has taken
+          nothing for closing.LINGER seconds."""
+        orderly = not abort or self.wasClean
+        if self.state == WebSocketServerProtocol.STATE_CLOSED or not orderly:
+            super().dropConnection(abort=abort)
+            return
+        transport = self.transport
+        super().dropConnection(abort=False)
+        cut_when_stalled(transport, self.factory.context.reactor)
 
     closeUnsent = sys.maxsize  # bytes still on their way to the browser when our close frame was last timed
 

@@ -189,11 +189,6 @@ class SockJSWebSocketProtocol(ServerProtocol):
         if session is not None:
             session.end(f"browser sent a {what}")
 
-    def dropConnection(self, abort: bool = False) -> None:
-        # After a clean close handshake autobahn aborts the TCP connection (RST);
-        # clients that read on after the close frame expect an orderly FIN.
-        super().dropConnection(abort=abort and not self.wasClean)
-
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         session, self.sockjsSession = self.sockjsSession, None
         if session is None:
