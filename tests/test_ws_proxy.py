@@ -479,6 +479,28 @@ def test_a_browser_that_closes_and_never_reads_is_cut_with_its_backend():
     backend.close()
 
 
+def test_a_ping_flood_from_a_browser_that_never_reads_does_not_grow_the_server():
+    """Every ping was answered, and a client that sent pings and read nothing grew the server's
+    buffer of pongs without bound (74 MB in 20 s on loopback).  Pongs now go only while little
+    waits for the browser; a browser that reads gets its pong as before."""
+    with orbited_with() as orbited:
+        browser = raw_upgrade(orbited.port)
+        browser.sendall(masked(9, b"are you there"))
+        assert browser.recv(64) == b"\x8a\x0dare you there"
+        flood = raw_upgrade(orbited.port)
+        flood.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        before = rss_kb(orbited.proc.pid)
+        pings = masked(9, b"p" * 125) * 1000
+        for _ in range(200):  # 26 MB of pings
+            flood.sendall(pings)
+        time.sleep(1)  # the server reads the last of them
+        browser.sendall(masked(9, b"still there"))
+        assert browser.recv(64) == b"\x8a\x0bstill there"
+        assert rss_kb(orbited.proc.pid) - before < 8 * 1024
+        flood.close()
+        browser.close()
+
+
 def test_message_over_the_limit_closes_with_1009():
     with orbited_with(extra_global="ws.max_message_size = 10000") as orbited:
         ws, answer = open_socket(orbited.port, f"127.0.0.1:{orbited.echo}")

@@ -42,6 +42,7 @@ from zope.interface import implementer
 
 from orbited.addresses import peer_text
 from orbited.closing import cut_when_stalled, unsent_to_peer
+from orbited.directwrite import unsent_bytes
 from orbited.http.upgrade import WebSocketEndpoint
 from orbited.session import ISession, ISessionProtocol, close_code, close_reason
 from orbited.transports.wsframes import binary_frame_header, take_binary_frames, take_text_frame
@@ -52,6 +53,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("orbited.transports.websocket")
 
 SUBPROTOCOL = "binary"
+# Bytes waiting to be sent to a browser above which its pings go unanswered (RFC 6455 5.5.3
+# lets an endpoint answer only the latest of several pings): a client that sends pings and
+# never reads grew the server's buffer of pongs without bound, 4 MB a second on loopback.
+PONG_BACKLOG = 64 * 1024
 
 class _Lazy:
     """A debug-log argument formatted on demand.  autobahn formats its options and
@@ -118,6 +123,12 @@ class ServerProtocol(WebSocketServerProtocol):
         transport = self.transport
         super().dropConnection(abort=False)
         cut_when_stalled(transport, self.factory.context.reactor)
+
+    def onPing(self, payload: bytes) -> None:
+        """A pong, unless more than ``PONG_BACKLOG`` bytes already wait for the browser: then
+        it is not reading what it is sent, and its pings are read and dropped."""
+        if unsent_bytes(self.transport) <= PONG_BACKLOG:
+            super().onPing(payload)
 
     closeUnsent = sys.maxsize  # bytes still on their way to the browser when our close frame was last timed
 
