@@ -501,6 +501,46 @@ def test_a_ping_flood_from_a_browser_that_never_reads_does_not_grow_the_server()
         browser.close()
 
 
+def test_a_message_in_tiny_fragments_costs_its_size_and_arrives_whole():
+    """autobahn kept each fragment's payload as its own bytes object until the message ended: a
+    message sent as 2-byte fragments held about 22 bytes of server memory per byte of it (93 MB
+    for one 4 MiB message), so ws.max_message_size did not bound what a connection could hold."""
+    with orbited_with(extra_global="ws.max_message_size = 1048576") as orbited:
+        browser = raw_upgrade(orbited.port)
+        browser.sendall(masked(1, f"127.0.0.1:{orbited.echo}".encode()))
+        assert browser.recv(3) == b"\x81\x011"
+        message = os.urandom(1 << 20)
+        before = rss_kb(orbited.proc.pid)
+        first, rest = masked(2, message[:2]), [message[i:i + 2] for i in range(2, len(message) - 2, 2)]
+        browser.sendall(bytes([first[0] & 0x7F]) + first[1:])  # not final
+        for start in range(0, len(rest), 4096):
+            browser.sendall(b"".join(b"\x00\x82\0\0\0\0" + piece for piece in rest[start:start + 4096]))
+        time.sleep(1)  # the server reads the last of them
+        held = rss_kb(orbited.proc.pid) - before
+        browser.sendall(masked(0, message[-2:]))  # the final fragment
+        received = b""
+        browser.settimeout(10)
+        while len(received) < len(message) + 10:
+            received += browser.recv(1 << 20)
+            payloads = []
+            pos = 0
+            while pos + 2 <= len(received):
+                length, start = received[pos + 1] & 0x7F, pos + 2
+                if length == 126:
+                    length, start = int.from_bytes(received[start:start + 2], "big"), start + 2
+                elif length == 127:
+                    length, start = int.from_bytes(received[start:start + 8], "big"), start + 8
+                if start + length > len(received):
+                    break
+                payloads.append(received[start:start + length])
+                pos = start + length
+            if sum(map(len, payloads)) == len(message):
+                break
+        assert b"".join(payloads) == message
+        assert held < 6 * 1024, held  # KiB: twice the message at most
+        browser.close()
+
+
 def test_message_over_the_limit_closes_with_1009():
     with orbited_with(extra_global="ws.max_message_size = 10000") as orbited:
         ws, answer = open_socket(orbited.port, f"127.0.0.1:{orbited.echo}")
