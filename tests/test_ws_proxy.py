@@ -306,11 +306,16 @@ def test_backend_close_closes_the_websocket_with_1000():
             assert closed.value.rcvd.code == 1000 and "backend closed" in closed.value.rcvd.reason
 
 
-def test_browser_close_closes_the_backend():
+def raw_backend() -> tuple[socket.socket, int]:
+    """A listening socket the test accepts from and reads itself: a backend whose every byte it controls."""
     backend = socket.socket()
     backend.bind(("127.0.0.1", 0))
     backend.listen(1)
-    port = backend.getsockname()[1]
+    return backend, backend.getsockname()[1]
+
+
+def test_browser_close_closes_the_backend():
+    backend, port = raw_backend()
     with orbited_with(access=f"* -> 127.0.0.1:{port}") as orbited:
         ws, answer = open_socket(orbited.port, f"127.0.0.1:{port}")
         conn, _ = backend.accept()
@@ -387,10 +392,7 @@ def test_backend_data_while_the_browser_side_closes_is_dropped_quietly():
     """A browser that breaks the protocol gets a close frame and the socket waits for its reply;
     what the backend sends meanwhile has nowhere to go and must not raise (it was logged as an
     unhandled error and ended the session as 'backend lost')."""
-    backend = socket.socket()
-    backend.bind(("127.0.0.1", 0))
-    backend.listen(1)
-    port = backend.getsockname()[1]
+    backend, port = raw_backend()
     with orbited_with(access=f"* -> 127.0.0.1:{port}") as orbited:
         browser = raw_upgrade(orbited.port)
         browser.sendall(masked(1, f"127.0.0.1:{port}".encode()))
@@ -449,10 +451,7 @@ def test_a_browser_that_closes_and_never_reads_is_cut_with_its_backend():
     """A browser that sent its close frame and then read nothing, behind a backend that kept
     sending, held its socket and its backend connection for as long as it stayed connected: the
     orderly close waited for every byte to reach it, and the session ended only with the socket."""
-    backend = socket.socket()
-    backend.bind(("127.0.0.1", 0))
-    backend.listen(1)
-    port = backend.getsockname()[1]
+    backend, port = raw_backend()
     with orbited_with(access=f"* -> 127.0.0.1:{port}") as orbited:
         browser = raw_upgrade(orbited.port)
         browser.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
