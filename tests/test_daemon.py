@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import os
 import pwd
 import re
@@ -426,6 +427,38 @@ def test_the_built_in_broker_runs_only_when_the_config_asks_for_it(stomp):
     assert head.startswith(b"HTTP/1.1 101" if wanted else b"HTTP/1.1 404"), head
     assert ("broker" in status) == wanted
     assert ("STOMP broker in development mode" in log) == wanted, log
+    assert "other machines can reach it" not in log, log  # loopback only
+
+
+def test_a_broker_open_to_any_login_names_the_listeners_other_machines_reach(caplog):
+    """etc/orbited.cfg and --quickstart served their any-login broker to the network; they now
+    listen on loopback, and a config written by hand that does not is told at start-up."""
+    from orbited.config import parse_listen_line
+    from orbited.inifile import Entry, Section
+    from orbited.stomp import reachable_from_elsewhere
+    from orbited.stomp.settings import StompSettings
+
+    listeners = [parse_listen_line(line) for line in (
+        "http://:8000", "http://127.0.0.1:8001", "https://[::1]:8443", "stomp://localhost:61613",
+        "stomp://0.0.0.0:61614", "http://192.0.2.7:8002", "echo://:7")]
+    on = StompSettings.from_section(Section("stomp", 0))
+    assert reachable_from_elsewhere(listeners, on) == [
+        "http://:8000 (/stomp)", "stomp://0.0.0.0:61614", "http://192.0.2.7:8002 (/stomp)"]
+    off = StompSettings.from_section(Section("stomp", 0, [Entry("websocket.enabled", "0", 1)]))
+    assert reachable_from_elsewhere(listeners, off) == ["stomp://0.0.0.0:61614"]
+    # what attach (at start-up) logs for such a config
+    from types import SimpleNamespace
+
+    from twisted.internet.task import Clock
+
+    from orbited.config import load_text
+    from orbited.stomp import attach
+
+    config = load_text("[listen]\nhttp://:8000\nstomp://127.0.0.1:61613\n[access]\n* -> localhost:61613\n")
+    with caplog.at_level(logging.WARNING, logger="orbited.stomp"):
+        attach(SimpleNamespace(broker=None, config=config, reactor=Clock()))
+    assert ("and other machines can reach it through http://:8000 (/stomp): add [stomp] user.NAME = PASSWORD "
+            "keys, or listen on 127.0.0.1 only") in caplog.text
 
 
 def test_status_is_loopback_only_by_default():

@@ -15,6 +15,7 @@ Modules: ``codec`` (frames <-> bytes), ``destinations`` (topics, queues),
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,7 @@ from orbited.stomp.broker import StompBroker
 from orbited.stomp.settings import StompSettings
 
 if TYPE_CHECKING:
+    from orbited.config import Listener
     from orbited.context import ServerContext
 
 log = logging.getLogger("orbited.stomp")
@@ -54,6 +56,30 @@ def attach(context: ServerContext) -> None:
     context.broker = StompBroker(settings, context.reactor)
     if settings.development_mode:
         log.warning("STOMP broker in development mode: no [stomp] user.* keys, so any login is accepted")
+        exposed = reachable_from_elsewhere(context.config.listeners, settings)
+        if exposed:
+            log.warning("and other machines can reach it through %s: add [stomp] user.NAME = PASSWORD "
+                        "keys, or listen on 127.0.0.1 only", ", ".join(exposed))
+
+
+def reachable_from_elsewhere(listeners: list[Listener], settings: StompSettings) -> list[str]:
+    """The listeners that hand the broker to other machines: stomp:// ones, and http(s):// ones
+    when /stomp or /stomp/publish is on, bound to anything but a loopback address.  A broker
+    that takes any login is fine for a demo on loopback and an open relay anywhere else; the
+    shipped configs listen on loopback for that reason, and one written by hand gets this line."""
+    served = settings["websocket.enabled"] or settings["publish.enabled"]
+    return [f"{listener}{'' if listener.scheme == 'stomp' else ' (/stomp)'}" for listener in listeners
+            if (listener.scheme == "stomp" or (listener.scheme in ("http", "https") and served))
+            and not _loopback(listener.host)]
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # '' (every interface) or a name
 
 
 def stomp_factory(context: ServerContext):
