@@ -325,6 +325,22 @@ def test_sigterm_sends_error_to_clients():
         assert srv.proc.proc.wait(10) == 0
 
 
+def test_sigterm_closes_websocket_clients_with_going_away():
+    """/ws closes with 1001 (going away) at shutdown; /stomp said 1000, a normal closure, so a
+    page could not tell a stopping server from a broker that ended its session."""
+    with Server() as srv:
+        ws = websocket.create_connection(f"ws://127.0.0.1:{srv.http}/stomp", subprotocols=["v12.stomp"])
+        ws.send("CONNECT\naccept-version:1.2\nhost:/\n\n\0")
+        assert ws.recv().startswith("CONNECTED")
+        srv.proc.proc.send_signal(signal.SIGTERM)
+        error = ws.recv()
+        assert error.startswith("ERROR\n") and "message:server shutting down" in error
+        opcode, frame = ws.recv_data_frame(control_frame=True)
+        assert opcode == websocket.ABNF.OPCODE_CLOSE and frame.data[:2] == b"\x03\xe9"  # 1001
+        ws.close()
+        assert srv.proc.proc.wait(10) == 0
+
+
 # --------------------------------------------------------------------------
 # POST /stomp/publish
 

@@ -441,7 +441,10 @@ class StompBroker:
             "deliveries": self.stats["deliveries"] + self.waiting.delivered,  # topics' and queues'
         }
 
+    stopping = False  # shutdown() has begun: WebSocket clients are closed with 1001 (going away)
+
     def shutdown(self) -> None:
         """SIGTERM: every client gets ERROR 'server shutting down' and is closed."""
+        self.stopping = True
         for conn in list(self.connections):
             conn.fail(SHUTDOWN_MESSAGE, "the broker is stopping")

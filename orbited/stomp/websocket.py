@@ -28,6 +28,7 @@ from zope.interface import implementer
 from orbited.addresses import peer_text
 from orbited.closing import cut_when_stalled
 from orbited.directwrite import write_now
+from orbited.session import CLOSE_GOING_AWAY, CLOSE_NORMAL
 from orbited.stomp.connection import StompConnection
 from orbited.transports.websocket import ServerProtocol, page_origin, websocket_factory
 
@@ -146,7 +147,9 @@ class StompWebSocket(ServerProtocol):
             self.dropConnection(abort=True)
             return
         if self.state == STATE_OPEN:
-            self.sendClose(1000)
+            # 1001 (going away) at shutdown, as /ws says it; sendCloseFrame because autobahn's
+            # sendClose refuses 1001
+            self.sendCloseFrame(CLOSE_GOING_AWAY if self.factory.context.broker.stopping else CLOSE_NORMAL)
         else:
             self.dropConnection(abort=False)
         # A publisher the broker stopped reading from (flow control) must be read again, or its
