@@ -24,7 +24,8 @@ DEMO_CFG ?= etc/demo.cfg
 AS_ROOT_CFG := $(dir $(DEMO_CFG)).demo-as-root.cfg
 run: install
 	@cfg=$(DEMO_CFG); \
-	if [ "$$(id -u)" = 0 ] && ! runuser -u nobody -- test -r "$(CURDIR)/orbited/static/Orbited.js" 2>/dev/null; then \
+	if [ "$$(id -u)" = 0 ] && command -v runuser >/dev/null && \
+			! runuser -u nobody -- test -r "$(CURDIR)/orbited/static/Orbited.js" 2>/dev/null; then \
 		echo "make run: user nobody cannot read $(CURDIR), so the demo runs as root (on loopback only)"; \
 		sed 's/^user = nobody$$/user = root/' $(DEMO_CFG) > $(AS_ROOT_CFG); \
 		cfg=$(AS_ROOT_CFG); \
