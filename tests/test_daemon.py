@@ -440,7 +440,7 @@ def test_a_broker_open_to_any_login_names_the_listeners_other_machines_reach(cap
 
     listeners = [parse_listen_line(line) for line in (
         "http://:8000", "http://127.0.0.1:8001", "https://[::1]:8443", "stomp://localhost:61613",
-        "stomp://0.0.0.0:61614", "http://192.0.2.7:8002", "echo://:7")]
+        "stomp://0.0.0.0:61614", "http://192.0.2.7:8002", "echo://:7", "http://[::ffff:127.0.0.1]:8003")]
     on = StompSettings.from_section(Section("stomp", 0))
     assert reachable_from_elsewhere(listeners, on) == [
         "http://:8000 (/stomp)", "stomp://0.0.0.0:61614", "http://192.0.2.7:8002 (/stomp)"]

@@ -77,9 +77,11 @@ def _loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False  # '' (every interface) or a name
+    mapped = getattr(address, "ipv4_mapped", None)  # [::ffff:127.0.0.1] is loopback too
+    return (mapped or address).is_loopback
 
 
 def stomp_factory(context: ServerContext):
