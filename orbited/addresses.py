@@ -15,9 +15,22 @@ looks a name up.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 _MAPPED = "::ffff:"
+
+
+def ip_of(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``host`` as the IP address it names (an IPv4-mapped IPv6 one as the IPv4 address it is,
+    as a dual-stack socket reports IPv4 clients), or None for a name, '' or anything else."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped
+    return address
 
 
 def host_port(host: str, port: int) -> str:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from orbited.addresses import ip_of
+
 # RFC 7239's header, and the two older conventions (nginx, HAProxy, most load balancers).
 FORWARDING_HEADERS = (b"forwarded", b"x-forwarded-for", b"x-real-ip")
 
@@ -27,10 +29,4 @@ def forwarding_header(request: Any) -> str | None:
 
 def client_ip(request: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The request's peer address (an IPv4-mapped IPv6 one as IPv4), or None (a UNIX socket)."""
-    try:
-        address = ipaddress.ip_address(getattr(request.getClientAddress(), "host", ""))
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        return address.ipv4_mapped
-    return address
+    return ip_of(getattr(request.getClientAddress(), "host", ""))

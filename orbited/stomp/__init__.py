@@ -15,7 +15,6 @@ Modules: ``codec`` (frames <-> bytes), ``destinations`` (topics, queues),
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from typing import TYPE_CHECKING
 
@@ -23,6 +22,7 @@ from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from orbited.addresses import ip_of
 from orbited.stomp.broker import StompBroker
 from orbited.stomp.settings import StompSettings
 
@@ -74,14 +74,9 @@ def reachable_from_elsewhere(listeners: list[Listener], settings: StompSettings)
 
 
 def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False  # '' (every interface) or a name
-    mapped = getattr(address, "ipv4_mapped", None)  # [::ffff:127.0.0.1] is loopback too
-    return (mapped or address).is_loopback
+    """'' (every interface) and names other than localhost are not."""
+    address = ip_of(host)  # [::ffff:127.0.0.1] is 127.0.0.1
+    return host == "localhost" or (address is not None and address.is_loopback)
 
 
 def stomp_factory(context: ServerContext):
